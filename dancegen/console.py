@@ -1,0 +1,63 @@
+"""Console output shared by the CLI and long-running library code: logging level, progress bars."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+
+_VERBOSITY = 1  # 0 quiet, 1 normal, 2 verbose
+
+
+def set_verbosity(level: int) -> None:
+    global _VERBOSITY
+    _VERBOSITY = level
+
+
+def verbosity() -> int:
+    return _VERBOSITY
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def info(msg: str) -> None:
+    """Print a status line to stderr unless --quiet."""
+    if _VERBOSITY >= 1:
+        _console().print(msg, highlight=False)
+
+
+def debug(msg: str) -> None:
+    if _VERBOSITY >= 2:
+        _console().print(f"[dim]{msg}[/dim]", highlight=False)
+
+
+class _Bar:
+    def __init__(self, progress, task):
+        self._p, self._t = progress, task
+
+    def advance(self, n: int = 1) -> None:
+        if self._p is not None:
+            self._p.advance(self._t, n)
+
+    def update(self, **kw) -> None:
+        if self._p is not None:
+            self._p.update(self._t, **kw)
+
+
+@contextlib.contextmanager
+def progress_bar(total: int | None, description: str) -> Iterator[_Bar]:
+    """A rich progress bar on stderr (silent with --quiet or when stderr is not a terminal and not verbose)."""
+    show = _VERBOSITY >= 1 and (sys.stderr.isatty() or _VERBOSITY >= 2)
+    if not show:
+        yield _Bar(None, None)
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+        TimeRemainingColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TimeRemainingColumn(), console=_console(), transient=False) as p:
+        yield _Bar(p, p.add_task(description, total=total))

@@ -1,0 +1,51 @@
+"""Device choice and seeding. Only cli.py and api.py seed globally (house-style.md §6)."""
+
+from __future__ import annotations
+
+import os
+import random
+
+from dancegen.errors import InputError
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def resolve_device(device: str = "auto") -> str:
+    """`auto` picks cuda, then mps, then cpu; an explicit device that is not available is an InputError."""
+    if device not in DEVICES and not device.startswith("cuda:"):
+        raise InputError(f"--device must be one of {', '.join(DEVICES)} or cuda:N, got {device!r}")
+    if device == "cpu":
+        return "cpu"
+    import torch
+
+    if device == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device {device} was asked for, but CUDA is not available on this machine")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise InputError("--device mps was asked for, but MPS is not available on this machine")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and (if already imported) torch."""
+    import sys
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    os.environ.setdefault("PYTHONHASHSEED", str(seed))
+    if "torch" in sys.modules:
+        import torch
+
+        torch.manual_seed(seed)
+
+
+def dancegen_home() -> str:
+    """Where fetched models and caches live: $DANCEGEN_HOME, default ~/.cache/dancegen."""
+    return os.environ.get("DANCEGEN_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "dancegen")

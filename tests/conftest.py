@@ -1,0 +1,37 @@
+"""Test setup: offline, seeded, small. No test touches the network (sockets are blocked)."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+class _NoNetwork(socket.socket):
+    def connect(self, address):  # noqa: D401
+        if self.family in (socket.AF_INET, socket.AF_INET6):
+            raise RuntimeError(f"tests must not use the network (tried to connect to {address})")
+        return super().connect(address)
+
+
+socket.socket = _NoNetwork  # type: ignore[misc]
+
+
+def pytest_collection_modifyitems(config, items):
+    run_slow = os.environ.get("DANCEGEN_RUN_SLOW") == "1"
+    has_cuda = False
+    if any("gpu" in it.keywords for it in items):
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    for it in items:
+        if "slow" in it.keywords and not run_slow:
+            it.add_marker(pytest.mark.skip(reason="slow: set DANCEGEN_RUN_SLOW=1 (make test-slow)"))
+        if "gpu" in it.keywords and not has_cuda:
+            it.add_marker(pytest.mark.skip(reason="needs CUDA"))

@@ -1,0 +1,148 @@
+"""io/: video/image/audio round trips, natural sort, atomic writes, error paths."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dancegen.errors import InputError
+from dancegen.io.atomic import atomic_dir, atomic_path
+from dancegen.io.audio import is_silent, read_audio, resample, write_audio
+from dancegen.io.video import list_images, natural_key, read_image, read_video, video_info, write_image, write_video
+
+
+def _frames(f=6, h=32, w=48, seed=0):
+    # Smooth content so lossy codecs keep it close.
+    yy, xx = np.mgrid[0:h, 0:w]
+    out = []
+    for t in range(f):
+        r = (128 + 100 * np.sin(xx / 7 + t)).astype(np.uint8)
+        g = (128 + 100 * np.cos(yy / 5 - t)).astype(np.uint8)
+        b = np.full_like(r, 40 * (seed + 1))
+        out.append(np.stack([r, g, b], -1))
+    return np.stack(out)
+
+
+def test_natural_sort(tmp_path):
+    for n in [10, 2, 1, 33]:
+        write_image(tmp_path / f"frame{n}.png", np.zeros((4, 4, 3), np.uint8))
+    assert [p.name for p in list_images(tmp_path)] == ["frame1.png", "frame2.png", "frame10.png", "frame33.png"]
+    assert natural_key("a10") > natural_key("a9")
+
+
+def test_mp4_roundtrip_keeps_fps_size_and_content(tmp_path):
+    frames = _frames()
+    write_video(tmp_path / "v.mp4", frames, fps=12.5)
+    v = read_video(tmp_path / "v.mp4")
+    assert v.frames.shape == frames.shape and v.fps == pytest.approx(12.5)
+    # Colour error is dominated by yuv420p chroma subsampling (even crf 0 gives ~4.6 here); luma is near exact.
+    assert np.abs(v.frames.astype(int) - frames).mean() < 6
+    grey = np.repeat(frames[..., :1], 3, axis=-1)
+    write_video(tmp_path / "g.mp4", grey, fps=12.5)
+    assert np.abs(read_video(tmp_path / "g.mp4").frames.astype(int) - grey).mean() < 2
+    info = video_info(tmp_path / "v.mp4")
+    assert (info["width"], info["height"], info["num_frames"]) == (48, 32, 6)
+
+
+def test_mp4_is_h264_with_audio_track(tmp_path):
+    import av
+
+    sr = 16000
+    audio = 0.3 * np.sin(2 * np.pi * 440 * np.arange(sr) / sr).astype(np.float32)
+    write_video(tmp_path / "a.mp4", _frames(f=24), fps=24, audio=audio, sample_rate=sr)
+    with av.open(str(tmp_path / "a.mp4")) as c:
+        assert c.streams.video[0].codec_context.name == "h264"
+        assert c.streams.video[0].codec_context.pix_fmt == "yuv420p"
+        assert c.streams.audio[0].codec_context.name == "aac"
+    v = read_video(tmp_path / "a.mp4", with_audio=True)
+    assert v.sample_rate == sr and abs(v.audio.shape[0] - sr) < 2048
+    got, _ = read_audio(tmp_path / "a.mp4")
+    spectrum = np.abs(np.fft.rfft(got[:sr]))
+    assert abs(np.argmax(spectrum) * sr / len(got[:sr]) - 440) < 5
+
+
+def test_odd_size_is_padded_not_rejected(tmp_path):
+    write_video(tmp_path / "o.mp4", _frames(h=31, w=45), fps=10)
+    assert read_video(tmp_path / "o.mp4").frames.shape[1:3] == (32, 46)
+
+
+def test_gif_and_frame_folder_roundtrip(tmp_path):
+    frames = _frames()
+    write_video(tmp_path / "v.gif", frames, fps=10)
+    g = read_video(tmp_path / "v.gif")
+    assert g.frames.shape == frames.shape and g.fps == pytest.approx(10)
+    write_video(tmp_path / "frames", frames, fps=8)
+    d = read_video(tmp_path / "frames")
+    assert np.array_equal(d.frames, frames) and d.fps == 8
+
+
+def test_single_image_is_one_frame_video(tmp_path):
+    img = _frames(f=1)[0]
+    write_image(tmp_path / "x.png", img)
+    v = read_video(tmp_path / "x.png")
+    assert v.frames.shape == (1, 32, 48, 3) and np.array_equal(read_image(tmp_path / "x.png"), img)
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda p: p / "missing.mp4", "no such file"),
+    (lambda p: (p / "empty").mkdir() or p / "empty", "no image frames"),
+    (lambda p: (p / "bad.mp4").write_bytes(b"not a video at all" * 10) and p / "bad.mp4", "cannot open video"),
+    (lambda p: (p / "bad.png").write_bytes(b"\x89PNG garbage") and p / "bad.png", "cannot decode image"),
+])
+def test_bad_video_inputs_raise_input_error_naming_the_path(tmp_path, make, message):
+    path = make(tmp_path)
+    with pytest.raises(InputError) as ei:
+        read_video(path)
+    assert message in str(ei.value) and str(path) in str(ei.value)
+
+
+def test_mismatched_frame_sizes_in_folder(tmp_path):
+    write_image(tmp_path / "0.png", np.zeros((4, 4, 3), np.uint8))
+    write_image(tmp_path / "1.png", np.zeros((5, 4, 3), np.uint8))
+    with pytest.raises(InputError, match="different sizes"):
+        read_video(tmp_path)
+
+
+def test_atomic_path_leaves_nothing_on_error(tmp_path):
+    target = tmp_path / "out.mp4"
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("crash")
+    assert not target.exists() and list(tmp_path.iterdir()) == []
+    with pytest.raises(RuntimeError):
+        with atomic_dir(tmp_path / "d") as d:
+            (d / "a").write_text("x")
+            raise RuntimeError("crash")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_dir_replaces_existing(tmp_path):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "old").write_text("old")
+    with atomic_dir(tmp_path / "d") as d:
+        (d / "new").write_text("new")
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["new"]
+    assert [p.name for p in tmp_path.iterdir()] == ["d"]
+
+
+def test_audio_roundtrip_resample_and_silence(tmp_path):
+    sr = 22050
+    t = np.arange(sr) / sr
+    stereo = np.stack([0.5 * np.sin(2 * np.pi * 220 * t), 0.5 * np.sin(2 * np.pi * 330 * t)], 1).astype(np.float32)
+    write_audio(tmp_path / "s.wav", stereo, sr)
+    x, r = read_audio(tmp_path / "s.wav", mono=False)
+    assert r == sr and x.shape == (sr, 2) and np.abs(x - stereo).max() < 1e-3
+    m, r16 = read_audio(tmp_path / "s.wav", sr=16000)
+    assert r16 == 16000 and m.shape == (16000,)
+    assert np.allclose(resample(m, 16000, 16000), m)
+    assert is_silent(np.zeros(100)) and not is_silent(m)
+
+
+def test_bad_audio(tmp_path):
+    (tmp_path / "x.wav").write_bytes(b"RIFF nonsense")
+    with pytest.raises(InputError, match="cannot decode audio"):
+        read_audio(tmp_path / "x.wav")
+    write_audio(tmp_path / "empty.wav", np.zeros((0,), np.float32), 16000)
+    with pytest.raises(InputError, match="no samples"):
+        read_audio(tmp_path / "empty.wav")
