@@ -1,0 +1,92 @@
+"""CLIP embeddings (Radford et al. 2021) through transformers' CLIPModel, for the CLIP-based metrics.
+
+Metrics (specs/dancing-avatar.md §4 items 8, 11-13; specs/edit-your-motion.md §4 Table VI):
+- text alignment: mean over frames of 100 * cos(E_img(x_t), E_txt(prompt)) (TA, "Text Alignment");
+- adjacent-frame similarity: mean over t of 100 * cos(E_img(x_t), E_img(x_{t+1})) ("Frame CLIP"; Edit-Your-Motion's
+  TC prints the same value on a 0-1 scale, i.e. divided by 100).
+The model is a local folder or a hub id (used only when the machine is online and downloads are allowed); the
+default is `openai/clip-vit-large-patch14` as the dancing-avatar spec chose. Images are preprocessed by the model's
+own CLIPImageProcessor (resize shortest side, centre crop, normalise), so results match the reference pipelines.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+
+from dancegen.errors import MissingWeightsError
+
+DEFAULT_CLIP = "openai/clip-vit-large-patch14"
+
+
+def _pooled(out) -> torch.Tensor:
+    # transformers >= 5 returns a ModelOutput whose pooler_output is the projected embedding; 4.x a tensor.
+    return out if isinstance(out, torch.Tensor) else out.pooler_output
+
+
+class ClipEmbedder:
+    """L2-normalised CLIP image and text embeddings.
+
+    Args:
+        model: Local folder with a CLIPModel + tokenizer + preprocessor config, or a hub id.
+        device: torch device string.
+        allow_download: Let transformers fetch a hub id (else only the local cache / folder is used).
+        batch_size: Frames per forward pass.
+    """
+
+    def __init__(self, model: str | os.PathLike = DEFAULT_CLIP, device: str = "cpu", allow_download: bool = False,
+                 batch_size: int = 32):
+        from transformers import CLIPImageProcessor, CLIPModel, CLIPTokenizer
+
+        self.name = os.fspath(model)
+        local = not allow_download
+        try:
+            self.model = CLIPModel.from_pretrained(self.name, local_files_only=local).to(device).eval()
+            self.image_processor = CLIPImageProcessor.from_pretrained(self.name, local_files_only=local)
+        except OSError as e:
+            raise MissingWeightsError(
+                f"CLIP model {self.name!r} is not available locally ({str(e).splitlines()[0][:160]}); pass a folder "
+                f"saved with CLIPModel.save_pretrained + its processor, or allow downloads to fetch it from the "
+                f"Hugging Face hub (https://huggingface.co/{DEFAULT_CLIP})") from None
+        try:
+            self.tokenizer = CLIPTokenizer.from_pretrained(self.name, local_files_only=local)
+        except OSError:
+            self.tokenizer = None  # image-only use (adjacent-frame similarity) needs no tokenizer
+        self.device = device
+        self.batch_size = batch_size
+
+    @torch.no_grad()
+    def image_embeds(self, frames: np.ndarray) -> torch.Tensor:
+        """`(N, H, W, 3)` uint8 RGB -> `(N, D)` unit vectors (float32, CPU)."""
+        out = []
+        for i in range(0, len(frames), self.batch_size):
+            batch = [np.asarray(f) for f in frames[i:i + self.batch_size]]
+            pix = self.image_processor(images=batch, return_tensors="pt")["pixel_values"].to(self.device)
+            out.append(_pooled(self.model.get_image_features(pixel_values=pix)).float().cpu())
+        return torch.nn.functional.normalize(torch.cat(out), dim=-1)
+
+    @torch.no_grad()
+    def text_embeds(self, texts: list[str]) -> torch.Tensor:
+        """Prompts -> `(N, D)` unit vectors."""
+        if self.tokenizer is None:
+            raise MissingWeightsError(f"CLIP folder {self.name} has no tokenizer (vocab.json + merges.txt)")
+        tok = self.tokenizer(list(texts), padding=True, truncation=True, return_tensors="pt").to(self.device)
+        emb = _pooled(self.model.get_text_features(input_ids=tok["input_ids"], attention_mask=tok["attention_mask"]))
+        return torch.nn.functional.normalize(emb.float().cpu(), dim=-1)
+
+
+def clip_text_score(embedder: ClipEmbedder, video: np.ndarray, prompt: str) -> float:
+    """Mean over frames of 100 * cos(image, prompt) (dancing-avatar "Text Alignment", Edit-Your-Motion TA)."""
+    img = embedder.image_embeds(video)
+    txt = embedder.text_embeds([prompt])
+    return float(100.0 * (img @ txt[0]).mean())
+
+
+def clip_adjacent_similarity(embedder: ClipEmbedder, video: np.ndarray) -> float:
+    """Mean over adjacent pairs of 100 * cos(E(x_t), E(x_{t+1})) (dancing-avatar "Frame CLIP"; TC = this / 100)."""
+    if len(video) < 2:
+        return float("nan")
+    emb = embedder.image_embeds(video)
+    return float(100.0 * (emb[1:] * emb[:-1]).sum(-1).mean())

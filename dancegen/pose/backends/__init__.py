@@ -1,0 +1,9 @@
+"""Pose-estimation backends behind `dancegen extract-pose` (BlazePose via LiteRT, DWPose via onnxruntime, import).
+
+Kept import-light: each backend module imports its runtime (LiteRT, onnxruntime, OpenCV) only when used.
+"""
+
+from __future__ import annotations
+
+#: Backend names accepted by `dancegen.pose.extract.extract_poses`.
+BACKENDS = ("blazepose", "dwpose", "openpose-json")

@@ -1,0 +1,51 @@
+"""CLI: fast start-up (no heavy imports), help with examples for every verb, one-line errors with exit 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from dancegen.cli import app
+
+runner = CliRunner()
+
+
+def _verbs():
+    import typer.main
+
+    group = typer.main.get_command(app)
+    return sorted(group.commands)
+
+
+def test_help_and_import_do_not_load_heavy_libraries():
+    code = (
+        "import sys; from typer.testing import CliRunner; from dancegen.cli import app; "
+        "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0, r.output; "
+        "heavy = [m for m in ('torch', 'diffusers', 'transformers', 'librosa', 'cv2', 'av', 'scipy') "
+        "if m in sys.modules]; print(','.join(heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "", f"`dancegen --help` imported {out}"
+
+
+def test_version():
+    r = runner.invoke(app, ["--version"])
+    assert r.exit_code == 0 and r.output.startswith("dancegen ")
+
+
+@pytest.mark.parametrize("verb", _verbs())
+def test_every_verb_has_help_with_an_example(verb):
+    r = runner.invoke(app, [verb, "--help"], terminal_width=200)
+    assert r.exit_code == 0, r.output
+    assert "Example" in r.output and f"dancegen {verb}" in r.output
+
+
+def test_bad_device_is_one_line_exit_2():
+    from dancegen.runtime import resolve_device
+    from dancegen.errors import InputError
+
+    with pytest.raises(InputError, match="--device"):
+        resolve_device("tpu")
