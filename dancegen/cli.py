@@ -41,7 +41,7 @@ def _err(msg: str) -> None:
     Console(stderr=True, highlight=False).print(f"[bold red]error:[/bold red] {msg}", markup=True, soft_wrap=True)
 
 
-def verb(name: str, **kwargs):
+def verb(name: str, _group: typer.Typer | None = None, **kwargs):
     """Register a command; a `DanceGenError` becomes one red line on stderr and exit code 2."""
 
     def deco(fn):
@@ -56,7 +56,7 @@ def verb(name: str, **kwargs):
                 _err("interrupted; finished outputs are kept, rerun to resume")
                 raise typer.Exit(130) from None
 
-        return app.command(name, **kwargs)(wrapper)
+        return (_group or app).command(name, **kwargs)(wrapper)
 
     return deco
 
@@ -85,6 +85,148 @@ def main_options(
 
 # ---- verbs ------------------------------------------------------------------------------------------------------
 # Each verb: a docstring with an example (shown by --help), options, one call into dancegen.api.
+
+
+def _report(report: dict, keys: tuple[str, ...] = ()) -> None:
+    """Print the interesting part of an api report (everything with --verbose)."""
+    from dancegen.console import info, verbosity
+
+    shown = report if verbosity() >= 2 or not keys else {k: report[k] for k in keys if k in report}
+    for k, v in shown.items():
+        info(f"[bold]{k}[/bold]: {v}")
+
+
+def _sets(items: list[str] | None) -> dict:
+    """`--set k=v` pairs as a dict with YAML-typed values."""
+    import yaml
+
+    out = {}
+    for it in items or []:
+        if "=" not in it:
+            raise DanceGenError(f"--set expects key=value, got {it!r}")
+        k, v = it.split("=", 1)
+        out[k.strip()] = yaml.safe_load(v)
+    return out
+
+
+pose_app = typer.Typer(help="Pose files: convert formats, render ControlNet pose maps, smooth jitter, retarget.",
+                       no_args_is_help=True, rich_markup_mode="rich")
+app.add_typer(pose_app, name="pose")
+
+
+def pose_verb(name: str, **kwargs):
+    """Register a `dancegen pose NAME` subcommand with the same error handling as top-level verbs."""
+
+    def deco(fn):
+        return verb(name, _group=pose_app, **kwargs)(fn)
+
+    return deco
+
+
+Src = Annotated[Path, typer.Argument(help="Pose folder (OpenPose JSON), .json frame or .npz; or a video/image.")]
+Out = Annotated[Path, typer.Option("--output", "-o", help="Output folder (OpenPose JSON + pose.mp4) or .npz.")]
+
+
+@pose_verb("convert")
+def pose_convert_cmd(src: Src, out: Out, to: Annotated[str, typer.Option(help="Target format.")] = "coco18",
+                     fps: Annotated[Optional[float], typer.Option(help="Override the frame rate.")] = None):
+    """Convert poses between coco18, coco17, aist, dwpose133 and mediapipe33.
+
+    Example: [cyan]dancegen pose convert poses/ --to coco17 -o poses_coco17.npz[/cyan]
+    """
+    from dancegen import api
+
+    _report(api.pose_convert(src, out, to=to, fps=fps), ("frames", "format", "poses"))
+
+
+@pose_verb("render")
+def pose_render_cmd(src: Src,
+                    out: Annotated[Path, typer.Option("--output", "-o", help=".mp4, .gif or a folder for PNGs.")],
+                    width: Optional[int] = None, height: Optional[int] = None,
+                    hands: Annotated[bool, typer.Option(help="Draw hands when present.")] = True,
+                    face: Annotated[bool, typer.Option(help="Draw face points when present.")] = True,
+                    threshold: Annotated[float, typer.Option(help="Confidence below which joints are skipped.")] = 0.3):
+    """Draw ControlNet pose maps in the OpenPose/controlnet_aux convention (same colours, widths, order).
+
+    Example: [cyan]dancegen pose render poses/ -o pose_maps.mp4 --width 512 --height 512[/cyan]
+    """
+    from dancegen import api
+
+    _report(api.pose_render(src, out, width, height, hands, face, threshold), ("frames", "output"))
+
+
+@pose_verb("smooth")
+def pose_smooth_cmd(src: Src, out: Out,
+                    method: Annotated[str, typer.Option(help="one_euro | savgol | gaussian.")] = "one_euro",
+                    max_gap: Annotated[int, typer.Option(help="Interpolate gaps up to this many frames.")] = 5,
+                    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Method parameter k=v.")] = None):
+    """Reduce temporal jitter of extracted poses; missing joints stay missing beyond --max-gap.
+
+    Example: [cyan]dancegen pose smooth poses/ -o smooth/ --method one_euro --set beta=0.05[/cyan]
+    """
+    from dancegen import api
+
+    _report(api.pose_smooth(src, out, method, max_gap, **_sets(set_)), ("frames", "jitter_before", "jitter_after"))
+
+
+@pose_verb("retarget")
+def pose_retarget_cmd(
+    driving: Annotated[Path, typer.Argument(help="Driving poses (folder/npz) or a driving video.")],
+    ref: Annotated[Path, typer.Option("--ref", help="Reference image (its pose is extracted) or reference pose.")],
+    out: Out,
+    mode: Annotated[str, typer.Option(help="bones: reference bone lengths + position; "
+                                           "offset: Edit-Your-Motion centre/scale alignment.")] = "bones",
+    root: Annotated[str, typer.Option(help="Root joint for --mode bones: neck | mid_hip.")] = "neck",
+):
+    """Put the driving motion on the body of the person in the reference image.
+
+    Bone directions come from the driving poses; bone lengths and position from the reference, so a tall dancer's
+    motion fits a short person's photo (the feature users of every animation tool ask for).
+
+    Example: [cyan]dancegen pose retarget driving/poses --ref photo.png -o retargeted/[/cyan]
+    """
+    from dancegen import api
+
+    _report(api.pose_retarget(driving, ref, out, mode=mode, root=root), ("frames", "mode", "poses", "pose_video"))
+
+
+Shard = Annotated[Optional[str], typer.Option("--shard", help="K/N: do the K-th of N parts of a batch (1-based).")]
+
+
+@verb("flow")
+def flow_cmd(
+    source: Annotated[Path, typer.Argument(help="Poses (OpenPose JSON folder, .npz) for --method pose; a video, frame "
+                                                "folder or folder of videos otherwise.")],
+    out: Annotated[Path, typer.Option("--output", "-o", help="Output folder.")],
+    method: Annotated[str, typer.Option(help="pose (from skeletons alone) | dis | farneback | raft.")] = "pose",
+    direction: Annotated[str, typer.Option(help="forward (t -> t+1) | backward (t+1 -> t).")] = "forward",
+    size: Annotated[Optional[str], typer.Option(help="Work size: N (square) or HxW. Default: the source's.")] = None,
+    weights: Annotated[Optional[Path], typer.Option(help="RAFT checkpoint (torchvision raft_large .pth).")] = None,
+    gt: Annotated[Optional[Path], typer.Option(help="Ground-truth flows .npz: report end-point error.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="flo (one .flo per pair) | npz (one flows.npz).")] = "flo",
+    preview: Annotated[bool, typer.Option(help="Write preview.mp4 (colour wheel).")] = True,
+    iters: Annotated[int, typer.Option(help="RAFT refinement iterations.")] = 12,
+    shard: Shard = None,
+):
+    """Dense motion flow for every frame pair, with colour-wheel pictures.
+
+    [bold]pose[/bold] is the "pure motion flow" of Dance-Your-Latents: each limb's pixels move with its bone, computed
+    from the skeletons alone (no image, no network). dis/farneback run OpenCV; raft needs torchvision's raft_large
+    weights (--weights or $DANCEGEN_WEIGHTS_DIR/raft/).
+
+    Example: [cyan]dancegen flow clip/poses -o clip/flow --method pose --gt clip/flow_fw.npz[/cyan]
+    """
+    from dancegen import api
+
+    size_v = None
+    if size:
+        try:
+            size_v = tuple(int(x) for x in size.lower().split("x")) if "x" in size.lower() else int(size)
+        except ValueError:
+            raise DanceGenError(f"--size must be N or HxW, got {size!r}") from None
+    rep = api.flow(source, out, method=method, direction=direction, size=size_v, weights=weights, gt=gt,
+                   output_format=fmt, preview=preview, iters=iters, device=state.device, shard=shard)
+    _report(rep, ("batch", "method", "num_pairs", "ms_per_pair", "gt"))
 
 
 def main() -> None:

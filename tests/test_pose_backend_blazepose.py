@@ -77,8 +77,9 @@ def test_weighted_nms_averages_clusters_by_score():
     assert bp.weighted_nms(boxes[:0], kps[:0], scores[:0]) == []
 
 
-@pytest.mark.parametrize("direction, rotation", [((0, -1), 0.0), ((1, 0), math.pi / 2), ((0, 1), math.pi),
-                                                  ((-1, 0), -math.pi / 2)])
+@pytest.mark.parametrize(
+    "direction, rotation", [((0, -1), 0.0), ((1, 0), math.pi / 2), ((0, 1), math.pi), ((-1, 0), -math.pi / 2)]
+)
 def test_roi_from_points_size_and_rotation(direction, rotation):
     center = np.array([100.0, 200.0])
     roi = bp.roi_from_points(center, center + 40 * np.array(direction))
@@ -181,10 +182,20 @@ def test_extract_from_a_local_wheel_installs_verified_files(tmp_path, model_dir)
 #: Hand-labelled (x, y) pixels, read off the images with a 25 px grid; the person's right is on the image's left.
 #: The cameraman is in profile facing right, so only his near (right) side and face are labelled.
 HAND_LABELS = {
-    "astronaut.jpg": {"nose": (222, 128), "r_eye": (205, 106), "l_eye": (243, 107),
-                      "r_shoulder": (110, 245), "l_shoulder": (312, 262)},
-    "grace_hopper.jpg": {"nose": (267, 232), "r_eye": (227, 192), "l_eye": (305, 190),
-                         "r_shoulder": (95, 420), "l_shoulder": (455, 425)},
+    "astronaut.jpg": {
+        "nose": (222, 128),
+        "r_eye": (205, 106),
+        "l_eye": (243, 107),
+        "r_shoulder": (110, 245),
+        "l_shoulder": (312, 262),
+    },
+    "grace_hopper.jpg": {
+        "nose": (267, 232),
+        "r_eye": (227, 192),
+        "l_eye": (305, 190),
+        "r_shoulder": (95, 420),
+        "l_shoulder": (455, 425),
+    },
     "cameraman.jpg": {"nose": (249, 165), "r_eye": (236, 150)},
 }
 MP = {"nose": 0, "l_eye": 2, "r_eye": 5, "l_shoulder": 11, "r_shoulder": 12}

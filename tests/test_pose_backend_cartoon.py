@@ -12,14 +12,22 @@ import pytest
 #: Drawn joint centres (x, y) on a 360x480 canvas. The person faces the camera, so the person's right ("r_") is on
 #: the image's left.
 JOINTS = {
-    "head": (180, 92), "neck": (180, 138),
-    "r_shoulder": (138, 152), "l_shoulder": (222, 152),
-    "r_elbow": (118, 218), "l_elbow": (242, 218),
-    "r_wrist": (108, 282), "l_wrist": (252, 282),
-    "r_hip": (157, 282), "l_hip": (203, 282),
-    "r_knee": (152, 366), "l_knee": (208, 366),
-    "r_ankle": (149, 446), "l_ankle": (211, 446),
-    "r_eye": (169, 88), "l_eye": (191, 88),
+    "head": (180, 92),
+    "neck": (180, 138),
+    "r_shoulder": (138, 152),
+    "l_shoulder": (222, 152),
+    "r_elbow": (118, 218),
+    "l_elbow": (242, 218),
+    "r_wrist": (108, 282),
+    "l_wrist": (252, 282),
+    "r_hip": (157, 282),
+    "l_hip": (203, 282),
+    "r_knee": (152, 366),
+    "l_knee": (208, 366),
+    "r_ankle": (149, 446),
+    "l_ankle": (211, 446),
+    "r_eye": (169, 88),
+    "l_eye": (191, 88),
 }
 
 
@@ -29,7 +37,7 @@ def draw_cartoon(width: int = 360, height: int = 480, shift: tuple[float, float]
 
     img = np.empty((height, width, 3), np.uint8)
     img[:] = np.linspace(225, 190, height)[:, None, None].astype(np.uint8)
-    img[int(height * 0.93):] = (150, 135, 120)
+    img[int(height * 0.93) :] = (150, 135, 120)
     p = {k: np.array(v, float) + shift for k, v in JOINTS.items()}
     skin, shirt, trousers, shoe = (230, 190, 160), (200, 50, 50), (40, 60, 140), (30, 30, 30)
 
@@ -44,8 +52,11 @@ def draw_cartoon(width: int = 360, height: int = 480, shift: tuple[float, float]
         limb(p[f"{s}_knee"], p[f"{s}_ankle"], trousers, 22)
         a = p[f"{s}_ankle"] + (-8 if s == "r" else 8, 8)
         cv2.ellipse(img, pt(a), (18, 9), 0, 0, 360, shoe, -1, cv2.LINE_AA)
-    torso = np.array([p["r_shoulder"] + (-6, -4), p["l_shoulder"] + (6, -4), p["l_hip"] + (10, 6),
-                      p["r_hip"] + (-10, 6)]).round().astype(np.int32)
+    torso = (
+        np.array([p["r_shoulder"] + (-6, -4), p["l_shoulder"] + (6, -4), p["l_hip"] + (10, 6), p["r_hip"] + (-10, 6)])
+        .round()
+        .astype(np.int32)
+    )
     cv2.fillPoly(img, [torso], shirt, cv2.LINE_AA)
     for s in ("r", "l"):
         limb(p[f"{s}_shoulder"], p[f"{s}_elbow"], shirt, 20)
@@ -85,9 +96,22 @@ def estimator():
 
 
 # MediaPipe-33 index of each drawn joint (mid-hip/neck/head have no single landmark).
-MP_INDEX = {"r_shoulder": 12, "l_shoulder": 11, "r_elbow": 14, "l_elbow": 13, "r_wrist": 16, "l_wrist": 15,
-            "r_hip": 24, "l_hip": 23, "r_knee": 26, "l_knee": 25, "r_ankle": 28, "l_ankle": 27,
-            "r_eye": 5, "l_eye": 2}
+MP_INDEX = {
+    "r_shoulder": 12,
+    "l_shoulder": 11,
+    "r_elbow": 14,
+    "l_elbow": 13,
+    "r_wrist": 16,
+    "l_wrist": 15,
+    "r_hip": 24,
+    "l_hip": 23,
+    "r_knee": 26,
+    "l_knee": 25,
+    "r_ankle": 28,
+    "l_ankle": 27,
+    "r_eye": 5,
+    "l_eye": 2,
+}
 # Pixels. Where the drawing is ambiguous the model settles a little higher than our joint centres (as MediaPipe
 # itself does on this image): hips inside a filled trunk, wrists where forearm and hand blob meet, ankles above
 # the shoe.

@@ -13,8 +13,17 @@ from dancegen.pose.skeletons import COCO18
 def _gt(frames: int = 2) -> PoseSequence:
     kp = np.zeros((frames, 18, 3), np.float32)
     idx = COCO18.index
-    pts = {"nose": (50, 10), "neck": (50, 30), "r_shoulder": (40, 30), "l_shoulder": (60, 30),
-           "r_hip": (45, 70), "l_hip": (55, 70), "r_ear": (45, 8), "l_ear": (55, 8), "r_knee": (45, 90)}
+    pts = {
+        "nose": (50, 10),
+        "neck": (50, 30),
+        "r_shoulder": (40, 30),
+        "l_shoulder": (60, 30),
+        "r_hip": (45, 70),
+        "l_hip": (55, 70),
+        "r_ear": (45, 8),
+        "l_ear": (55, 8),
+        "r_knee": (45, 90),
+    }
     for n, (x, y) in pts.items():
         kp[:, idx(n)] = (x, y, 1.0)
     return PoseSequence(kp, "coco18", width=100, height=100, fps=10)

@@ -55,26 +55,43 @@ def _load_npz(name: str) -> dict[str, np.ndarray]:
         return {k: z[k] for k in z.files}
 
 
-def _gauss_1d(size: int = 7, sigma: float = 7.0 / 6.0) -> np.ndarray:
-    """1-D factor of MATLAB `fspecial('gaussian', size, sigma)` (the 2-D kernel is its normalised outer product)."""
-    x = np.arange(size) - (size - 1) / 2.0
-    g = np.exp(-(x * x) / (2.0 * sigma * sigma))
-    return g / g.sum()
+def _fspecial_gaussian(size: int = 7, sigma: float = 7.0 / 6.0) -> np.ndarray:
+    """MATLAB `fspecial('gaussian', size, sigma)`: the normalised 2-D kernel (NIQE's window)."""
+    y, x = np.mgrid[-(size // 2):size // 2 + 1, -(size // 2):size // 2 + 1].astype(np.float64)
+    h = np.exp(-(x * x + y * y) / (2.0 * sigma * sigma))
+    h[h < np.finfo(np.float64).eps * h.max()] = 0
+    return h / h.sum()
 
 
-def _filter2(img: np.ndarray, g: np.ndarray, mode: str) -> np.ndarray:
-    """Separable correlation over the last two axes (scipy.ndimage; mode "nearest" = MATLAB 'replicate')."""
-    from scipy import ndimage
+def _imquality_gaussian(size: int = 7, sigma: float = 7.0 / 6.0) -> np.ndarray:
+    """`imquality.statistics.gaussian_kernel2d(size, sigma)`: the normalised 2-D kernel (BRISQUE's window)."""
+    y, x = np.indices((size, size)) - int(size / 2)
+    k = 1 / (2 * np.pi * sigma**2) * np.exp(-(x**2 + y**2) / (2 * sigma**2))
+    return k / np.sum(k)
 
-    out = ndimage.correlate1d(img, g, axis=-2, mode=mode, cval=0.0)
-    return ndimage.correlate1d(out, g, axis=-1, mode=mode, cval=0.0)
 
+def _mscn(img: np.ndarray, variant: str) -> np.ndarray:
+    """MSCN coefficients `(I - mu) / (sigma + C)` of a 2-D image.
 
-def _mscn(img: np.ndarray, c: float, mode: str) -> np.ndarray:
-    g = _gauss_1d()
-    mu = _filter2(img, g, mode)
-    sigma = np.sqrt(np.abs(_filter2(img * img, g, mode) - mu * mu))
-    return (img - mu) / (sigma + c)
+    The filtering repeats the reference arithmetic exactly (a full 2-D kernel, not a separable pair): on flat
+    regions `I - mu` is round-off, and its sign decides which side of the AGGD fit those samples land on, so a
+    different summation order moves the features of images with flat areas by up to ~1e-3.
+    variant "niqe": MATLAB `imfilter(im, fspecial('gaussian', 7, 7/6), 'replicate')` on 0-255, C = 1.
+    variant "brisque": `scipy.signal.convolve2d(im, kernel, 'same')` (zero padding) on [0, 1], C = 1/255.
+    """
+    if variant == "niqe":
+        from scipy import ndimage
+
+        w = _fspecial_gaussian()
+        mu = ndimage.convolve(img, w, mode="nearest")
+        sigma = np.sqrt(np.abs(ndimage.convolve(img * img, w, mode="nearest") - mu * mu))
+        return (img - mu) / (sigma + 1.0)
+    from scipy import signal
+
+    k = _imquality_gaussian()
+    mu = signal.convolve2d(img, k, "same")
+    sigma = np.sqrt(np.abs(mu * mu - signal.convolve2d(img * img, k, "same")))
+    return (img - mu) / (sigma + 1.0 / 255.0)
 
 
 def _cubic(x: np.ndarray) -> np.ndarray:
@@ -306,7 +323,7 @@ def niqe_features(gray: np.ndarray, patch: int = NIQE_PATCH) -> np.ndarray:
     im = gray[:nr * patch, :nc * patch]
     feats = []
     for scale in (1, 2):
-        structdis = _mscn(im, 1.0, "nearest")
+        structdis = _mscn(im, "niqe")
         feats.append(_niqe_patch_features(structdis, patch // scale))
         if scale == 1:
             im = matlab_imresize(im, 0.5)
@@ -368,7 +385,7 @@ def brisque_features(gray: np.ndarray) -> np.ndarray:
     feats = []
     im = np.asarray(gray, np.float64)
     for scale in (1, 2):
-        m = _mscn(im, 1.0 / 255.0, "constant")
+        m = _mscn(im, "brisque")
         a, _, sl, sr = aggd_fit_root(m.reshape(1, -1))
         feats += [a, (sl**2 + sr**2) / 2]
         for prod in (m[:, :-1] * m[:, 1:], m[:-1, :] * m[1:, :], m[:-1, :-1] * m[1:, 1:], m[1:, :-1] * m[:-1, 1:]):

@@ -89,8 +89,9 @@ def _check_out_dir(out_dir: Path) -> None:
         return
     meta = _read_meta(out_dir)
     if meta is None or meta.get("tool") != TOOL:
-        raise InputError("output folder exists and is not an extract-pose output; refusing to replace it",
-                         path=out_dir)
+        raise InputError(
+            "output folder exists and is not an extract-pose output; refusing to replace it", path=out_dir
+        )
 
 
 def _read_meta(out_dir: Path) -> dict | None:
@@ -120,8 +121,9 @@ def _timing(total_s: float, per_frame: list[float], parts: dict[str, list[float]
 def _blazepose_frames(frames, mode, model_dir, min_detection, min_presence, want_masks, on_frame):
     from dancegen.pose.backends.blazepose import NUM_BODY, BlazePoseEstimator
 
-    est = BlazePoseEstimator(model_dir, mode=mode, min_detection=min_detection, min_presence=min_presence,
-                             segmentation=want_masks)
+    est = BlazePoseEstimator(
+        model_dir, mode=mode, min_detection=min_detection, min_presence=min_presence, segmentation=want_masks
+    )
     try:
         f, h, w = frames.shape[:3]
         kps = np.zeros((f, NUM_BODY, 3), np.float32)
@@ -228,11 +230,21 @@ def extract_poses(
     _check_out_dir(out_dir)
 
     if mode == "auto":
-        mode = "image" if source.is_file() and source.suffix.lower() in {".png", ".jpg", ".jpeg", ".bmp", ".webp",
-                                                                          ".tif", ".tiff"} else "video"
-    params = {"fmt": fmt, "size": list(size) if isinstance(size, (tuple, list)) else size, "smooth": smooth,
-              "write_maps": write_maps, "write_video": write_video, "write_masks": write_masks,
-              "max_frames": max_frames}
+        mode = (
+            "image"
+            if source.is_file()
+            and source.suffix.lower() in {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+            else "video"
+        )
+    params = {
+        "fmt": fmt,
+        "size": list(size) if isinstance(size, (tuple, list)) else size,
+        "smooth": smooth,
+        "write_maps": write_maps,
+        "write_video": write_video,
+        "write_masks": write_masks,
+        "max_frames": max_frames,
+    }
     if backend == "blazepose":
         from dancegen.pose.backends.fetch import BLAZEPOSE_FILES, require_blazepose
 
@@ -245,8 +257,13 @@ def extract_poses(
         model_hashes = {name: _sha256_file(p) for name, p in require_dwpose(weights_dir).items()}
     else:
         model_hashes = {}
-    key_doc = {"layout": LAYOUT_VERSION, "source": fingerprint, "backend": backend, "params": params,
-               "models": model_hashes}
+    key_doc = {
+        "layout": LAYOUT_VERSION,
+        "source": fingerprint,
+        "backend": backend,
+        "params": params,
+        "models": model_hashes,
+    }
     cache_key = hashlib.sha256(json.dumps(key_doc, sort_keys=True).encode()).hexdigest()
     if cache:
         old = _read_meta(out_dir)
@@ -257,19 +274,56 @@ def extract_poses(
     from dancegen.io.atomic import atomic_dir, write_text
 
     with atomic_dir(out_dir) as tmp:
-        report = _extract_into(tmp, source, backend, fmt, size, smooth, write_maps, write_video, write_masks,
-                               progress, mode, model_dir, weights_dir, min_detection, min_presence, max_frames,
-                               t_start)
-        report.update(tool=TOOL, layout_version=LAYOUT_VERSION, cache_key=cache_key, params=params,
-                      source=str(source), source_fingerprint=fingerprint)
+        run = dict(
+            fmt=fmt,
+            size=size,
+            smooth=smooth,
+            write_maps=write_maps,
+            write_video=write_video,
+            write_masks=write_masks,
+            progress=progress,
+            mode=mode,
+            model_dir=model_dir,
+            weights_dir=weights_dir,
+            min_detection=min_detection,
+            min_presence=min_presence,
+            max_frames=max_frames,
+        )
+        report = _extract_into(tmp, source, backend, t_start, **run)
+        report.update(
+            tool=TOOL,
+            layout_version=LAYOUT_VERSION,
+            cache_key=cache_key,
+            params=params,
+            source=str(source),
+            source_fingerprint=fingerprint,
+        )
         report["timing"]["total_s"] = round(time.perf_counter() - t_start, 3)
         write_text(tmp / "meta.json", json.dumps(report, indent=1, default=str))
     return {**report, "out_dir": str(out_dir), "cached": False}
 
 
-def _extract_into(tmp: Path, source: Path, backend: str, fmt: str, size, smooth, write_maps, write_video,
-                  write_masks, progress, mode, model_dir, weights_dir, min_detection, min_presence, max_frames,
-                  t_start) -> dict:
+def _extract_into(
+    tmp: Path,
+    source: Path,
+    backend: str,
+    t_start: float,
+    *,
+    fmt,
+    size,
+    smooth,
+    write_maps,
+    write_video,
+    write_masks,
+    progress,
+    mode,
+    model_dir,
+    weights_dir,
+    min_detection,
+    min_presence,
+    max_frames,
+) -> dict:
+    """Run the backend and write every output into `tmp`; returns the report (extract_poses documents the keys)."""
     from dancegen.io.video import write_frames
     from dancegen.io.video import write_video as write_video_file
     from dancegen.pose.convert import convert
@@ -316,8 +370,9 @@ def _extract_into(tmp: Path, source: Path, backend: str, fmt: str, size, smooth,
                 progress(i + 1, f)
 
         if backend == "blazepose":
-            kps, native, model_hashes, parts = _blazepose_frames(frames, mode, model_dir, min_detection,
-                                                                 min_presence, write_masks, on_frame)
+            kps, native, model_hashes, parts = _blazepose_frames(
+                frames, mode, model_dir, min_detection, min_presence, write_masks, on_frame
+            )
         else:
             kps, native, model_hashes, parts = _dwpose_frames(frames, weights_dir, on_frame)
         del frames

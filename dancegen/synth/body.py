@@ -94,9 +94,9 @@ class BodyShape:
         """Body-part thickness in metres (capsule radii, torso half depth, head radius)."""
         g, s = self.girth, self.height
         return {
-            "upper_arm": 0.047 * g * s, "forearm": 0.04 * g * s, "hand": 0.045 * s, "thigh": 0.075 * g * s,
-            "shin": 0.055 * g * s, "foot": 0.04 * s, "neck": 0.05 * g * s, "torso_depth": 0.105 * g * s,
-            "head": 0.105 * self.head * s,
+            "upper_arm": 0.056 * g * s, "forearm": 0.048 * g * s, "hand": 0.05 * s, "thigh": 0.088 * g * s,
+            "shin": 0.065 * g * s, "foot": 0.045 * s, "neck": 0.055 * g * s, "torso_depth": 0.11 * g * s,
+            "head": 0.11 * self.head * s,
         }
 
     def to_dict(self) -> dict:

@@ -49,6 +49,7 @@ S_LO, S_HI = -0.4, 1.4
 P0X, P0Y, DX, DY, NX, NY, W0, W1, C0, C1, Z0, Z1, BULGE = range(13)
 _NCOL = 13
 _SKY_DEPTH = 100.0
+_HEAD_LIGHT = np.array([0.0, 0.35, 0.94]) / np.linalg.norm([0.0, 0.35, 0.94])
 
 
 @dataclass
@@ -346,7 +347,8 @@ class Renderer:
         lon = np.arctan2(n_loc[:, 0], n_loc[:, 2])
         s_map[y0:y1, x0:x1][win] = lat
         r_map[y0:y1, x0:x1][win] = lon
-        shade = 0.6 + 0.4 * zc[win]
+        # Shading is baked in head-local directions (like the limbs' cylinder shading) so flow-warping is exact.
+        shade = 0.72 + 0.28 * (n_loc @ _HEAD_LIGHT)
         rgb[y0:y1, x0:x1][win] = self._shade_head(n_loc) * (shade * self.scene.light)[:, None]
 
     def _shade_head(self, n: np.ndarray) -> np.ndarray:
@@ -405,9 +407,13 @@ class Renderer:
         if head.any():
             lat, lon = s[head], r[head]
             n_loc = np.stack([np.cos(lat) * np.sin(lon), np.sin(lat), np.cos(lat) * np.cos(lon)], -1)
-            pc = geom_dst.head_center + geom_dst.head_radius * (n_loc @ geom_dst.head_rot.T)
-            nx_[head] = K[0, 0] * pc[:, 0] / pc[:, 2] + K[0, 2]
-            ny_[head] = K[1, 1] * pc[:, 1] / pc[:, 2] + K[1, 2]
+            # The same sphere model as `_draw_head`: the projected centre plus the projected radius times the
+            # camera-space direction of the surface point.
+            n_cam = n_loc @ geom_dst.head_rot.T
+            c = geom_dst.head_center
+            rho = K[0, 0] * geom_dst.head_radius / c[2]
+            nx_[head] = K[0, 0] * c[0] / c[2] + K[0, 2] + rho * n_cam[:, 0]
+            ny_[head] = K[1, 1] * c[1] / c[2] + K[1, 2] + rho * n_cam[:, 1]
         if self._same_camera(frame_src, frame_dst):
             px, py = xs.copy(), ys.copy()  # exactly zero background flow for a static camera
         px[body], py[body] = nx_, ny_

@@ -113,8 +113,13 @@ class Detection:
     score: float
 
 
-def decode_detections(raw_boxes: np.ndarray, raw_scores: np.ndarray, anchors: np.ndarray,
-                      scale: float = DETECTOR_SIZE, min_score: float = 0.5):
+def decode_detections(
+    raw_boxes: np.ndarray,
+    raw_scores: np.ndarray,
+    anchors: np.ndarray,
+    scale: float = DETECTOR_SIZE,
+    min_score: float = 0.5,
+):
     """Decode SSD regressors (MediaPipe `TensorsToDetectionsCalculator`, `reverse_output_order: true`).
 
     Args:
@@ -150,8 +155,13 @@ def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
-def weighted_nms(boxes: np.ndarray, keypoints: np.ndarray, scores: np.ndarray, iou_threshold: float = NMS_IOU,
-                 max_detections: int | None = None) -> list[Detection]:
+def weighted_nms(
+    boxes: np.ndarray,
+    keypoints: np.ndarray,
+    scores: np.ndarray,
+    iou_threshold: float = NMS_IOU,
+    max_detections: int | None = None,
+) -> list[Detection]:
     """MediaPipe's WEIGHTED non-max suppression: each kept detection is the score-weighted mean of its cluster.
 
     Detections are taken in descending score order; all remaining ones overlapping the current best by IoU above
@@ -237,8 +247,9 @@ def crop_to_image_points(points: np.ndarray, roi: Roi, out_size: int = LANDMARK_
     return np.stack([x, y], -1)
 
 
-def refine_from_heatmap(xy: np.ndarray, heatmap: np.ndarray, kernel: int = HEATMAP_KERNEL,
-                        min_confidence: float = HEATMAP_MIN_CONF) -> np.ndarray:
+def refine_from_heatmap(
+    xy: np.ndarray, heatmap: np.ndarray, kernel: int = HEATMAP_KERNEL, min_confidence: float = HEATMAP_MIN_CONF
+) -> np.ndarray:
     """MediaPipe `RefineLandmarksFromHeatmapCalculator`, vectorised.
 
     For each landmark the sigmoid heatmap in a `kernel` x `kernel` window (clipped at the borders) around
@@ -305,8 +316,15 @@ class BlazePoseEstimator:
         est.close()
     """
 
-    def __init__(self, model_dir: str | os.PathLike | None = None, mode: str = "image", min_detection: float = 0.5,
-                 min_presence: float = 0.5, segmentation: bool = True, num_threads: int = 2):
+    def __init__(
+        self,
+        model_dir: str | os.PathLike | None = None,
+        mode: str = "image",
+        min_detection: float = 0.5,
+        min_presence: float = 0.5,
+        segmentation: bool = True,
+        num_threads: int = 2,
+    ):
         from dancegen.pose.backends.fetch import require_blazepose
 
         if mode not in ("image", "video"):
@@ -359,8 +377,14 @@ class BlazePoseEstimator:
         ox, oy = w / 2 - side / 2, h / 2 - side / 2
         k = side / DETECTOR_SIZE
         m = np.array([[k, 0.0, ox], [0.0, k, oy]])
-        canvas = cv2.warpAffine(image, m, (DETECTOR_SIZE, DETECTOR_SIZE), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                                borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        canvas = cv2.warpAffine(
+            image,
+            m,
+            (DETECTOR_SIZE, DETECTOR_SIZE),
+            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=0,
+        )
         x = canvas.astype(np.float32)[None] / 127.5 - 1.0
         t0 = time.perf_counter()
         self._det.set_tensor(self._det_in, x)
@@ -388,8 +412,13 @@ class BlazePoseEstimator:
 
         h, w = image.shape[:2]
         m = roi_crop_matrix(roi)
-        crop = cv2.warpAffine(image, m, (LANDMARK_SIZE, LANDMARK_SIZE), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                              borderMode=cv2.BORDER_REPLICATE)
+        crop = cv2.warpAffine(
+            image,
+            m,
+            (LANDMARK_SIZE, LANDMARK_SIZE),
+            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+            borderMode=cv2.BORDER_REPLICATE,
+        )
         t0 = time.perf_counter()
         self._lmk.set_tensor(self._lmk_in, crop.astype(np.float32)[None] / 255.0)
         self._lmk.invoke()
@@ -410,8 +439,14 @@ class BlazePoseEstimator:
             seg = _sigmoid(self._lmk.get_tensor(self._lm_seg)[0, :, :, 0]).astype(np.float32)
             # m maps crop indices -> image indices, so with WARP_INVERSE_MAP we need its inverse here.
             inv = cv2.invertAffineTransform(m)
-            mask = cv2.warpAffine(seg, inv, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                                  borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+            mask = cv2.warpAffine(
+                seg,
+                inv,
+                (w, h),
+                flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                borderMode=cv2.BORDER_CONSTANT,
+                borderValue=0,
+            )
             mask = np.clip(mask, 0.0, 1.0)
         return presence, out, mask
 

@@ -118,8 +118,14 @@ def _nms(boxes: np.ndarray, scores: np.ndarray, thr: float) -> list[int]:
     return keep
 
 
-def yolox_postprocess(output: np.ndarray, ratio: float, size: tuple[int, int] = DET_SIZE, nms_thr: float = NMS_IOU,
-                      score_thr: float = SCORE_THR, person_thr: float = PERSON_THR) -> np.ndarray:
+def yolox_postprocess(
+    output: np.ndarray,
+    ratio: float,
+    size: tuple[int, int] = DET_SIZE,
+    nms_thr: float = NMS_IOU,
+    score_thr: float = SCORE_THR,
+    person_thr: float = PERSON_THR,
+) -> np.ndarray:
     """Decode raw YOLOX output into person boxes.
 
     Args:
@@ -152,8 +158,9 @@ def yolox_postprocess(output: np.ndarray, ratio: float, size: tuple[int, int] = 
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def box_to_center_scale(box: np.ndarray, padding: float = BOX_PADDING,
-                        input_size: tuple[int, int] = POSE_INPUT) -> tuple[np.ndarray, np.ndarray]:
+def box_to_center_scale(
+    box: np.ndarray, padding: float = BOX_PADDING, input_size: tuple[int, int] = POSE_INPUT
+) -> tuple[np.ndarray, np.ndarray]:
     """(centre, scale) of an xyxy box: scale = size x padding, then grown to the input aspect w/h."""
     x0, y0, x1, y1 = np.asarray(box[:4], np.float64)
     center = np.array([(x0 + x1) / 2, (y0 + y1) / 2])
@@ -201,8 +208,9 @@ def simcc_decode(simcc_x: np.ndarray, simcc_y: np.ndarray, split_ratio: float = 
     return locs, vals
 
 
-def crop_to_image(locs: np.ndarray, center: np.ndarray, scale: np.ndarray,
-                  input_size: tuple[int, int] = POSE_INPUT) -> np.ndarray:
+def crop_to_image(
+    locs: np.ndarray, center: np.ndarray, scale: np.ndarray, input_size: tuple[int, int] = POSE_INPUT
+) -> np.ndarray:
     """Map crop pixel locations back to the image (controlnet_aux: loc / input_size * scale + centre - scale / 2)."""
     return np.asarray(locs) / np.asarray(input_size, np.float64) * scale + center - scale / 2
 
@@ -221,8 +229,9 @@ class DWPoseEstimator:
         num_threads: intra-op threads.
     """
 
-    def __init__(self, weights_dir: str | os.PathLike | None = None, providers: list[str] | None = None,
-                 num_threads: int = 2):
+    def __init__(
+        self, weights_dir: str | os.PathLike | None = None, providers: list[str] | None = None, num_threads: int = 2
+    ):
         self.model_paths = require_dwpose(weights_dir)
         try:
             import onnxruntime as ort

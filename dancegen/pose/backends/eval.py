@@ -46,8 +46,14 @@ def _scale(gt: PoseSequence, normalise: str, gt_threshold: float) -> np.ndarray:
     return np.where(ok & (s > 0), s, np.nan)
 
 
-def pck(pred: PoseSequence, gt: PoseSequence, threshold: float = 0.2, normalise: str = "torso",
-        gt_threshold: float = 0.0, pred_threshold: float = 0.0) -> dict:
+def pck(
+    pred: PoseSequence,
+    gt: PoseSequence,
+    threshold: float = 0.2,
+    normalise: str = "torso",
+    gt_threshold: float = 0.0,
+    pred_threshold: float = 0.0,
+) -> dict:
     """PCK of `pred` against `gt`.
 
     Args:
@@ -77,7 +83,9 @@ def pck(pred: PoseSequence, gt: PoseSequence, threshold: float = 0.2, normalise:
     dist = np.linalg.norm(pred.xy - gt.xy, axis=-1)
     correct = evaluated & (pred.conf > pred_threshold) & (dist <= threshold * np.nan_to_num(scale)[:, None])
     n_eval, n_ok = evaluated.sum(0), correct.sum(0)
-    per_joint = {name: (float(n_ok[j] / n_eval[j]) if n_eval[j] else None) for j, name in enumerate(gt.skeleton.joints)}
+    per_joint = {
+        name: (float(n_ok[j] / n_eval[j]) if n_eval[j] else None) for j, name in enumerate(gt.skeleton.joints)
+    }
     total = int(n_eval.sum())
     return {
         "pck": float(n_ok.sum() / total) if total else float("nan"),

@@ -78,8 +78,18 @@ def require_blazepose(model_dir: str | os.PathLike | None = None) -> dict[str, P
 
 
 def _download_wheel(tmp: Path) -> Path:
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q",
-           MEDIAPIPE_REQUIREMENT, "-d", str(tmp)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--disable-pip-version-check",
+        "-q",
+        MEDIAPIPE_REQUIREMENT,
+        "-d",
+        str(tmp),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     wheels = sorted(tmp.glob("mediapipe-*.whl"))
     if proc.returncode != 0 or not wheels:
@@ -123,8 +133,9 @@ def extract_blazepose(wheel: str | os.PathLike, dest: str | os.PathLike) -> dict
     return out
 
 
-def fetch_blazepose(dest: str | os.PathLike | None = None, wheel: str | os.PathLike | None = None,
-                    force: bool = False) -> dict[str, Path]:
+def fetch_blazepose(
+    dest: str | os.PathLike | None = None, wheel: str | os.PathLike | None = None, force: bool = False
+) -> dict[str, Path]:
     """Install the BlazePose files into `dest` (default `blazepose_dir()`); a no-op when they are already there.
 
     Args:

@@ -12,8 +12,13 @@ import os
 from dancegen.pose.sequence import PoseSequence
 
 
-def load_openpose(source: str | os.PathLike, width: int | None = None, height: int | None = None,
-                  fps: float | None = None, person: str | int = "largest") -> PoseSequence:
+def load_openpose(
+    source: str | os.PathLike,
+    width: int | None = None,
+    height: int | None = None,
+    fps: float | None = None,
+    person: str | int = "largest",
+) -> PoseSequence:
     """Read an OpenPose JSON folder (or a single `.json` frame, or a `.npz` from `save_npz`) as a PoseSequence.
 
     Args:

@@ -1,0 +1,208 @@
+"""One Python function per CLI verb: what the CLI and the tests call.
+
+Functions here parse nothing from the command line and print nothing; they take paths and options, do the work
+through the domain libraries and methods, write outputs atomically, and return a small report dict. Heavy imports
+happen inside each function so that `import dancegen.api` is cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from dancegen.errors import InputError
+
+PathLike = str | os.PathLike
+
+
+# ---- helpers ----------------------------------------------------------------------------------------------------
+
+
+def _write_json(path: PathLike, obj) -> None:
+    from dancegen.io.atomic import write_text
+
+    write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(o):
+    import numpy as np
+
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def _is_pose_input(path: Path) -> bool:
+    """A folder of OpenPose JSON, a .json frame or a .npz pose file (as opposed to images or video)."""
+    if path.is_dir():
+        return any(p.suffix.lower() == ".json" for p in path.iterdir())
+    return path.suffix.lower() in (".npz", ".json")
+
+
+def load_poses(path: PathLike, *, fps: float | None = None, backend: str = "blazepose", **extract_kw):
+    """Poses from a pose folder/npz, or extracted from an image/video/frame folder with the default backend."""
+    from dancegen.pose.openpose_json import read_pose_input
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError("no such file or folder", path)
+    if _is_pose_input(path):
+        return read_pose_input(path, fps=fps)
+    from dancegen.pose.extract import estimate_poses
+
+    return estimate_poses(path, backend=backend, **extract_kw)
+
+
+def write_poses(seq, out: PathLike, render: bool = True) -> dict:
+    """Write poses to a `.npz` or to a folder (OpenPose JSON + `pose.mp4` of the rendered maps)."""
+    from dancegen.pose.openpose_json import save_npz, write_openpose_folder
+
+    out = Path(out)
+    if out.suffix.lower() == ".npz":
+        save_npz(seq, out)
+        return {"poses": str(out)}
+    write_openpose_folder(seq, out / "openpose_json")
+    report = {"poses": str(out / "openpose_json")}
+    if render:
+        from dancegen.io.video import write_video
+        from dancegen.pose.render import render_pose_sequence
+
+        write_video(out / "pose.mp4", render_pose_sequence(seq), fps=seq.fps)
+        report["pose_video"] = str(out / "pose.mp4")
+    return report
+
+
+# ---- pose -------------------------------------------------------------------------------------------------------
+
+
+def pose_convert(src: PathLike, out: PathLike, to: str = "coco18", fps: float | None = None) -> dict:
+    """Convert a pose folder/npz to another keypoint format (see `dancegen.pose.skeletons.SKELETONS`)."""
+    from dancegen.pose.convert import convert
+    from dancegen.pose.skeletons import get_skeleton
+
+    try:
+        get_skeleton(to)
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    seq = convert(load_poses(src, fps=fps), to)
+    return {"frames": seq.num_frames, "format": to, **write_poses(seq, out, render=to == "coco18")}
+
+
+def pose_render(src: PathLike, out: PathLike, width: int | None = None, height: int | None = None,
+                hands: bool = True, face: bool = True, threshold: float = 0.3) -> dict:
+    """Render poses as ControlNet pose maps (OpenPose/controlnet_aux convention) to an mp4/gif or PNG folder."""
+    from dancegen.io.video import write_video
+    from dancegen.pose.render import render_pose_sequence
+
+    seq = load_poses(src)
+    frames = render_pose_sequence(seq, width, height, draw_hands=hands, draw_face=face, threshold=threshold)
+    write_video(out, frames, fps=seq.fps)
+    return {"frames": len(frames), "output": str(out)}
+
+
+def pose_smooth(src: PathLike, out: PathLike, method: str = "one_euro", max_gap: int = 5, **params) -> dict:
+    """Reduce pose jitter; reports the jitter (mean |second difference|, px) before and after."""
+    from dancegen.pose.smooth import jitter, smooth_poses
+
+    seq = load_poses(src)
+    if method not in ("one_euro", "savgol", "gaussian"):
+        raise InputError(f"unknown smoothing method {method!r}; use one_euro, savgol or gaussian")
+    try:
+        smoothed = smooth_poses(seq, method=method, max_gap=max_gap, **params)
+    except TypeError as e:
+        raise InputError(f"bad smoothing parameter: {e}") from None
+    before, after = jitter(seq.xy, seq.visible()), jitter(smoothed.xy, smoothed.visible())
+    return {"frames": seq.num_frames, "jitter_before": before, "jitter_after": after, **write_poses(smoothed, out)}
+
+
+def pose_retarget(driving: PathLike, ref: PathLike, out: PathLike, mode: str = "bones", root: str = "neck",
+                  offset_mode: str = "first_frame") -> dict:
+    """Put a driving pose sequence on the body in a reference image (or reference pose).
+
+    Args:
+        driving: Pose folder/npz, or a video to extract poses from.
+        ref: Reference image (its pose is extracted) or a pose file; only the first frame is used.
+        out: Output folder (OpenPose JSON + pose.mp4) or `.npz`.
+        mode: "bones" keeps the driving bone directions with the reference bone lengths and position
+            (`dancegen.pose.retarget.retarget`); "offset" is Edit-Your-Motion's centre/scale alignment
+            (Algorithm 1, `skeleton_offset`), which moves and scales the driving skeleton onto the reference's box.
+    """
+    from dancegen.pose.retarget import retarget, skeleton_offset
+
+    drv = load_poses(driving)
+    reference = load_poses(ref, mode="image")
+    if mode == "bones":
+        seq = retarget(drv, reference, root=root)
+    elif mode == "offset":
+        # Algorithm 1 maps the *reference* skeletons onto the *source* person: here the source is the person in
+        # the reference image and the skeletons to move are the driving ones.
+        seq = skeleton_offset(reference, drv, mode=offset_mode)
+    else:
+        raise InputError(f"--mode must be 'bones' or 'offset', got {mode!r}")
+    seq.meta.update({"retarget_mode": mode, "driving": str(driving), "reference": str(ref)})
+    return {"frames": seq.num_frames, "mode": mode, **write_poses(seq, out)}
+
+
+# ---- batch over folders of videos --------------------------------------------------------------------------------
+
+
+def video_batch(source: PathLike) -> list[Path] | None:
+    """The videos of a folder that holds video files (a batch), or None when `source` is one input.
+
+    A folder of frames or of OpenPose JSON is one input; a folder of .mp4/.mov/... files is a batch, one output
+    folder per video (named by the file stem).
+    """
+    from dancegen.io.video import VIDEO_SUFFIXES, natural_key
+
+    source = Path(source)
+    if not source.is_dir():
+        return None
+    videos = [p for p in source.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES]
+    return sorted(videos, key=lambda p: natural_key(p.name)) or None
+
+
+def run_over_videos(source: PathLike, out: PathLike, fn, *, shard: str | None = None, marker: str,
+                    progress=None) -> dict:
+    """Run `fn(src, out_dir)` once for a single input, or per video for a folder of videos (resumable, shardable).
+
+    Args:
+        marker: File inside an output folder that exists only when that item finished (e.g. "meta.json").
+    """
+    from dancegen.io.batch import BatchItem, parse_shard, run_batch
+
+    videos = video_batch(source)
+    if videos is None:
+        return fn(Path(source), Path(out))
+    out = Path(out)
+    items = [BatchItem(id=v.stem, output=out / v.stem / marker, inputs={"src": v}) for v in videos]
+    report = run_batch(items, lambda it: fn(it.inputs["src"], it.output.parent), shard=parse_shard(shard),
+                       log_dir=out, progress=progress)
+    if report.failed and not report.done and not report.skipped:
+        first = next(iter(report.failed.values()))
+        raise InputError(f"every item failed; first error: {first}")
+    return {"batch": report.summary(), "done": report.done, "skipped": report.skipped, "failed": report.failed}
+
+
+# ---- flow -------------------------------------------------------------------------------------------------------
+
+
+def flow(source: PathLike, out: PathLike, method: str = "pose", direction: str = "forward", size=None,
+         weights: PathLike | None = None, gt: PathLike | None = None, output_format: str = "flo",
+         preview: bool = True, iters: int = 12, device: str = "cpu", shard: str | None = None,
+         progress=None) -> dict:
+    """Dense motion flow for every frame pair (see `dancegen.flow.compute.compute_flow`); folders of videos batch."""
+    from dancegen.flow.compute import compute_flow
+    from dancegen.runtime import resolve_device
+
+    dev = resolve_device(device) if method == "raft" else "cpu"
+
+    def one(src: Path, out_dir: Path) -> dict:
+        return compute_flow(src, out_dir, method=method, direction=direction, size=size, weights=weights, gt=gt,
+                            output_format=output_format, preview=preview, iters=iters, device=dev)
+
+    return run_over_videos(source, out, one, shard=shard, marker="report.json", progress=progress)
