@@ -206,3 +206,23 @@ def flow(source: PathLike, out: PathLike, method: str = "pose", direction: str =
                             output_format=output_format, preview=preview, iters=iters, device=dev)
 
     return run_over_videos(source, out, one, shard=shard, marker="report.json", progress=progress)
+
+
+# ---- extract-pose -----------------------------------------------------------------------------------------------
+
+
+def extract_pose(source: PathLike, out: PathLike, backend: str = "blazepose", fmt: str = "coco18", size=None,
+                 smooth: str | None = None, mode: str = "auto", maps: bool = True, video: bool = True,
+                 masks: bool = True, cache: bool = True, model_dir: PathLike | None = None,
+                 weights_dir: PathLike | None = None, max_frames: int | None = None, shard: str | None = None,
+                 progress=None) -> dict:
+    """Poses of the dancer in a video / frame folder / image (or each video of a folder), written as OpenPose JSON,
+    pose maps, a pose video and person masks (see `dancegen.pose.extract.extract_poses`)."""
+    from dancegen.pose.extract import extract_poses
+
+    def one(src: Path, out_dir: Path) -> dict:
+        return extract_poses(src, out_dir, backend=backend, fmt=fmt, size=size, smooth=smooth, write_maps=maps,
+                             write_video=video, write_masks=masks, cache=cache, mode=mode, model_dir=model_dir,
+                             weights_dir=weights_dir, max_frames=max_frames, progress=progress)
+
+    return run_over_videos(source, out, one, shard=shard, marker="meta.json")

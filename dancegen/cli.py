@@ -109,6 +109,19 @@ def _sets(items: list[str] | None) -> dict:
     return out
 
 
+def _parse_size(text: str | None):
+    """`--size N` -> N, `--size WxH` -> (W, H), None -> None."""
+    if not text:
+        return None
+    try:
+        if "x" in text.lower():
+            w, h = (int(v) for v in text.lower().split("x"))
+            return w, h
+        return int(text)
+    except ValueError:
+        raise DanceGenError(f"--size must be N or WxH (e.g. 512 or 512x768), got {text!r}") from None
+
+
 pose_app = typer.Typer(help="Pose files: convert formats, render ControlNet pose maps, smooth jitter, retarget.",
                        no_args_is_help=True, rich_markup_mode="rich")
 app.add_typer(pose_app, name="pose")
@@ -193,6 +206,47 @@ def pose_retarget_cmd(
 Shard = Annotated[Optional[str], typer.Option("--shard", help="K/N: do the K-th of N parts of a batch (1-based).")]
 
 
+@verb("extract-pose")
+def extract_pose_cmd(
+    source: Annotated[Path, typer.Argument(help="Video, frame folder, image, or a folder of videos (batch).")],
+    out: Annotated[Path, typer.Option("--output", "-o", help="Output folder (one sub-folder per video in a batch).")],
+    backend: Annotated[str, typer.Option(help="blazepose (default, offline CPU) | dwpose (your ONNX files) | "
+                                              "openpose-json (import).")] = "blazepose",
+    fmt: Annotated[str, typer.Option("--format", help="Format of poses.npz (OpenPose JSON is always COCO-18).")]
+    = "coco18",
+    size: Annotated[Optional[str], typer.Option(help="Output size: N (longer side) or WxH. Default: the source's.")]
+    = None,
+    smooth: Annotated[Optional[str], typer.Option(help="Smooth jitter: one_euro | savgol | gaussian.")] = None,
+    mode: Annotated[str, typer.Option(help="auto | image (detect every frame) | video (track).")] = "auto",
+    maps: Annotated[bool, typer.Option(help="Write pose_maps/ PNGs.")] = True,
+    video: Annotated[bool, typer.Option(help="Write pose.mp4.")] = True,
+    masks: Annotated[bool, typer.Option(help="Write person masks (blazepose).")] = True,
+    cache: Annotated[bool, typer.Option(help="Reuse an earlier result for the same input and options.")] = True,
+    model_dir: Annotated[Optional[Path], typer.Option(help="BlazePose model folder.")] = None,
+    weights_dir: Annotated[Optional[Path], typer.Option(help="DWPose ONNX folder.")] = None,
+    max_frames: Annotated[Optional[int], typer.Option(help="Only the first N frames.")] = None,
+    shard: Shard = None,
+):
+    """Extract the dancer's pose from every frame: OpenPose JSON (COCO-18), ControlNet pose maps, a pose video and
+    person masks.
+
+    The default backend runs MediaPipe BlazePose offline on the CPU (models fetched by `make install`, or
+    `python -m dancegen.pose.backends.fetch`).
+
+    Example: [cyan]dancegen extract-pose dance.mp4 -o dance_poses/ --smooth one_euro[/cyan]
+    """
+    from dancegen import api
+    from dancegen.console import progress_bar
+
+    size_v = _parse_size(size)
+    with progress_bar(None, "extract-pose") as bar:
+        rep = api.extract_pose(source, out, backend=backend, fmt=fmt, size=size_v, smooth=smooth, mode=mode,
+                               maps=maps, video=video, masks=masks, cache=cache, model_dir=model_dir,
+                               weights_dir=weights_dir, max_frames=max_frames, shard=shard,
+                               progress=lambda done, total: bar.update(completed=done, total=total))
+    _report(rep, ("batch", "num_frames", "detection_rate", "cached", "out_dir"))
+
+
 @verb("flow")
 def flow_cmd(
     source: Annotated[Path, typer.Argument(help="Poses (OpenPose JSON folder, .npz) for --method pose; a video, frame "
@@ -200,7 +254,7 @@ def flow_cmd(
     out: Annotated[Path, typer.Option("--output", "-o", help="Output folder.")],
     method: Annotated[str, typer.Option(help="pose (from skeletons alone) | dis | farneback | raft.")] = "pose",
     direction: Annotated[str, typer.Option(help="forward (t -> t+1) | backward (t+1 -> t).")] = "forward",
-    size: Annotated[Optional[str], typer.Option(help="Work size: N (square) or HxW. Default: the source's.")] = None,
+    size: Annotated[Optional[str], typer.Option(help="Work size: N (square) or WxH. Default: the source's.")] = None,
     weights: Annotated[Optional[Path], typer.Option(help="RAFT checkpoint (torchvision raft_large .pth).")] = None,
     gt: Annotated[Optional[Path], typer.Option(help="Ground-truth flows .npz: report end-point error.")] = None,
     fmt: Annotated[str, typer.Option("--format", help="flo (one .flo per pair) | npz (one flows.npz).")] = "flo",
@@ -218,12 +272,9 @@ def flow_cmd(
     """
     from dancegen import api
 
-    size_v = None
-    if size:
-        try:
-            size_v = tuple(int(x) for x in size.lower().split("x")) if "x" in size.lower() else int(size)
-        except ValueError:
-            raise DanceGenError(f"--size must be N or HxW, got {size!r}") from None
+    size_v = _parse_size(size)
+    if isinstance(size_v, tuple):
+        size_v = size_v[::-1]  # compute_flow takes (height, width)
     rep = api.flow(source, out, method=method, direction=direction, size=size_v, weights=weights, gt=gt,
                    output_format=fmt, preview=preview, iters=iters, device=state.device, shard=shard)
     _report(rep, ("batch", "method", "num_pairs", "ms_per_pair", "gt"))

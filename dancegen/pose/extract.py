@@ -162,6 +162,47 @@ def _dwpose_frames(frames, weights_dir, on_frame):
         est.close()
 
 
+def estimate_poses(
+    source: str | os.PathLike,
+    backend: str = "blazepose",
+    fmt: str = "coco18",
+    mode: str = "auto",
+    model_dir: str | os.PathLike | None = None,
+    weights_dir: str | os.PathLike | None = None,
+    min_detection: float = 0.5,
+    min_presence: float = 0.5,
+    max_frames: int | None = None,
+):
+    """Poses of one dancer in a video, frame folder or image, in memory (no files written, no masks).
+
+    `extract_poses` is the same with the on-disk layout, caching and masks; use this for a reference photo or a
+    quick look. Frames without a person are all-zero (confidence 0).
+
+    Returns:
+        A PoseSequence in `fmt` at the source's size and fps, with `meta["detection_rate"]`.
+    """
+    from dancegen.io.video import is_image_path, read_video
+    from dancegen.pose.convert import convert
+    from dancegen.pose.sequence import PoseSequence
+
+    if backend not in ("blazepose", "dwpose"):
+        raise InputError(f"estimate_poses runs an estimator backend (blazepose or dwpose), got {backend!r}")
+    if mode == "auto":
+        mode = "image" if is_image_path(source) else "video"
+    video = read_video(source, max_frames=max_frames)
+    frames = video.frames
+    if backend == "blazepose":
+        kps, native, _, _ = _blazepose_frames(frames, mode, model_dir, min_detection, min_presence, False,
+                                              lambda *a: None)
+    else:
+        kps, native, _, _ = _dwpose_frames(frames, weights_dir, lambda *a: None)
+    h, w = frames.shape[1:3]
+    detected = (kps[..., 2] > 0).any(1)
+    seq = PoseSequence(kps, format=native, width=w, height=h, fps=float(video.fps),
+                       meta={"backend": backend, "source": str(source), "detection_rate": float(detected.mean())})
+    return convert(seq, fmt) if fmt != native else seq
+
+
 def extract_poses(
     source: str | os.PathLike,
     out_dir: str | os.PathLike,

@@ -189,14 +189,21 @@ class ValueNoise:
         return 0.65 * self._octave(u, v) + 0.35 * self._octave(2.3 * u + 17.1, 2.3 * v + 5.3)
 
 
+_EDGE = 1.8
+
+
 def pattern(kind: str, s: np.ndarray, a: np.ndarray, period: float, noise: ValueNoise | None) -> np.ndarray:
     """Blend weight of the second colour for a pattern at bone-local `(s, a)` metres -> `(...)` in [0, 1]."""
     if kind == "solid":
         return np.zeros_like(s)
+    # Soft-edged square waves: crisp enough to read as stripes, smooth enough that resampling a frame (flow warping,
+    # resizing) does not alias.
     if kind == "stripes":
-        return (np.sin(2 * np.pi * s / period) > 0).astype(np.float32)
+        return 0.5 + 0.5 * np.clip(_EDGE * np.sin(2 * np.pi * s / period), -1, 1)
     if kind == "checks":
-        return ((np.sin(2 * np.pi * s / period) > 0) ^ (np.sin(2 * np.pi * a / period) > 0)).astype(np.float32)
+        wave_s = np.clip(_EDGE * np.sin(2 * np.pi * s / period), -1, 1)
+        wave_a = np.clip(_EDGE * np.sin(2 * np.pi * a / period), -1, 1)
+        return 0.5 - 0.5 * wave_s * wave_a
     if kind == "noise":
         return np.clip((noise(s / (0.6 * period), a / (0.6 * period)) - 0.3) * 2.0, 0, 1)
     raise ValueError(kind)

@@ -199,10 +199,8 @@ class Renderer:
         fx_, fz = X[..., 0], X[..., 2]
         wu, wv = X @ self.wall_u, X[..., 1]
         if sc.background == "room":
-            i = np.floor(fx_ / sc.tile) + np.floor(fz / sc.tile)
-            grout = (np.minimum(np.mod(fx_, sc.tile), np.mod(fz, sc.tile)) < 0.025 * sc.tile / 0.5)
-            floor_w = np.where(grout, 0.5, (np.mod(i, 2) == 1) * 1.0)
-            wall_w = np.where(wv < 0.12, 1.0, 0.0)
+            floor_w = pattern("checks", fx_, fz, 2 * sc.tile, None)
+            wall_w = np.clip((0.14 - wv) / 0.04, 0, 1)  # skirting board
         elif sc.background == "gradient":
             floor_w = 0.15 * self.noise_bg(fx_ * 2, fz * 2)
             wall_w = np.clip(wv / 3.0, 0, 1)
@@ -211,7 +209,7 @@ class Renderer:
             wall_w = self.noise_bg(wu * 2.5, wv * 2.5)
         else:  # stripes
             floor_w = 0.1 * self.noise_bg(fx_ * 2, fz * 2)
-            wall_w = (np.mod(wu, 0.5) < 0.25) * 1.0
+            wall_w = pattern("stripes", wu, wv, 0.5, None)
         floor = f0 + (f1 - f0) * floor_w[..., None]
         wall = w0 + (w1 - w0) * wall_w[..., None]
         # Soft falloff away from the dancer's spot so the figure stays the brightest thing in view.

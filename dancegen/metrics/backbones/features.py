@@ -26,7 +26,6 @@ import torch
 import torch.nn.functional as F
 
 
-
 def _to_float(frames: np.ndarray, device: str) -> torch.Tensor:
     """`(F, H, W, 3)` uint8 -> `(F, 3, H, W)` float32 in [0, 1]."""
     return torch.from_numpy(np.ascontiguousarray(frames)).to(device).permute(0, 3, 1, 2).float().div_(255.0)

@@ -28,6 +28,8 @@ job). When a tracked ROI loses the person, we re-detect on the same frame instea
 
 from __future__ import annotations
 
+import contextlib
+
 import math
 import os
 import time
@@ -296,6 +298,23 @@ def _sigmoid(x):
 # ----------------------------------------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _quiet_native_stderr():
+    """Send file descriptor 2 to /dev/null for the duration (Python's sys.stderr is untouched)."""
+    import sys
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 class BlazePoseEstimator:
     """Single-person BlazePose (full model) on LiteRT.
 
@@ -337,10 +356,13 @@ class BlazePoseEstimator:
         self.min_detection = float(min_detection)
         self.min_presence = float(min_presence)
         self.segmentation = segmentation
-        self._det = Interpreter(model_path=str(paths["pose_detection.tflite"]), num_threads=num_threads)
-        self._lmk = Interpreter(model_path=str(paths["pose_landmark_full.tflite"]), num_threads=num_threads)
-        self._det.allocate_tensors()
-        self._lmk.allocate_tensors()
+        # TFLite's C++ runtime prints "INFO: Created TensorFlow Lite XNNPACK delegate" to fd 2; no env var
+        # silences it, so the fd is pointed at /dev/null while the interpreters are built.
+        with _quiet_native_stderr():
+            self._det = Interpreter(model_path=str(paths["pose_detection.tflite"]), num_threads=num_threads)
+            self._lmk = Interpreter(model_path=str(paths["pose_landmark_full.tflite"]), num_threads=num_threads)
+            self._det.allocate_tensors()
+            self._lmk.allocate_tensors()
         self._det_in = self._det.get_input_details()[0]["index"]
         det_out = self._det.get_output_details()
         # Identify outputs by shape, not by order: (1, N, 12) regressors and (1, N, 1) scores.
