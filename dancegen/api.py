@@ -226,3 +226,121 @@ def extract_pose(source: PathLike, out: PathLike, backend: str = "blazepose", fm
                              weights_dir=weights_dir, max_frames=max_frames, progress=progress)
 
     return run_over_videos(source, out, one, shard=shard, marker="meta.json")
+
+
+# ---- synth ------------------------------------------------------------------------------------------------------
+
+
+def synth(out: PathLike, num_clips: int = 1, layout: str = "clips", size=256, seconds: float | None = None,
+          num_frames: int | None = None, fps: float = 24.0, motion: str | None = None, seed: int = 0,
+          workers: int = 1, shard: str | None = None, overwrite: bool = False, flow: bool = True,
+          camera: str | None = None, progress=None) -> dict:
+    """Render synthetic dance clips with all their ground truth (see `dancegen.synth.layouts.generate`)."""
+    from dancegen.synth import generate
+
+    if num_clips < 1:
+        raise InputError(f"--num-clips must be at least 1, got {num_clips}")
+    return generate(out, num_clips=num_clips, layout=layout, seed=seed, size=size, seconds=seconds,
+                    num_frames=num_frames, fps=fps, motion=motion, workers=workers, overwrite=overwrite,
+                    shard=shard, progress=progress, flow=flow, camera_motion=camera)
+
+
+# ---- demo -------------------------------------------------------------------------------------------------------
+
+
+def demo(out: PathLike, seed: int = 0, size: int = 256, seconds: float = 2.0, fps: float = 24.0,
+         progress=None) -> dict:
+    """The main job on the embedded default, end to end, with numbers against ground truth.
+
+    1. `synth`: two clips with different dancers (A dances; B's first frame is the reference photo).
+    2. `extract-pose` on A's video with the default backend; PCK against A's true joints.
+    3. `pose retarget`: A's extracted motion onto B's body (B's pose is extracted from the reference photo).
+    4. `flow --method pose` on the retargeted poses; and, on clip A, pose flow and DIS against the true flow.
+    5. `summary.png` (one row per sampled time), `summary.mp4` and `report.json`.
+    """
+    import numpy as np
+
+    from dancegen.flow.compute import compute_flow
+    from dancegen.flow.estimators import estimate_flow
+    from dancegen.flow.io import load_flow_npz
+    from dancegen.flow.pose_flow import pose_sequence_flow
+    from dancegen.flow.vis import flows_to_colors
+    from dancegen.flow.warp import flow_stats
+    from dancegen.io import montage
+    from dancegen.io.video import read_video, write_image, write_video
+    from dancegen.pose.backends.eval import pck
+    from dancegen.pose.extract import estimate_poses, extract_poses
+    from dancegen.pose.openpose_json import read_openpose_folder
+    from dancegen.pose.render import render_pose_sequence
+    from dancegen.pose.retarget import retarget
+
+    out = Path(out)
+    step = progress or (lambda name: None)
+    step("synth: two dancers")
+    synth(out / "synth", num_clips=2, size=size, seconds=seconds, fps=fps, seed=seed, camera="static")
+    clip_a, clip_b = out / "synth" / "clip_00000", out / "synth" / "clip_00001"
+    video_a = read_video(clip_a / "video.mp4")
+    ref_img = read_video(clip_b / "video.mp4", max_frames=1).frames[0]
+    write_image(out / "reference.png", ref_img)
+
+    step("extract-pose: dancer A")
+    ext = extract_poses(clip_a / "video.mp4", out / "poses_A", smooth="one_euro")
+    poses_a = read_openpose_folder(out / "poses_A" / "openpose_json")
+    gt_a = read_openpose_folder(clip_a / "openpose_json")
+    acc = pck(poses_a, gt_a, threshold=0.2, normalise="torso")
+
+    step("retarget: A's motion onto B")
+    ref_pose = estimate_poses(out / "reference.png", mode="image")
+    if ref_pose.meta.get("detection_rate", 0) == 0:
+        raise InputError("the pose detector found no person in the reference frame; try another --seed",
+                         out / "reference.png")
+    moved = retarget(poses_a, ref_pose)
+    write_poses(moved, out / "retargeted")
+
+    step("flow: pose flow of the retargeted motion")
+    flow_rep = compute_flow(moved, out / "flow", method="pose")
+    moved_flow = load_flow_npz(out / "flow" / "flows.npz").flow if (out / "flow" / "flows.npz").exists() else None
+
+    step("flow accuracy on clip A")
+    gt_flow = load_flow_npz(clip_a / "flow_forward.npz").flow
+    body = read_video(clip_a / "masks").frames[:-1, ..., 0] > 127
+    pose_fw = pose_sequence_flow(gt_a, "forward")
+    dis_fw = estimate_flow(video_a.frames, method="dis")
+    epe = {name: flow_stats(f, gt_flow, mask=body)["epe"] for name, f in (("pose", pose_fw), ("dis", dis_fw),
+                                                                            ("zero", np.zeros_like(gt_flow)))}
+
+    step("summary picture and video")
+    if moved_flow is None:
+        moved_flow = pose_sequence_flow(moved, "forward")
+    maps_a = render_pose_sequence(poses_a)
+    maps_moved = render_pose_sequence(moved)
+    flow_rgb = flows_to_colors(moved_flow)
+    n = video_a.num_frames
+    refs = np.repeat(ref_img[None], n, axis=0)
+
+    def panel(t: int) -> list:
+        ft = min(t, n - 2)
+        return [montage.label(video_a.frames[t], f"A t={t}"),
+                montage.label(montage.overlay(video_a.frames[t], maps_a[t]), "extracted pose"),
+                montage.label(montage.overlay(refs[t], maps_moved[t]), "retargeted onto B"),
+                montage.label(flow_rgb[ft], "pose flow")]
+
+    rows = [panel(t) for t in np.linspace(0, n - 1, 4).round().astype(int)]
+    write_image(out / "summary.png", montage.grid(rows, height=min(size, 192)))
+    write_video(out / "summary.mp4", np.stack([montage.grid([panel(t)], height=min(size, 192)) for t in range(n)]),
+                fps=video_a.fps, audio=video_a.audio, sample_rate=video_a.sample_rate)
+
+    report = {
+        "seed": seed,
+        "clips": [str(clip_a), str(clip_b)],
+        "pose_detection_rate_A": ext["detection_rate"],
+        "pck@0.2_torso_A": acc["pck"],
+        "retargeted_frames": moved.num_frames,
+        "flow_ms_per_pair": flow_rep.get("ms_per_pair"),
+        "flow_epe_on_body_A": epe,
+        "outputs": {"summary": str(out / "summary.png"), "summary_video": str(out / "summary.mp4"),
+                    "poses_A": str(out / "poses_A"), "retargeted": str(out / "retargeted"),
+                    "flow": str(out / "flow")},
+    }
+    _write_json(out / "report.json", report)
+    return report

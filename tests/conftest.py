@@ -35,3 +35,11 @@ def pytest_collection_modifyitems(config, items):
             it.add_marker(pytest.mark.skip(reason="slow: set DANCEGEN_RUN_SLOW=1 (make test-slow)"))
         if "gpu" in it.keywords and not has_cuda:
             it.add_marker(pytest.mark.skip(reason="needs CUDA"))
+
+
+def skip_or_fail_without_models(reason: str):
+    """Skip a test whose fetched models are missing, except under `make test` (DANCEGEN_REQUIRE_MODELS=1), where the
+    install step fetched them and a missing model is a real failure."""
+    if os.environ.get("DANCEGEN_REQUIRE_MODELS") == "1":
+        pytest.fail(f"{reason} (DANCEGEN_REQUIRE_MODELS=1: `make install` should have fetched them)")
+    pytest.skip(reason)

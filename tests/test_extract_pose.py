@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import skip_or_fail_without_models
 
 from dancegen.errors import InputError, MissingWeightsError
 from dancegen.pose.extract import extract_poses
@@ -18,7 +19,7 @@ def models():
     try:
         require_blazepose()
     except MissingWeightsError as e:
-        pytest.skip(f"BlazePose models not installed: {e}")
+        skip_or_fail_without_models(f"BlazePose models not installed: {e}")
 
 
 @pytest.fixture(scope="module")

@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from dancegen.errors import DanceGenError, MissingWeightsError
+from dancegen.metrics import weights as W
 from dancegen.metrics.backbones.common import load_strict, read_checkpoint, state_dict_signature
 from dancegen.metrics.backbones.i3d import InceptionI3d, TorchScriptI3D, map_torchscript_onto
 from dancegen.metrics.backbones.inception import FIDInceptionV3
 from dancegen.metrics.backbones.lpips import LPIPS
 from dancegen.metrics.backbones.resnet3d import ResNet3D
-from dancegen.metrics import weights as W
 
 GOLDEN = json.loads((Path(__file__).parent / "fixtures" / "metrics_backbones" / "golden_keys.json").read_text())
 
@@ -118,6 +118,7 @@ def test_checkpoint_roundtrip_strict(tmp_path):
         read_checkpoint(tmp_path / "junk.pth")
 
 
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
 def test_torchscript_i3d_maps_onto_definition(tmp_path):
     torch.manual_seed(0)
     src = InceptionI3d().eval()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import skip_or_fail_without_models
 
 from dancegen.errors import DanceGenError, InputError, MissingWeightsError
 from dancegen.pose.backends import blazepose as bp
@@ -159,7 +160,7 @@ def model_dir():
     try:
         paths = fetch.require_blazepose()
     except MissingWeightsError as e:
-        pytest.skip(f"BlazePose models not installed: {e}")
+        skip_or_fail_without_models(f"BlazePose models not installed: {e}")
     return next(iter(paths.values())).parent
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import skip_or_fail_without_models
 
 #: Drawn joint centres (x, y) on a 360x480 canvas. The person faces the camera, so the person's right ("r_") is on
 #: the image's left.
@@ -90,7 +91,7 @@ def estimator():
     try:
         est = BlazePoseEstimator(mode="image")
     except MissingWeightsError as e:
-        pytest.skip(f"BlazePose models not installed: {e}")
+        skip_or_fail_without_models(f"BlazePose models not installed: {e}")
     yield est
     est.close()
 

@@ -42,14 +42,24 @@ def adjacent_frame_mse(video, value_range: float = 255.0, reduction: str = "mean
         reduction: "mean" or "sum" over pixels.
         per_frame: return the `(F-1,)` per-pair array.
     """
-    v = _video(video).astype(np.float64) * (value_range / 255.0)
+    v = _video(video)
+    if reduction == "mean":
+        from dancegen.metrics.image import mse
+
+        return mse(v[1:], v[:-1], scale=value_range, per_frame=per_frame)
+    v = v.astype(np.float64) * (value_range / 255.0)
     d = v[1:] - v[:-1]
     return _pair_reduce(d * d, reduction, per_frame)
 
 
 def adjacent_frame_l1(video, value_range: float = 255.0, reduction: str = "mean", per_frame: bool = False):
     """Frame L1: mean over adjacent pairs of `mean(|x_{t+1} - x_t|)` (DA §4 metric 10); options as the MSE."""
-    v = _video(video).astype(np.float64) * (value_range / 255.0)
+    v = _video(video)
+    if reduction == "mean":
+        from dancegen.metrics.image import l1
+
+        return l1(v[1:], v[:-1], mode="mean", per_frame=per_frame) * value_range
+    v = v.astype(np.float64) * (value_range / 255.0)
     return _pair_reduce(np.abs(v[1:] - v[:-1]), reduction, per_frame)
 
 
@@ -186,7 +196,7 @@ def iuv_correspondences(iuv_ref: np.ndarray, iuv_cur: np.ndarray, method: str = 
             tree = cKDTree(iuv_ref[yr, xr, 1:].astype(np.float64))
             _, ir = tree.query(iuv_cur[yc, xc, 1:].astype(np.float64))
             ic = np.arange(len(yc))
-        for lst, arr in zip(out, (yr[ir], xr[ir], yc[ic], xc[ic])):
+        for lst, arr in zip(out, (yr[ir], xr[ir], yc[ic], xc[ic]), strict=False):
             lst.append(arr)
     return tuple(np.concatenate(a) if a else np.zeros(0, np.int64) for a in out)
 

@@ -49,12 +49,16 @@ def trace_sqrt_product(sigma1, sigma2, method: str = "sqrtm", eps: float = 1e-6)
         return float(np.sqrt(np.clip(lam, 0, None)).sum())
     if method != "sqrtm":
         raise ValueError(f"method must be one of {FD_METHODS}, got {method!r}")
+    import warnings
+
     from scipy import linalg
 
-    covmean = linalg.sqrtm(sigma1 @ sigma2)
-    if not np.isfinite(covmean).all():
-        offset = np.eye(sigma1.shape[0]) * eps
-        covmean = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
+    with warnings.catch_warnings():  # singular products (N < D) are expected; the finiteness check handles them
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        covmean = linalg.sqrtm(sigma1 @ sigma2)
+        if not np.isfinite(covmean).all():
+            offset = np.eye(sigma1.shape[0]) * eps
+            covmean = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
     if np.iscomplexobj(covmean):
         if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
             raise ValueError(f"sqrtm has an imaginary component of {np.max(np.abs(covmean.imag)):.3g}")

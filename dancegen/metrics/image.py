@@ -64,6 +64,11 @@ def mse(pred, gt, scale: float = 255.0, per_frame: bool = False):
         per_frame: return the `(F,)` array.
     """
     pred, gt = _check_pair(pred, gt)
+    n = pred[0].size
+    if pred.dtype == np.uint8 and gt.dtype == np.uint8:  # exact integer sums, 4x less memory traffic than float64
+        d = pred.astype(np.int32) - gt
+        sq = np.einsum("fi,fi->f", d.reshape(len(d), -1), d.reshape(len(d), -1), dtype=np.int64)
+        return _reduce(sq / n * (scale / 255.0) ** 2, per_frame)
     d = (pred.astype(np.float64) - gt.astype(np.float64)) * (scale / 255.0)
     return _reduce(np.mean(d * d, axis=(1, 2, 3)), per_frame)
 
@@ -115,7 +120,11 @@ def l1(pred, gt, mode: str = "mean", per_frame: bool = False):
     if mode not in L1_MODES:
         raise ValueError(f"mode must be one of {L1_MODES}, got {mode!r}")
     pred, gt = _check_pair(pred, gt)
-    err = np.mean(np.abs(pred.astype(np.float64) - gt.astype(np.float64)), axis=(1, 2, 3))
+    if pred.dtype == np.uint8 and gt.dtype == np.uint8:
+        absd = np.abs(pred.astype(np.int16) - gt).reshape(len(pred), -1)
+        err = absd.sum(axis=1, dtype=np.int64) / absd.shape[1]
+    else:
+        err = np.mean(np.abs(pred.astype(np.float64) - gt.astype(np.float64)), axis=(1, 2, 3))
     norm = 255.0 if mode == "mean" else float(pred.shape[1] * pred.shape[2])
     return _reduce(err / norm, per_frame)
 

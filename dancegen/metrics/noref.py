@@ -49,7 +49,7 @@ _ALPHA_GRID = np.arange(0.2, 10.001, 0.001)  # estimateaggdparam.m's gam = 0.2:0
 # ----------------------------------------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load_npz(name: str) -> dict[str, np.ndarray]:
     with np.load(Path(__file__).with_name("data") / name) as z:
         return {k: z[k] for k in z.files}
@@ -196,8 +196,6 @@ def _per_frame(video, mask, region, fill, score_fn, min_size, per_frame):
     masks = _masks(mask, video)
     if region != "frame" and masks is None:
         raise InputError(f"region {region!r} needs a mask")
-    if masks is not None and region == "frame":
-        region = "body"
     out = np.full(video.shape[0], np.nan)
     for t in range(video.shape[0]):
         img = region_image(video[t], None if masks is None else masks[t], region, fill)
@@ -351,7 +349,8 @@ def niqe(video, mask=None, region: str = "frame", fill: str = "zero", per_frame:
 
     Args:
         video: `(F, H, W, 3)` RGB uint8 (or 0-255 float).
-        mask: optional `(F, H, W)` body mask (bool, or uint8 > 127); with a mask, region "frame" means "body".
+        mask: optional `(F, H, W)` body mask (bool, or uint8 > 127); used by regions "body" and "background",
+            ignored (only shape-checked) for "frame".
         region: "frame", "body" or "background".
         fill: "zero" or "mean" for pixels outside the region.
         per_frame: return the `(F,)` array (NaN for frames with an empty region).
@@ -423,7 +422,7 @@ def brisque(video, mask=None, region: str = "frame", fill: str = "zero", per_fra
 
     Args:
         video: `(F, H, W, 3)` RGB uint8 (or 0-255 float).
-        mask: optional `(F, H, W)` body mask; with a mask, region "frame" means "body".
+        mask: optional `(F, H, W)` body mask; used by regions "body" and "background", ignored for "frame".
         region: "frame", "body" or "background".
         fill: "zero" or "mean".
         per_frame: return the `(F,)` array (NaN for frames with an empty region).

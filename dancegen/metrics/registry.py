@@ -82,22 +82,24 @@ def _h_mse(ctx, item):
     return _mean(_mod("dancegen.metrics.consistency").h_mse(item.pred, item.iuv))
 
 
-def _motion_and_music_beats(ctx, item):
+def _keypoints_and_music_beats(ctx, item):
     rhythm = _mod("dancegen.metrics.rhythm")
     poses = ctx.pred_poses(item)
     audio, sr = ctx.audio_for(item)
     kps = poses.keypoints if hasattr(poses, "keypoints") else np.asarray(poses)
-    return rhythm.motion_beats_from_keypoints(kps, item.fps), rhythm.music_beats(audio, sr, item.fps)
+    return kps, rhythm.music_beats(audio, sr, item.fps)
 
 
 def _bas(ctx, item):
-    motion, music = _motion_and_music_beats(ctx, item)
-    return float(_mod("dancegen.metrics.rhythm").beat_alignment_score(music, motion))
+    rhythm = _mod("dancegen.metrics.rhythm")
+    kps, music = _keypoints_and_music_beats(ctx, item)
+    motion = rhythm.motion_beats_from_keypoints(kps, item.fps)
+    return float(rhythm.beat_alignment_score(motion, music, direction="music"))
 
 
 def _mm_align(ctx, item):
-    motion, music = _motion_and_music_beats(ctx, item)
-    return float(_mod("dancegen.metrics.rhythm").mm_align_2d(motion, music))
+    kps, music = _keypoints_and_music_beats(ctx, item)
+    return float(_mod("dancegen.metrics.rhythm").mm_align_2d(kps, music, item.fps))
 
 
 def _av_align(ctx, item):
@@ -127,7 +129,11 @@ def _lpips_adjacent(ctx, item):
 def _features(key: str, with_gt: bool = True):
     def compute(ctx, item):
         net = ctx.backbone(key)
-        return {"pred": net(item.pred), "gt": net(item.gt) if with_gt else None}
+        pred = net(item.pred)
+        if not with_gt:
+            return {"pred": pred, "gt": None}
+        same = item.gt.shape == item.pred.shape and np.array_equal(item.gt, item.pred)
+        return {"pred": pred, "gt": pred if same else net(item.gt)}
     return compute
 
 

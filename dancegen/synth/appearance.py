@@ -14,17 +14,45 @@ import numpy as np
 from dancegen.synth.body import BodyShape
 
 COLOURS = {
-    "red": (205, 40, 45), "blue": (40, 80, 200), "green": (40, 150, 70), "yellow": (235, 200, 40),
-    "orange": (240, 120, 30), "purple": (120, 55, 160), "pink": (235, 120, 170), "white": (235, 235, 230),
-    "black": (28, 28, 32), "grey": (128, 128, 132), "navy": (25, 35, 90), "teal": (20, 140, 140),
-    "brown": (120, 75, 40), "beige": (215, 195, 150), "maroon": (120, 25, 40), "olive": (110, 115, 40),
+    "red": (205, 40, 45),
+    "blue": (40, 80, 200),
+    "green": (40, 150, 70),
+    "yellow": (235, 200, 40),
+    "orange": (240, 120, 30),
+    "purple": (120, 55, 160),
+    "pink": (235, 120, 170),
+    "white": (235, 235, 230),
+    "black": (28, 28, 32),
+    "grey": (128, 128, 132),
+    "navy": (25, 35, 90),
+    "teal": (20, 140, 140),
+    "brown": (120, 75, 40),
+    "beige": (215, 195, 150),
+    "maroon": (120, 25, 40),
+    "olive": (110, 115, 40),
 }
-SKIN = {"pale": (247, 219, 200), "light": (234, 192, 160), "medium": (205, 150, 110), "tan": (176, 120, 80),
-        "brown": (130, 85, 55), "dark": (85, 55, 38)}
-HAIR = {"black": (22, 18, 16), "brown": (90, 55, 30), "blonde": (220, 185, 110), "red": (160, 60, 25),
-        "grey": (160, 160, 160)}
+SKIN = {
+    "pale": (247, 219, 200),
+    "light": (234, 192, 160),
+    "medium": (205, 150, 110),
+    "tan": (176, 120, 80),
+    "brown": (130, 85, 55),
+    "dark": (85, 55, 38),
+}
+HAIR = {
+    "black": (22, 18, 16),
+    "brown": (90, 55, 30),
+    "blonde": (220, 185, 110),
+    "red": (160, 60, 25),
+    "grey": (160, 160, 160),
+}
 PATTERNS = ("solid", "stripes", "checks", "noise")
 _PATTERN_WORD = {"solid": "", "stripes": "striped ", "checks": "checked ", "noise": "mottled "}
+
+
+def _a(phrase: str) -> str:
+    """Phrase with its indefinite article ("an orange shirt", "a red shirt")."""
+    return ("an " if phrase[0] in "aeiou" else "a ") + phrase
 
 
 @dataclass(frozen=True)
@@ -76,13 +104,21 @@ class Appearance:
         while bottom == top:
             bottom, bottom2 = two_colours()
         return cls(
-            body=BodyShape.sample(rng), skin=str(rng.choice(list(SKIN))), top_colour=top, top_colour2=top2,
-            top_pattern=str(rng.choice(PATTERNS, p=[0.3, 0.3, 0.2, 0.2])), sleeves=str(rng.choice(["short", "long"])),
-            bottom_colour=bottom, bottom_colour2=bottom2,
+            body=BodyShape.sample(rng),
+            skin=str(rng.choice(list(SKIN))),
+            top_colour=top,
+            top_colour2=top2,
+            top_pattern=str(rng.choice(PATTERNS, p=[0.3, 0.3, 0.2, 0.2])),
+            sleeves=str(rng.choice(["short", "long"])),
+            bottom_colour=bottom,
+            bottom_colour2=bottom2,
             bottom_pattern=str(rng.choice(PATTERNS, p=[0.55, 0.15, 0.15, 0.15])),
-            bottom=str(rng.choice(["trousers", "shorts"], p=[0.7, 0.3])), shoes=str(rng.choice(["black", "white", "red", "brown", "blue"])),
-            hair_colour=str(rng.choice(list(HAIR))), hair_style=str(rng.choice(["short", "long", "bald"], p=[0.5, 0.4, 0.1])),
-            stripe_period=float(rng.uniform(0.07, 0.14)), noise_seed=int(rng.integers(0, 2**31 - 1)),
+            bottom=str(rng.choice(["trousers", "shorts"], p=[0.7, 0.3])),
+            shoes=str(rng.choice(["black", "white", "red", "brown", "blue"])),
+            hair_colour=str(rng.choice(list(HAIR))),
+            hair_style=str(rng.choice(["short", "long", "bald"], p=[0.5, 0.4, 0.1])),
+            stripe_period=float(rng.uniform(0.07, 0.14)),
+            noise_seed=int(rng.integers(0, 2**31 - 1)),
         )
 
     def describe(self) -> str:
@@ -94,8 +130,7 @@ class Appearance:
         top = f"{self.top_colour} {_PATTERN_WORD[self.top_pattern]}{shirt}"
         bottom = f"{self.bottom_colour} {_PATTERN_WORD[self.bottom_pattern]}{self.bottom}"
         hair = "a shaved head" if self.hair_style == "bald" else f"{self.hair_style} {self.hair_colour} hair"
-        art = "an" if (size + build + "dancer")[0] in "aeiou" else "a"
-        return f"{art} {size}{build}dancer with {self.skin} skin in a {top} and {bottom}, {hair}"
+        return f"{_a(size + build + 'dancer')} with {self.skin} skin in {_a(top)} and {bottom}, {hair}"
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -144,22 +179,40 @@ class Scene:
             return tuple(int(v) for v in np.clip(base + tint, 0, 255))
 
         motion = camera_motion or str(rng.choice(["static", "pan", "zoom", "shake"], p=[0.4, 0.25, 0.2, 0.15]))
-        amount = {"static": 0.0, "pan": float(rng.uniform(4, 9)) * (1 if rng.random() < 0.5 else -1),
-                  "zoom": float(rng.uniform(1.08, 1.2)) ** (1 if rng.random() < 0.5 else -1),
-                  "shake": float(rng.uniform(0.15, 0.4))}[motion]
+        amount = {
+            "static": 0.0,
+            "pan": float(rng.uniform(4, 9)) * (1 if rng.random() < 0.5 else -1),
+            "zoom": float(rng.uniform(1.08, 1.2)) ** (1 if rng.random() < 0.5 else -1),
+            "shake": float(rng.uniform(0.15, 0.4)),
+        }[motion]
         return cls(
             background=str(rng.choice(["room", "gradient", "noise", "stripes"])),
-            floor_colours=(muted(), muted()), wall_colours=(muted(), muted()), tile=float(rng.uniform(0.35, 0.8)),
-            wall_distance=float(rng.uniform(1.2, 3.0)), camera_motion=motion, azimuth=float(rng.uniform(-25, 25)),
-            height=float(rng.uniform(0.9, 1.7)), fov=float(rng.uniform(38, 55)), light=float(rng.uniform(0.85, 1.1)),
-            noise_seed=int(rng.integers(0, 2**31 - 1)), motion_amount=amount,
+            floor_colours=(muted(), muted()),
+            wall_colours=(muted(), muted()),
+            tile=float(rng.uniform(0.35, 0.8)),
+            wall_distance=float(rng.uniform(1.2, 3.0)),
+            camera_motion=motion,
+            azimuth=float(rng.uniform(-25, 25)),
+            height=float(rng.uniform(0.9, 1.7)),
+            fov=float(rng.uniform(38, 55)),
+            light=float(rng.uniform(0.85, 1.1)),
+            noise_seed=int(rng.integers(0, 2**31 - 1)),
+            motion_amount=amount,
         )
 
     def describe(self) -> str:
-        bg = {"room": "a tiled floor and a plain wall", "gradient": "a plain floor and a gradient wall",
-              "noise": "a mottled floor and wall", "stripes": "a plain floor and a striped wall"}[self.background]
-        cam = {"static": "a static camera", "pan": "a slowly panning camera", "zoom": "a slowly zooming camera",
-               "shake": "a handheld camera"}[self.camera_motion]
+        bg = {
+            "room": "a tiled floor and a plain wall",
+            "gradient": "a plain floor and a gradient wall",
+            "noise": "a mottled floor and wall",
+            "stripes": "a plain floor and a striped wall",
+        }[self.background]
+        cam = {
+            "static": "a static camera",
+            "pan": "a slowly panning camera",
+            "zoom": "a slowly zooming camera",
+            "shake": "a handheld camera",
+        }[self.camera_motion]
         return f"in a room with {bg}, filmed by {cam}"
 
     def to_dict(self) -> dict:

@@ -26,19 +26,27 @@ J = {name: i for i, name in enumerate(HUMANML3D22.joints)}
 #: Rest (T-pose) offsets of each joint from its parent, metres, for an average dancer (about 1.72 m tall).
 _REST = {
     "pelvis": (0.0, 0.0, 0.0),
-    "l_hip": (0.085, -0.07, 0.0), "r_hip": (-0.085, -0.07, 0.0),
+    "l_hip": (0.085, -0.07, 0.0),
+    "r_hip": (-0.085, -0.07, 0.0),
     "spine1": (0.0, 0.11, -0.01),
-    "l_knee": (0.01, -0.40, 0.0), "r_knee": (-0.01, -0.40, 0.0),
+    "l_knee": (0.01, -0.40, 0.0),
+    "r_knee": (-0.01, -0.40, 0.0),
     "spine2": (0.0, 0.13, 0.01),
-    "l_ankle": (0.0, -0.41, -0.02), "r_ankle": (0.0, -0.41, -0.02),
+    "l_ankle": (0.0, -0.41, -0.02),
+    "r_ankle": (0.0, -0.41, -0.02),
     "spine3": (0.0, 0.06, 0.0),
-    "l_foot": (0.01, -0.05, 0.13), "r_foot": (-0.01, -0.05, 0.13),
+    "l_foot": (0.01, -0.05, 0.13),
+    "r_foot": (-0.01, -0.05, 0.13),
     "neck": (0.0, 0.21, -0.02),
-    "l_collar": (0.07, 0.12, 0.0), "r_collar": (-0.07, 0.12, 0.0),
+    "l_collar": (0.07, 0.12, 0.0),
+    "r_collar": (-0.07, 0.12, 0.0),
     "head": (0.0, 0.09, 0.03),
-    "l_shoulder": (0.11, 0.04, 0.0), "r_shoulder": (-0.11, 0.04, 0.0),
-    "l_elbow": (0.26, 0.0, 0.0), "r_elbow": (-0.26, 0.0, 0.0),
-    "l_wrist": (0.25, 0.0, 0.0), "r_wrist": (-0.25, 0.0, 0.0),
+    "l_shoulder": (0.11, 0.04, 0.0),
+    "r_shoulder": (-0.11, 0.04, 0.0),
+    "l_elbow": (0.26, 0.0, 0.0),
+    "r_elbow": (-0.26, 0.0, 0.0),
+    "l_wrist": (0.25, 0.0, 0.0),
+    "r_wrist": (-0.25, 0.0, 0.0),
 }
 _LEG = ("l_hip", "r_hip", "l_knee", "r_knee", "l_ankle", "r_ankle", "l_foot", "r_foot")
 _ARM = ("l_elbow", "r_elbow", "l_wrist", "r_wrist")
@@ -73,8 +81,15 @@ class BodyShape:
     @classmethod
     def sample(cls, rng: np.random.Generator) -> BodyShape:
         u = lambda lo, hi: float(rng.uniform(lo, hi))  # noqa: E731
-        return cls(height=u(0.86, 1.12), legs=u(0.92, 1.1), arms=u(0.92, 1.08), shoulders=u(0.85, 1.2),
-                   hips=u(0.85, 1.2), girth=u(0.8, 1.3), head=u(0.92, 1.1))
+        return cls(
+            height=u(0.86, 1.12),
+            legs=u(0.92, 1.1),
+            arms=u(0.92, 1.08),
+            shoulders=u(0.85, 1.2),
+            hips=u(0.85, 1.2),
+            girth=u(0.8, 1.3),
+            head=u(0.92, 1.1),
+        )
 
     def offsets(self) -> np.ndarray:
         """`(22, 3)` rest offsets of each joint from its parent, metres."""
@@ -94,8 +109,14 @@ class BodyShape:
         """Body-part thickness in metres (capsule radii, torso half depth, head radius)."""
         g, s = self.girth, self.height
         return {
-            "upper_arm": 0.056 * g * s, "forearm": 0.048 * g * s, "hand": 0.05 * s, "thigh": 0.088 * g * s,
-            "shin": 0.065 * g * s, "foot": 0.045 * s, "neck": 0.055 * g * s, "torso_depth": 0.11 * g * s,
+            "upper_arm": 0.056 * g * s,
+            "forearm": 0.048 * g * s,
+            "hand": 0.05 * s,
+            "thigh": 0.088 * g * s,
+            "shin": 0.065 * g * s,
+            "foot": 0.045 * s,
+            "neck": 0.055 * g * s,
+            "torso_depth": 0.11 * g * s,
             "head": 0.11 * self.head * s,
         }
 
@@ -152,8 +173,7 @@ def forward_kinematics(local_rot: np.ndarray, root_pos: np.ndarray, offsets: np.
     return pos, glob
 
 
-def pose_body(euler_deg: np.ndarray, yaw_deg: np.ndarray, root_xz: np.ndarray, air: np.ndarray,
-              shape: BodyShape):
+def pose_body(euler_deg: np.ndarray, yaw_deg: np.ndarray, root_xz: np.ndarray, air: np.ndarray, shape: BodyShape):
     """Place a dancer on the floor: FK, then lift the pelvis so the lowest foot joint rests on y = 0 (plus `air`).
 
     Args:

@@ -53,9 +53,12 @@ class CameraTrack:
     def to_dict(self) -> dict:
         return {
             "convention": "opencv: X_cam = R @ X_world + t; x right, y down, z forward; world Y-up metres; "
-                          "pixel centres at integer coordinates",
-            "width": self.width, "height": self.height,
-            "K": self.K.tolist(), "R": self.R.tolist(), "t": self.t.tolist(),
+            "pixel centres at integer coordinates",
+            "width": self.width,
+            "height": self.height,
+            "K": self.K.tolist(),
+            "R": self.R.tolist(),
+            "t": self.t.tolist(),
         }
 
 
@@ -75,7 +78,14 @@ def _rot_cam(ax: np.ndarray, ay: np.ndarray, az: np.ndarray) -> np.ndarray:
     f = ax.shape[0]
     out = np.zeros((f, 3, 3))
     for i in range(f):
-        cx, sx, cy, sy, cz, sz = np.cos(ax[i]), np.sin(ax[i]), np.cos(ay[i]), np.sin(ay[i]), np.cos(az[i]), np.sin(az[i])
+        cx, sx, cy, sy, cz, sz = (
+            np.cos(ax[i]),
+            np.sin(ax[i]),
+            np.cos(ay[i]),
+            np.sin(ay[i]),
+            np.cos(az[i]),
+            np.sin(az[i]),
+        )
         rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
         ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
         rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
@@ -93,7 +103,7 @@ def _motion(scene: Scene, num_frames: int, rng: np.random.Generator):
         rel = _rot_cam(zero, scene.motion_amount * (s - 0.5), zero)
     elif scene.camera_motion == "zoom":
         rel = _rot_cam(zero, zero, zero)
-        focal = scene.motion_amount ** s
+        focal = scene.motion_amount**s
     elif scene.camera_motion == "shake":
         t = np.arange(f, dtype=float)
         angles = []
@@ -107,8 +117,9 @@ def _motion(scene: Scene, num_frames: int, rng: np.random.Generator):
     return rel, focal
 
 
-def frame_camera(points: np.ndarray, width: int, height: int, scene: Scene, rng: np.random.Generator,
-                 margin: float = 0.06) -> CameraTrack:
+def frame_camera(
+    points: np.ndarray, width: int, height: int, scene: Scene, rng: np.random.Generator, margin: float = 0.06
+) -> CameraTrack:
     """A camera track that keeps every frame's `points` `(F, N, 3)` inside the image (with `margin`).
 
     The camera sits at the scene's azimuth and height, looks at the centre of the motion's bounding box, and its
@@ -141,8 +152,12 @@ def frame_camera(points: np.ndarray, width: int, height: int, scene: Scene, rng:
         if (z < 0.3).any():
             return False
         mx, my = margin * width, margin * height
-        return bool((xy[..., 0] >= mx).all() and (xy[..., 0] <= width - 1 - mx).all()
-                    and (xy[..., 1] >= my).all() and (xy[..., 1] <= height - 1 - my).all())
+        return bool(
+            (xy[..., 0] >= mx).all()
+            and (xy[..., 0] <= width - 1 - mx).all()
+            and (xy[..., 1] >= my).all()
+            and (xy[..., 1] <= height - 1 - my).all()
+        )
 
     lo_d, hi_d = 0.8, 4.0
     while not fits(hi_d) and hi_d < 200:

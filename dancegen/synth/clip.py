@@ -25,9 +25,20 @@ from dancegen.synth.render import HEAD, S_HI, S_LO, Renderer
 
 _STREAMS = {"appearance": 1, "motion": 2, "music": 3, "scene": 4}
 # COCO-18 body joints taken straight from the HumanML3D joints (neck = shoulder midpoint, face from the head sphere).
-_COCO_FROM_H = {"r_shoulder": "r_shoulder", "r_elbow": "r_elbow", "r_wrist": "r_wrist", "l_shoulder": "l_shoulder",
-                "l_elbow": "l_elbow", "l_wrist": "l_wrist", "r_hip": "r_hip", "r_knee": "r_knee",
-                "r_ankle": "r_ankle", "l_hip": "l_hip", "l_knee": "l_knee", "l_ankle": "l_ankle"}
+_COCO_FROM_H = {
+    "r_shoulder": "r_shoulder",
+    "r_elbow": "r_elbow",
+    "r_wrist": "r_wrist",
+    "l_shoulder": "l_shoulder",
+    "l_elbow": "l_elbow",
+    "l_wrist": "l_wrist",
+    "r_hip": "r_hip",
+    "r_knee": "r_knee",
+    "r_ankle": "r_ankle",
+    "l_hip": "l_hip",
+    "l_knee": "l_knee",
+    "l_ankle": "l_ankle",
+}
 #: Face points count as visible when their surface direction faces the camera by more than this cosine.
 FACE_VISIBLE_COS = {"nose": 0.1, "l_eye": 0.1, "r_eye": 0.1, "l_ear": -0.35, "r_ear": -0.35}
 
@@ -52,7 +63,7 @@ class SynthClip:
         flow_forward: `(F-1, 2, H, W)` float32 pixels; `flow_forward[t]` maps frame t -> t+1 (x + flow).
         flow_backward: `(F-1, 2, H, W)` float32; `flow_backward[t]` maps frame t+1 -> t.
         depth: `(F, H, W)` float32 camera z in metres (background included; 100 for no surface).
-        parts: `(F, H, W)` uint8 body-part index (0 background, 1..15 see `render.PART_NAMES`).
+        parts: `(F, H, W)` uint8 body-part index (0 background, 1..16 see `render.PART_NAMES`).
         uv: `(F, H, W, 2)` float16 part coordinates in [0, 1] (0 on background).
         masks: `(F, H, W)` bool person mask.
         beat_phase: `(F,)` float32 position inside the current beat, [0, 1) (0 = on the beat).
@@ -61,6 +72,7 @@ class SynthClip:
         appearance, scene, choreography: What was sampled.
         appearance_text, motion_text, scene_text: Descriptions.
         seeds: The seed and the four stream seeds used.
+        face3d: "nose", "l_eye", "r_eye", "l_ear", "r_ear" -> `(F, 3)` world positions on the head sphere.
         meta: Extra facts (ignored words of a text motion, ...).
     """
 
@@ -91,6 +103,7 @@ class SynthClip:
     motion_text: str
     scene_text: str
     seeds: dict
+    face3d: dict = field(default_factory=dict)
     meta: dict = field(default_factory=dict)
 
     @property
@@ -103,8 +116,14 @@ class SynthClip:
 
     def pose_sequence(self) -> PoseSequence:
         """COCO-18 keypoints as a PoseSequence (pixels of this clip's frames)."""
-        return PoseSequence(self.keypoints.copy(), format="coco18", width=self.width, height=self.height,
-                            fps=self.fps, meta={"source": "dancegen synth", "seed": self.seeds["seed"]})
+        return PoseSequence(
+            self.keypoints.copy(),
+            format="coco18",
+            width=self.width,
+            height=self.height,
+            fps=self.fps,
+            meta={"source": "dancegen synth", "seed": self.seeds["seed"]},
+        )
 
     def beats_dict(self) -> dict:
         """Beat ground truth as JSON-able data (tempo, beat/downbeat times, per-frame phase, beat frames)."""
@@ -119,14 +138,25 @@ class SynthClip:
     def meta_dict(self) -> dict:
         """Description of the clip (seeds, sizes, texts, sampled attributes) for meta.json."""
         return {
-            "generator": "dancegen synth", "seeds": self.seeds, "width": self.width, "height": self.height,
-            "fps": self.fps, "num_frames": self.num_frames, "seconds": self.num_frames / self.fps,
-            "sample_rate": self.sample_rate, "bpm": self.music.bpm,
-            "appearance_text": self.appearance_text, "motion_text": self.motion_text, "scene_text": self.scene_text,
-            "appearance": self.appearance.to_dict(), "scene": self.scene.to_dict(),
-            "motion": {"primitives": self.choreography.primitives,
-                       "segments_beats": self.choreography.segments,
-                       "beat_synced": self.choreography.beat_synced},
+            "generator": "dancegen synth",
+            "seeds": self.seeds,
+            "width": self.width,
+            "height": self.height,
+            "fps": self.fps,
+            "num_frames": self.num_frames,
+            "seconds": self.num_frames / self.fps,
+            "sample_rate": self.sample_rate,
+            "bpm": self.music.bpm,
+            "appearance_text": self.appearance_text,
+            "motion_text": self.motion_text,
+            "scene_text": self.scene_text,
+            "appearance": self.appearance.to_dict(),
+            "scene": self.scene.to_dict(),
+            "motion": {
+                "primitives": self.choreography.primitives,
+                "segments_beats": self.choreography.segments,
+                "beat_synced": self.choreography.beat_synced,
+            },
             **self.meta,
         }
 
@@ -141,8 +171,9 @@ def _parse_size(size) -> tuple[int, int]:
     return w, h
 
 
-def _keypoints(joints: np.ndarray, head_c: np.ndarray, head_r: np.ndarray, radius: float,
-               camera: CameraTrack) -> np.ndarray:
+def _keypoints(
+    joints: np.ndarray, head_c: np.ndarray, head_r: np.ndarray, radius: float, camera: CameraTrack
+) -> np.ndarray:
     f = joints.shape[0]
     pts = np.zeros((f, 18, 3))
     conf = np.ones((f, 18))
@@ -207,8 +238,12 @@ def render_clip(
     if num_frames < 1 or fps <= 0:
         raise ValueError(f"num_frames and fps must be positive, got {num_frames} and {fps}")
     seeds = {"seed": int(seed)}
-    for name, given in (("appearance", appearance_seed), ("motion", motion_seed), ("music", music_seed),
-                        ("scene", scene_seed)):
+    for name, given in (
+        ("appearance", appearance_seed),
+        ("motion", motion_seed),
+        ("music", music_seed),
+        ("scene", scene_seed),
+    ):
         seeds[name] = int(given) if given is not None else stream_seed(seed, name)
     prims, ignored = parse_motion_text(motion_text) if motion_text is not None else (None, [])
 
@@ -224,14 +259,19 @@ def render_clip(
 
     scene_rng = np.random.default_rng(seeds["scene"])
     scene = Scene.sample(scene_rng, camera_motion)
-    renderer_pts_dummy = np.concatenate(
-        [joints, head_c[:, None] + radius * 1.35 * np.array([[0, 1, 0], [1, 0, 0], [-1, 0, 0], [0, 0, 1], [0, 0, -1]])],
-        axis=1)
+    framing_pts = np.concatenate(
+        [
+            joints,
+            head_c[:, None] + radius * 1.35 * np.array([[0, 1, 0], [1, 0, 0], [-1, 0, 0], [0, 0, 1], [0, 0, -1]]),
+        ],
+        axis=1,
+    )
     # Hand tips reach past the wrists; include them in the framing.
     fore = joints[:, [J["l_wrist"], J["r_wrist"]]] - joints[:, [J["l_elbow"], J["r_elbow"]]]
     tips = joints[:, [J["l_wrist"], J["r_wrist"]]] + 0.2 * app.body.height * fore / np.linalg.norm(
-        fore, axis=-1, keepdims=True)
-    camera = frame_camera(np.concatenate([renderer_pts_dummy, tips], 1), w, h, scene, scene_rng)
+        fore, axis=-1, keepdims=True
+    )
+    camera = frame_camera(np.concatenate([framing_pts, tips], 1), w, h, scene, scene_rng)
     az = np.radians(scene.azimuth)
     wall_n = np.array([np.sin(az), 0.0, np.cos(az)])
     wall_d = float((joints.reshape(-1, 3) @ wall_n).min() - 0.3 - scene.wall_distance)
@@ -239,12 +279,34 @@ def render_clip(
     keypoints = _keypoints(joints, head_c, head_r, radius, camera)
     phase = np.mod(beats, 1.0).astype(np.float32)
     clip = SynthClip(
-        width=w, height=h, fps=float(fps), num_frames=num_frames, frames=None, audio=music.audio,
-        sample_rate=music.sample_rate, joints3d=joints.astype(np.float32), keypoints=keypoints,
-        rotations=matrix_to_axis_angle(local).astype(np.float32), root=root.astype(np.float32),
-        flow_forward=None, flow_backward=None, depth=None, parts=None, uv=None, masks=None, beat_phase=phase,
-        camera=camera, music=music, appearance=app, scene=scene, choreography=choreo,
-        appearance_text=app.describe(), motion_text=choreo.text, scene_text=scene.describe(), seeds=seeds,
+        width=w,
+        height=h,
+        fps=float(fps),
+        num_frames=num_frames,
+        frames=None,
+        audio=music.audio,
+        sample_rate=music.sample_rate,
+        joints3d=joints.astype(np.float32),
+        keypoints=keypoints,
+        rotations=matrix_to_axis_angle(local).astype(np.float32),
+        root=root.astype(np.float32),
+        flow_forward=None,
+        flow_backward=None,
+        depth=None,
+        parts=None,
+        uv=None,
+        masks=None,
+        beat_phase=phase,
+        camera=camera,
+        music=music,
+        appearance=app,
+        scene=scene,
+        choreography=choreo,
+        appearance_text=app.describe(),
+        motion_text=choreo.text,
+        scene_text=scene.describe(),
+        seeds=seeds,
+        face3d={k: v[0].astype(np.float32) for k, v in face_points(head_c, head_r, radius).items()},
         meta={"ignored_words": ignored} if ignored else {},
     )
     if render:
@@ -277,9 +339,11 @@ def _render_images(clip: SynthClip, renderer: Renderer, joints, head_c, head_r, 
 
 def _uv(part: np.ndarray, s: np.ndarray, r: np.ndarray) -> np.ndarray:
     """DensePose-like (u, v) in [0, 1]: along/around a limb; latitude/longitude on the head; 0 on background."""
-    head = part == HEAD
-    u = np.where(head, 0.5 + s / np.pi, (s - S_LO) / (S_HI - S_LO))
-    v = np.where(head, 0.5 + r / (2 * np.pi), (r + 1) / 2)
-    out = np.stack([np.clip(u, 0, 1), np.clip(v, 0, 1)], -1)
-    out[part == 0] = 0
-    return out.astype(np.float16)
+    out = np.zeros(part.shape + (2,), np.float16)
+    body = part > 0
+    p, sb, rb = part[body], s[body], r[body]
+    head = p == HEAD
+    u = np.where(head, 0.5 + sb / np.pi, (sb - S_LO) / (S_HI - S_LO))
+    v = np.where(head, 0.5 + rb / (2 * np.pi), (rb + 1) / 2)
+    out[body] = np.stack([np.clip(u, 0, 1), np.clip(v, 0, 1)], -1)
+    return out

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dancegen.errors import InputError
-from dancegen.synth.body import J, NUM_JOINTS
+from dancegen.synth.body import NUM_JOINTS, J
 
-# Canonical primitive id -> (phrase used in motion text, HumanML3D-style lemma phrase).
+# Canonical primitive id -> the phrase used in motion descriptions and captions.
 PRIMITIVES: dict[str, str] = {
     "jumps": "jumps",
     "spins": "spins around",
@@ -42,10 +42,16 @@ _PATTERNS: tuple[tuple[str, str], ...] = (
     ("waves both arms", r"\bwav\w*\s+(?:both|(?:his|her|their|the)\s+)?(?:arms|hands)\b|\bwav\w*\s+both\b"),
     ("waves left arm", r"\bwav\w*\s+(?:(?:his|her|their|the)\s+)?left(?:\s+(?:arm|hand))?\b"),
     ("waves right arm", r"\bwav\w*\s+(?:(?:his|her|their|the)\s+)?right(?:\s+(?:arm|hand))?\b|\bwav\w*"),
-    ("raises arms", r"\b(?:rais|lift)\w*\s+(?:(?:both|his|her|their|the)\s+)*(?:arms|hands)(?:\s+up)?\b"
-                    r"|\barms\s+up\b|\bhands\s+up\b|\b(?:rais|lift)\w*"),
-    ("steps side to side", r"\bsteps?\s+(?:from\s+)?side\s+to\s+side\b|\bside[-\s]?step\w*|\bsway\w*"
-                           r"|\bsteps?\s+left\s+and\s+right\b|\bstep\w*"),
+    (
+        "raises arms",
+        r"\b(?:rais|lift)\w*\s+(?:(?:both|his|her|their|the)\s+)*(?:arms|hands)(?:\s+up)?\b"
+        r"|\barms\s+up\b|\bhands\s+up\b|\b(?:rais|lift)\w*",
+    ),
+    (
+        "steps side to side",
+        r"\bsteps?\s+(?:from\s+)?side\s+to\s+side\b|\bside[-\s]?step\w*|\bsway\w*"
+        r"|\bsteps?\s+left\s+and\s+right\b|\bstep\w*",
+    ),
     ("walks forward", r"\bwalk\w*(?:\s+(?:forward|ahead|forwards))?\b"),
     ("jumps", r"\bjump\w*|\bhop\w*|\bleap\w*"),
     ("spins", r"\bspin\w*(?:\s+around)?|\btwirl\w*|\bpirouett\w*|\brotat\w*"),
@@ -83,16 +89,16 @@ def parse_motion_text(text: str) -> tuple[list[str], list[str]]:
     found: list[tuple[int, str]] = []
     for prim, pattern in _PATTERNS:
         for m in re.finditer(pattern, low):
-            if taken[m.start():m.end()].any():
+            if taken[m.start() : m.end()].any():
                 continue
-            taken[m.start():m.end()] = True
+            taken[m.start() : m.end()] = True
             found.append((m.start(), prim))
-    rest = "".join(ch if not t else " " for ch, t in zip(low, taken))
+    rest = "".join(ch if not t else " " for ch, t in zip(low, taken, strict=True))
     ignored = [w for w in re.findall(r"[a-z]+", rest) if w not in _FILLER]
     if not found:
         raise InputError(
             f"no known motion in {text!r}; the synthetic dancer knows: {', '.join(VOCABULARY)} "
-            "(e.g. \"a person jumps and spins\")"
+            '(e.g. "a person jumps and spins")'
         )
     return [p for _, p in sorted(found)], ignored
 
@@ -110,9 +116,15 @@ def describe_motion(primitives: list[str]) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------- key poses
-_SYM = {"shoulders": ("l_shoulder", "r_shoulder"), "elbows": ("l_elbow", "r_elbow"), "hips": ("l_hip", "r_hip"),
-        "knees": ("l_knee", "r_knee"), "ankles": ("l_ankle", "r_ankle"), "collars": ("l_collar", "r_collar"),
-        "wrists": ("l_wrist", "r_wrist")}
+_SYM = {
+    "shoulders": ("l_shoulder", "r_shoulder"),
+    "elbows": ("l_elbow", "r_elbow"),
+    "hips": ("l_hip", "r_hip"),
+    "knees": ("l_knee", "r_knee"),
+    "ankles": ("l_ankle", "r_ankle"),
+    "collars": ("l_collar", "r_collar"),
+    "wrists": ("l_wrist", "r_wrist"),
+}
 _MIRROR = np.array([1.0, -1.0, -1.0])
 
 
@@ -136,8 +148,9 @@ BASE = _pose(shoulders=(0, -5, -72), elbows=(0, -15, 0), hips=(-4, 0, 3), knees=
 
 def _bend(p: np.ndarray, k: float, lean: float = 0.25) -> np.ndarray:
     """Bend both knees by `k` degrees (hips and ankles follow; the trunk leans a little to stay balanced)."""
-    return _pose(p, hips=(-4 - 0.7 * k, 0, 3), knees=(8 + k, 0, 0), ankles=(-4 - 0.35 * k, 0, 0),
-                 spine1=(lean * k, 0, 0))
+    return _pose(
+        p, hips=(-4 - 0.7 * k, 0, 3), knees=(8 + k, 0, 0), ankles=(-4 - 0.35 * k, 0, 0), spine1=(lean * k, 0, 0)
+    )
 
 
 @dataclass
@@ -156,64 +169,137 @@ def _cycle(prim: str, rng: np.random.Generator) -> tuple[int, list[Key]]:
     """One cycle of a primitive: its length in beats and its keys (beats in [0, length))."""
     b = BASE
     if prim == "bounces":
-        return 2, [Key(0, _pose(_bend(b, 38), shoulders=(0, -22, -70))), Key(1, _pose(_bend(b, 4), shoulders=(0, 12, -74)))]
+        return 2, [
+            Key(0, _pose(_bend(b, 38), shoulders=(0, -22, -70))),
+            Key(1, _pose(_bend(b, 4), shoulders=(0, 12, -74))),
+        ]
     if prim == "jumps":
         crouch = _pose(_bend(b, 60, 0.35), shoulders=(0, 30, -55))
-        apex = _pose(b, shoulders=(0, -10, 70), elbows=(0, 0, 10), hips=(-35, 0, 8), knees=(55, 0, 0), ankles=(20, 0, 0))
+        apex = _pose(
+            b, shoulders=(0, -10, 70), elbows=(0, 0, 10), hips=(-35, 0, 8), knees=(55, 0, 0), ankles=(20, 0, 0)
+        )
         return 2, [Key(0, crouch), Key(1, apex, air=0.32)]
     if prim == "spins":
         sign = 1.0 if rng.random() < 0.5 else -1.0
         tuck = _pose(_bend(b, 18), shoulders=(0, -55, -35), elbows=(0, -95, 0))
         out = _pose(_bend(b, 28), shoulders=(0, -5, 5), elbows=(0, -5, 0))
-        return 4, [Key(0, tuck), Key(2, _pose(_bend(b, 6), shoulders=(0, -55, -25), elbows=(0, -95, 0)),
-                                      d_yaw=360 * sign), Key(3, out)]
+        return 4, [
+            Key(0, tuck),
+            Key(2, _pose(_bend(b, 6), shoulders=(0, -55, -25), elbows=(0, -95, 0)), d_yaw=360 * sign),
+            Key(3, out),
+        ]
     if prim == "turns":
         sign = 1.0 if rng.random() < 0.5 else -1.0
-        return 2, [Key(0, _pose(_bend(b, 14), shoulders=(0, -25, -60)), d_yaw=float(rng.choice([90, 180])) * sign),
-                   Key(1, _pose(_bend(b, 30), shoulders=(0, 10, -45), elbows=(0, -40, 0)))]
+        return 2, [
+            Key(0, _pose(_bend(b, 14), shoulders=(0, -25, -60)), d_yaw=float(rng.choice([90, 180])) * sign),
+            Key(1, _pose(_bend(b, 30), shoulders=(0, 10, -45), elbows=(0, -40, 0))),
+        ]
     if prim == "waves both arms":
         up = dict(shoulders=(0, -12, 42))
-        return 2, [Key(0, _pose(_bend(b, 22), **up, elbows=(0, -10, 105), spine2=(0, 0, 7))),
-                   Key(1, _pose(_bend(b, 6), **up, elbows=(0, -10, 35), spine2=(0, 0, -7)))]
+        return 2, [
+            Key(0, _pose(_bend(b, 22), **up, elbows=(0, -10, 105), spine2=(0, 0, 7))),
+            Key(1, _pose(_bend(b, 6), **up, elbows=(0, -10, 35), spine2=(0, 0, -7))),
+        ]
     if prim in ("waves left arm", "waves right arm"):
         s = "l_" if prim == "waves left arm" else "r_"
-        return 2, [Key(0, _pose(_bend(b, 20), **{f"{s}shoulder": (0, -12, 48), f"{s}elbow": (0, -10, 110)})),
-                   Key(1, _pose(_bend(b, 6), **{f"{s}shoulder": (0, -12, 48), f"{s}elbow": (0, -10, 35)}))]
+        return 2, [
+            Key(0, _pose(_bend(b, 20), **{f"{s}shoulder": (0, -12, 48), f"{s}elbow": (0, -10, 110)})),
+            Key(1, _pose(_bend(b, 6), **{f"{s}shoulder": (0, -12, 48), f"{s}elbow": (0, -10, 35)})),
+        ]
     if prim == "raises arms":
-        return 2, [Key(0, _pose(_bend(b, 26), shoulders=(0, -20, -65), elbows=(0, -35, 0))),
-                   Key(1, _pose(b, shoulders=(0, -8, 84), elbows=(0, 0, 5), ankles=(12, 0, 0), spine2=(-8, 0, 0)))]
+        return 2, [
+            Key(0, _pose(_bend(b, 26), shoulders=(0, -20, -65), elbows=(0, -35, 0))),
+            Key(1, _pose(b, shoulders=(0, -8, 84), elbows=(0, 0, 5), ankles=(12, 0, 0), spine2=(-8, 0, 0))),
+        ]
     if prim == "claps":
-        return 2, [Key(0, _pose(_bend(b, 24), shoulders=(0, -100, -12), elbows=(0, -28, 0))),
-                   Key(1, _pose(_bend(b, 6), shoulders=(0, -45, -10), elbows=(0, -65, 0)))]
+        return 2, [
+            Key(0, _pose(_bend(b, 24), shoulders=(0, -100, -12), elbows=(0, -28, 0))),
+            Key(1, _pose(_bend(b, 6), shoulders=(0, -45, -10), elbows=(0, -65, 0))),
+        ]
     if prim == "kicks":
         ready = _pose(_bend(b, 16), shoulders=(0, -5, -40))
-        kick_l = _pose(ready, l_hip=(-78, 0, 4), l_knee=(6, 0, 0), r_knee=(14, 0, 0), r_hip=(-6, 0, 3),
-                       spine1=(-10, 0, 0), shoulders=(0, 15, -30))
-        kick_r = _pose(ready, r_hip=(-78, 0, 4), r_knee=(6, 0, 0), l_knee=(14, 0, 0), l_hip=(-6, 0, 3),
-                       spine1=(-10, 0, 0), shoulders=(0, 15, -30))
+        # Kicks go forward and a little out, so a camera in front sees the leg rather than its sole.
+        kick_l = _pose(
+            ready,
+            l_hip=(-72, 0, 24),
+            l_knee=(6, 0, 0),
+            r_knee=(14, 0, 0),
+            r_hip=(-6, 0, 3),
+            spine1=(-10, 0, 0),
+            shoulders=(0, 15, -30),
+        )
+        kick_r = _pose(
+            ready,
+            r_hip=(-72, 0, 24),
+            r_knee=(6, 0, 0),
+            l_knee=(14, 0, 0),
+            l_hip=(-6, 0, 3),
+            spine1=(-10, 0, 0),
+            shoulders=(0, 15, -30),
+        )
         return 4, [Key(0, ready), Key(1, kick_l), Key(2, ready), Key(3, kick_r)]
     if prim == "squats":
-        return 2, [Key(0, _pose(_bend(b, 4), shoulders=(0, -10, -70))),
-                   Key(1, _pose(b, hips=(-95, 0, 10), knees=(115, 0, 0), ankles=(-28, 0, 0), spine1=(28, 0, 0),
-                                shoulders=(0, -82, -8), elbows=(0, -5, 0)))]
+        return 2, [
+            Key(0, _pose(_bend(b, 4), shoulders=(0, -10, -70))),
+            Key(
+                1,
+                _pose(
+                    b,
+                    hips=(-95, 0, 10),
+                    knees=(115, 0, 0),
+                    ankles=(-28, 0, 0),
+                    spine1=(28, 0, 0),
+                    shoulders=(0, -82, -8),
+                    elbows=(0, -5, 0),
+                ),
+            ),
+        ]
     if prim == "steps side to side":
         apart = _pose(_bend(b, 22), hips=(-19, 0, 12), shoulders=(0, -30, -58))
         close = _pose(_bend(b, 6), shoulders=(0, 20, -70))
-        return 4, [Key(0, apart, d_side=-0.14), Key(1, close, d_side=-0.14), Key(2, apart, d_side=0.14),
-                   Key(3, close, d_side=0.14)]
+        return 4, [
+            Key(0, apart, d_side=-0.14),
+            Key(1, close, d_side=-0.14),
+            Key(2, apart, d_side=0.14),
+            Key(3, close, d_side=0.14),
+        ]
     if prim == "walks forward":
-        step_l = _pose(b, l_hip=(-28, 0, 3), r_hip=(16, 0, 3), l_knee=(8, 0, 0), r_knee=(24, 0, 0),
-                       l_shoulder=(0, 22, -72), r_shoulder=(0, -22, -72))
-        step_r = _pose(b, r_hip=(-28, 0, 3), l_hip=(16, 0, 3), r_knee=(8, 0, 0), l_knee=(24, 0, 0),
-                       r_shoulder=(0, 22, -72), l_shoulder=(0, -22, -72))
+        step_l = _pose(
+            b,
+            l_hip=(-28, 0, 3),
+            r_hip=(16, 0, 3),
+            l_knee=(8, 0, 0),
+            r_knee=(24, 0, 0),
+            l_shoulder=(0, 22, -72),
+            r_shoulder=(0, -22, -72),
+        )
+        step_r = _pose(
+            b,
+            r_hip=(-28, 0, 3),
+            l_hip=(16, 0, 3),
+            r_knee=(8, 0, 0),
+            l_knee=(24, 0, 0),
+            r_shoulder=(0, 22, -72),
+            l_shoulder=(0, -22, -72),
+        )
         return 2, [Key(0, step_l, d_fwd=0.22), Key(1, step_r, d_fwd=0.22)]
     raise ValueError(f"unknown primitive {prim!r}")
 
 
 #: Primitives a random dance draws from, with weights (turns and walks drift the dancer, so they are left out).
-DANCE_MOVES = {"bounces": 1.0, "waves both arms": 1.0, "waves left arm": 0.5, "waves right arm": 0.5,
-               "raises arms": 1.0, "claps": 1.0, "kicks": 1.0, "squats": 0.7, "steps side to side": 1.0,
-               "spins": 0.8, "jumps": 0.8}
+DANCE_MOVES = {
+    "bounces": 1.0,
+    "waves both arms": 1.0,
+    "waves left arm": 0.5,
+    "waves right arm": 0.5,
+    "raises arms": 1.0,
+    "claps": 1.0,
+    "kicks": 1.0,
+    "squats": 0.7,
+    "steps side to side": 1.0,
+    "spins": 0.8,
+    "jumps": 0.8,
+}
 
 
 @dataclass
@@ -270,11 +356,12 @@ def _allot_text(prims: list[str], total_beats: int, rng) -> list[tuple[str, int]
                 counts[k] += 1
                 left -= c
                 progress = True
-    return [(p, c * n) for p, c, n in zip(prims, cycles, counts)]
+    return [(p, c * n) for p, c, n in zip(prims, cycles, counts, strict=True)]
 
 
-def compose(primitives: list[str] | None, start_beat: float, end_beat: float, rng: np.random.Generator,
-            bar: int = 4) -> Choreography:
+def compose(
+    primitives: list[str] | None, start_beat: float, end_beat: float, rng: np.random.Generator, bar: int = 4
+) -> Choreography:
     """Build a choreography that covers beats `[start_beat, end_beat]`.
 
     Args:
@@ -345,6 +432,14 @@ def compose(primitives: list[str] | None, start_beat: float, end_beat: float, rn
         times_a = start_beat + (times_a - b0) * (end_beat - start_beat) / (beat - b0)
         synced = False
     prims = [s[0] for s in segments]
-    return Choreography(times_a, np.asarray(angles), np.asarray(yaws), np.asarray(xzs), np.asarray(airs),
-                        segments=[(p, float(a), float(b)) for p, a, b in segments], primitives=prims,
-                        text=describe_motion(prims), beat_synced=synced)
+    return Choreography(
+        times_a,
+        np.asarray(angles),
+        np.asarray(yaws),
+        np.asarray(xzs),
+        np.asarray(airs),
+        segments=[(p, float(a), float(b)) for p, a, b in segments],
+        primitives=prims,
+        text=describe_motion(prims),
+        beat_synced=synced,
+    )

@@ -48,8 +48,12 @@ class Music:
 
     def to_dict(self) -> dict:
         return {
-            "bpm": self.bpm, "offset": self.offset, "beat_period": self.beat_period, "style": self.style,
-            "sample_rate": self.sample_rate, "beat_times": self.beat_times.tolist(),
+            "bpm": self.bpm,
+            "offset": self.offset,
+            "beat_period": self.beat_period,
+            "style": self.style,
+            "sample_rate": self.sample_rate,
+            "beat_times": self.beat_times.tolist(),
             "downbeat_times": self.downbeat_times.tolist(),
             "onsets": {k: np.asarray(v).tolist() for k, v in self.onsets.items()},
         }
@@ -93,11 +97,17 @@ def _place(track: np.ndarray, times: np.ndarray, sample: np.ndarray, sr: int, ga
         if i >= track.size or i + sample.size <= 0:
             continue
         a, b = max(i, 0), min(i + sample.size, track.size)
-        track[a:b] += gain * sample[a - i:b - i]
+        track[a:b] += gain * sample[a - i : b - i]
 
 
-def compose_music(duration: float, rng: np.random.Generator, bpm_range: tuple[float, float] = (90.0, 150.0),
-                  sample_rate: int = SAMPLE_RATE, bass: bool | None = None, pad: bool | None = None) -> Music:
+def compose_music(
+    duration: float,
+    rng: np.random.Generator,
+    bpm_range: tuple[float, float] = (90.0, 150.0),
+    sample_rate: int = SAMPLE_RATE,
+    bass: bool | None = None,
+    pad: bool | None = None,
+) -> Music:
     """Compose a drum loop (plus bass/pad) of `duration` seconds at a random tempo in `bpm_range`.
 
     Args:

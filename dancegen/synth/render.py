@@ -18,15 +18,30 @@ from dataclasses import dataclass
 import numpy as np
 
 from dancegen.synth.appearance import COLOURS, HAIR, SKIN, Appearance, Scene, ValueNoise, pattern
-from dancegen.synth.body import MOUTH_DIR, FACE_DIRS, J, BodyShape
+from dancegen.synth.body import FACE_DIRS, MOUTH_DIR, BodyShape, J
 from dancegen.synth.camera import CameraTrack
 
 PART_NAMES = (
-    "background", "torso", "head", "neck", "l_upper_arm", "r_upper_arm", "l_forearm", "r_forearm", "l_hand",
-    "r_hand", "l_thigh", "r_thigh", "l_shin", "r_shin", "l_foot", "r_foot",
+    "background",
+    "torso",
+    "head",
+    "neck",
+    "l_upper_arm",
+    "r_upper_arm",
+    "l_forearm",
+    "r_forearm",
+    "l_hand",
+    "r_hand",
+    "l_thigh",
+    "r_thigh",
+    "l_shin",
+    "r_shin",
+    "l_foot",
+    "r_foot",
+    "hair",
 )
 NUM_PARTS = len(PART_NAMES) - 1
-TORSO, HEAD = 1, 2
+TORSO, HEAD, HAIR_PART = 1, 2, 16
 # Limb parts: (index, start joint, end joint or virtual point, radius key, start scale, end scale, caps (c0, c1)).
 _LIMBS = (
     (3, "neck", "head", "neck", 1.0, 0.95, (0.6, 0.6)),
@@ -100,6 +115,7 @@ class Renderer:
         self.shoes = _rgb(a.shoes)
         self._rest_lengths(appearance.body)
         self._bg_cache: dict = {}
+        self._grid: np.ndarray | None = None
 
     # ------------------------------------------------------------------------------------------------ geometry
     def _rest_lengths(self, shape: BodyShape) -> None:
@@ -108,10 +124,16 @@ class Renderer:
         self.bone_len = {b: float(np.linalg.norm(off[J[b]])) for _, _, b, *_ in _LIMBS if b in J}
         self.hand_len = 0.17 * shape.height * shape.arms
         self.bone_len["l_handtip"] = self.bone_len["r_handtip"] = self.hand_len
-        self.torso_len = float(np.linalg.norm(off[J["spine1"]] + off[J["spine2"]] + off[J["spine3"]]
-                                              + 0.5 * (off[J["l_collar"]] + off[J["l_shoulder"]])
-                                              + 0.5 * (off[J["r_collar"]] + off[J["r_shoulder"]])
-                                              - 0.5 * (off[J["l_hip"]] + off[J["r_hip"]])))
+        self.torso_len = float(
+            np.linalg.norm(
+                off[J["spine1"]]
+                + off[J["spine2"]]
+                + off[J["spine3"]]
+                + 0.5 * (off[J["l_collar"]] + off[J["l_shoulder"]])
+                + 0.5 * (off[J["r_collar"]] + off[J["r_shoulder"]])
+                - 0.5 * (off[J["l_hip"]] + off[J["r_hip"]])
+            )
+        )
         self.torso_halfwidth = float(abs(off[J["l_collar"], 0] + off[J["l_shoulder"], 0]))
 
     def points_3d(self, joints: np.ndarray) -> dict[str, np.ndarray]:
@@ -123,8 +145,9 @@ class Renderer:
             pts[f"{side}_handtip"] = joints[:, J[f"{side}_wrist"]] + self.hand_len * fore
         return pts
 
-    def geometry(self, frame: int, pts: dict[str, np.ndarray], head_center: np.ndarray,
-                 head_rot_world: np.ndarray) -> FrameGeometry:
+    def geometry(
+        self, frame: int, pts: dict[str, np.ndarray], head_center: np.ndarray, head_rot_world: np.ndarray
+    ) -> FrameGeometry:
         """Part parameters at `frame` from world points (`points_3d`) and the head frame (world)."""
         K, R, t = self.cam.K[frame], self.cam.R[frame], self.cam.t[frame]
         fx = K[0, 0]
@@ -151,9 +174,18 @@ class Renderer:
             n = np.array([-d[1], d[0]]) / max(np.linalg.norm(d), 1e-9)
             depth_r = self.radii["torso_depth"]
             w0 = max(abs(np.dot(lh[0] - rh[0], n)) / 2 + fx * self.radii["thigh"] * 0.9 / z0, fx * depth_r / z0)
-            w1 = max(abs(np.dot(ls[0] - rs[0], n)) / 2 + fx * self.radii["upper_arm"] * 0.6 / z1,
-                     fx * depth_r / z1)
+            w1 = max(abs(np.dot(ls[0] - rs[0], n)) / 2 + fx * self.radii["upper_arm"] * 0.6 / z1, fx * depth_r / z1)
             caps[TORSO] = self._capsule(p0, p1, w0, w1, 0.7, 0.35, z0, z1, depth_r)
+        if self.app.hair_style == "long":
+            # Long hair: a capsule hanging behind the head, from the crown to the shoulders.
+            rh, hr = self.radii["head"], head_rot_world[frame]
+            top = head_center[frame] + hr @ np.array([0.0, 0.25 * rh, -0.5 * rh])
+            bottom = head_center[frame] + hr @ np.array([0.0, -1.9 * rh, -0.75 * rh])
+            (pa, za), (pb, zb) = proj(top), proj(bottom)
+            if min(za, zb) > 0.05:
+                caps[HAIR_PART] = self._capsule(
+                    pa, pb, fx * 0.98 * rh / za, fx * 0.8 * rh / zb, 1.0, 0.6, za, zb, 0.5 * rh
+                )
         xc = R @ head_center[frame] + t
         return FrameGeometry(caps, xc, R @ head_rot_world[frame], self.radii["head"])
 
@@ -175,7 +207,7 @@ class Renderer:
         if key in self._bg_cache:
             return self._bg_cache[key]
         K, R, t = self.cam.K[frame], self.cam.R[frame], self.cam.t[frame]
-        ys, xs = np.mgrid[0:self.h, 0:self.w].astype(np.float64)
+        ys, xs = np.mgrid[0 : self.h, 0 : self.w].astype(np.float64)
         dc = np.stack([(xs - K[0, 2]) / K[0, 0], (ys - K[1, 2]) / K[1, 1], np.ones_like(xs)], -1)
         dw = dc @ R  # R^T applied to each row
         c = -R.T @ t
@@ -213,7 +245,7 @@ class Renderer:
         floor = f0 + (f1 - f0) * floor_w[..., None]
         wall = w0 + (w1 - w0) * wall_w[..., None]
         # Soft falloff away from the dancer's spot so the figure stays the brightest thing in view.
-        dist = np.sqrt(fx_ ** 2 + fz ** 2)
+        dist = np.sqrt(fx_**2 + fz**2)
         floor = floor * (1.0 - 0.25 * np.clip(dist / 8.0, 0, 1))[..., None]
         col = np.where(on_floor[..., None], floor, wall)
         return (col * sc.light).astype(np.float32)
@@ -238,7 +270,14 @@ class Renderer:
                 self._draw_head(geom, rgb, depth, part, s_map, r_map)
             elif not np.isnan(geom.caps[idx, 0]):
                 self._draw_capsule(idx, geom.caps[idx], rgb, depth, part, s_map, r_map)
-        return {"rgb": np.clip(rgb, 0, 255).astype(np.uint8), "depth": depth, "part": part, "s": s_map, "r": r_map, "bg_world": bg_world}
+        return {
+            "rgb": np.clip(rgb, 0, 255).astype(np.uint8),
+            "depth": depth,
+            "part": part,
+            "s": s_map,
+            "r": r_map,
+            "bg_world": bg_world,
+        }
 
     def _bbox(self, x_lo, x_hi, y_lo, y_hi):
         x0, x1 = max(int(np.floor(x_lo)), 0), min(int(np.ceil(x_hi)) + 1, self.w)
@@ -287,6 +326,8 @@ class Renderer:
         app = self.app
         if idx == TORSO:
             length, across = self.torso_len, self.torso_halfwidth
+        elif idx == HAIR_PART:
+            length, across = 2.2 * self.radii["head"], self.radii["head"]
         else:
             end = _LIMBS[idx - 3][2]
             length, across = self.bone_len[end], self.radii[_LIMBS[idx - 3][3]] * 1.57
@@ -312,6 +353,8 @@ class Renderer:
             col[:] = self._material(self.bottom, s_m, a_m) if app.bottom == "trousers" else self.skin
         elif name.endswith("foot"):
             col[:] = self.shoes
+        elif idx == HAIR_PART:
+            col[:] = self.hair * (0.85 + 0.15 * np.sin(2 * np.pi * a_m / 0.025))[:, None]  # strands
         else:  # neck, hands
             col[:] = self.skin
         shade = 0.6 + 0.4 * np.sqrt(np.maximum(1.0 - rr, 0.0))
@@ -372,7 +415,9 @@ class Renderer:
     # ----------------------------------------------------------------------------------------------------- flow
     def _same_camera(self, a: int, b: int) -> bool:
         c = self.cam
-        return bool(np.array_equal(c.K[a], c.K[b]) and np.array_equal(c.R[a], c.R[b]) and np.array_equal(c.t[a], c.t[b]))
+        return bool(
+            np.array_equal(c.K[a], c.K[b]) and np.array_equal(c.R[a], c.R[b]) and np.array_equal(c.t[a], c.t[b])
+        )
 
     def flow(self, src: dict, frame_src: int, geom_dst: FrameGeometry, frame_dst: int) -> np.ndarray:
         """Dense flow `(2, H, W)` float32 from the frame drawn in `src` to frame `frame_dst` (pixels).
@@ -381,12 +426,16 @@ class Renderer:
         background pixels are world points projected by the destination camera.
         """
         K, R, t = self.cam.K[frame_dst], self.cam.R[frame_dst], self.cam.t[frame_dst]
-        X = src["bg_world"]
-        xc = X @ R.T + t
-        with np.errstate(divide="ignore", invalid="ignore"):
-            px = K[0, 0] * xc[..., 0] / xc[..., 2] + K[0, 2]
-            py = K[1, 1] * xc[..., 1] / xc[..., 2] + K[1, 2]
-        ys, xs = np.mgrid[0:self.h, 0:self.w].astype(np.float64)
+        if self._grid is None:
+            self._grid = np.mgrid[0 : self.h, 0 : self.w].astype(np.float64)
+        ys, xs = self._grid
+        if self._same_camera(frame_src, frame_dst):
+            px, py = xs.copy(), ys.copy()  # exactly zero background flow for a static camera
+        else:
+            xc = src["bg_world"] @ R.T + t
+            with np.errstate(divide="ignore", invalid="ignore"):
+                px = K[0, 0] * xc[..., 0] / xc[..., 2] + K[0, 2]
+                py = K[1, 1] * xc[..., 1] / xc[..., 2] + K[1, 2]
         part = src["part"]
         body = part > 0
         ids = part[body].astype(np.int64)
@@ -412,8 +461,6 @@ class Renderer:
             rho = K[0, 0] * geom_dst.head_radius / c[2]
             nx_[head] = K[0, 0] * c[0] / c[2] + K[0, 2] + rho * n_cam[:, 0]
             ny_[head] = K[1, 1] * c[1] / c[2] + K[1, 2] + rho * n_cam[:, 1]
-        if self._same_camera(frame_src, frame_dst):
-            px, py = xs.copy(), ys.copy()  # exactly zero background flow for a static camera
         px[body], py[body] = nx_, ny_
         # A part missing in the destination frame (behind the camera) has no correspondence: zero flow.
         bad = ~np.isfinite(px) | ~np.isfinite(py)

@@ -210,6 +210,11 @@ class LPIPSScorer:
             from dancegen.metrics.backbones.common import read_checkpoint
 
             self.net.load_weights(read_checkpoint(trunk_path), read_checkpoint(lin_path), str(trunk_path))
+        else:
+            # random init (tests/benchmarks): keep the heads non-negative as trained LPIPS heads are, so the
+            # score stays a distance (>= 0, 0 for identical images)
+            for lin in self.net.lins:
+                lin.model[1].weight.data.abs_()
         self.net.eval().to(device)
         self.device, self.input_range, self.batch_size = device, input_range, batch_size
 

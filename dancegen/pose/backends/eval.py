@@ -14,6 +14,7 @@ import warnings
 
 import numpy as np
 
+from dancegen.errors import InputError
 from dancegen.pose.sequence import PoseSequence
 
 NORMALISERS = ("torso", "bbox", "head")
@@ -70,7 +71,7 @@ def pck(
         "num_evaluated": joints evaluated, "num_correct", "frames_skipped", "threshold", "normalise"}.
     """
     if pred.num_frames != gt.num_frames:
-        raise ValueError(f"pred has {pred.num_frames} frames, gt has {gt.num_frames}")
+        raise InputError(f"pred has {pred.num_frames} frames, gt has {gt.num_frames}")
     if pred.format != gt.format:
         from dancegen.pose.convert import convert
 

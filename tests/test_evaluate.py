@@ -1,0 +1,186 @@
+"""`evaluate`: pairing, errors, report JSON/CSV with protocol, resume from cache, network metrics end to end."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from dancegen.errors import InputError, MissingWeightsError
+from dancegen.io.video import write_video
+from dancegen.metrics import image
+from dancegen.metrics.evaluate import evaluate, pair_inputs, table_rows
+
+
+def _video(seed: int, n: int = 4, h: int = 64, w: int = 80) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, (1, h, w, 3))
+    drift = rng.integers(-20, 20, (n, h, w, 3))
+    return np.clip(base + drift, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture
+def dirs(tmp_path, monkeypatch):
+    monkeypatch.setenv("DANCEGEN_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("DANCEGEN_WEIGHTS_DIR", raising=False)
+    pred, gt = tmp_path / "pred", tmp_path / "gt"
+    vids = {}
+    for i, name in enumerate(["a", "b"]):
+        g = _video(i)
+        p = np.clip(g.astype(int) + np.random.default_rng(10 + i).integers(-30, 30, g.shape), 0, 255).astype(np.uint8)
+        write_video(pred / name, p, fps=8)
+        write_video(gt / name, g, fps=8)
+        vids[name] = (p, g)
+    return tmp_path, pred, gt, vids
+
+
+def test_report_json_csv_carry_scores_and_protocol(dirs):
+    tmp, pred, gt, vids = dirs
+    out = tmp / "rep" / "report.json"
+    rep = evaluate(["psnr", "psnr-disco", "l1-tiktok", "lpips", "fid"], pred, gt, out=out, random_weights=True,
+                   fd_method="lowrank", max_frames=2)
+    # per-video weight-free scores equal the metric functions on the same frames
+    vids = {k: (p[:2], g[:2]) for k, (p, g) in vids.items()}
+    for name, (p, g) in vids.items():
+        assert rep["videos"][name]["scores"]["psnr"] == pytest.approx(image.psnr(p, g, mode="correct"))
+        assert rep["videos"][name]["scores"]["psnr-disco"] == pytest.approx(image.psnr(p, g, mode="disco"))
+        assert rep["videos"][name]["num_frames"] == 2 and rep["videos"][name]["size"] == [80, 64]
+    m = rep["metrics"]
+    assert m["psnr"]["value"] == pytest.approx(np.mean([image.psnr(p, g) for p, g in vids.values()]))
+    assert m["lpips"]["value"] > 0 and m["fid"]["value"] is not None
+    assert m["fid"]["feature_rows_pred"] == 4 and m["fid"]["kind"] == "set"
+    assert m["fid"]["protocol"]["fd_method"] == "lowrank" and m["fid"]["protocol"]["fid_resize"] == "pytorch-fid"
+    p = m["lpips"]["protocol"]
+    assert p["num_videos"] == 2 and p["frames_total"] == 4 and p["mode"] == "lpips" and p["net"] == "alex"
+    assert [b["name"] for b in p["backbones"]] == ["alexnet", "lpips-alex"]
+    assert "random" in p["warning"] and p["dancegen_version"] == rep["dancegen_version"]
+    on_disk = json.loads(out.read_text())
+    assert on_disk["metrics"]["psnr"]["value"] == pytest.approx(m["psnr"]["value"])
+    rows = list(csv.DictReader(out.with_suffix(".csv").open()))
+    assert len(rows) == 5 + 4 * 2  # one ALL row per metric + per-video rows of the 4 per-video metrics
+    psnr_all = next(r for r in rows if r["metric"] == "psnr" and r["video"] == "ALL")
+    assert float(psnr_all["value"]) == pytest.approx(m["psnr"]["value"])
+    assert psnr_all["num_videos"] == "2" and psnr_all["num_frames"] == "4" and psnr_all["dancegen_version"]
+    assert [r["mode"] for r in rows if r["metric"] == "l1-tiktok"][0] == "tiktok"
+    assert {r[0] for r in table_rows(rep)} == {"psnr", "psnr-disco", "l1-tiktok", "lpips", "fid"}
+
+
+def test_resume_skips_finished_videos(dirs):
+    tmp, pred, gt, _ = dirs
+    out = tmp / "r.json"
+    seen = []
+    first = evaluate("psnr,lpips", pred, gt, out=out, random_weights=True,
+                     progress=lambda v, m, s: seen.append((v, m, s)))
+    assert {s for *_, s in seen} == {"done"}
+    seen.clear()
+    (tmp / "r.cache" / "lpips" / "b.npz").unlink()  # as if the run died while scoring b
+    again = evaluate("psnr,lpips", pred, gt, out=out, random_weights=True,
+                     progress=lambda v, m, s: seen.append((v, m, s)))
+    assert sorted(seen) == [("a", "lpips", "cached"), ("a", "psnr", "cached"), ("b", "lpips", "done"),
+                            ("b", "psnr", "cached")]
+    assert again["metrics"]["lpips"]["value"] == pytest.approx(first["metrics"]["lpips"]["value"])
+    assert again["videos"]["a"]["num_frames"] == 4  # protocol facts survive a fully cached video
+    seen.clear()
+    evaluate("psnr", pred, gt, out=out, random_weights=True, resize="72x64",
+             progress=lambda v, m, s: seen.append(s))
+    assert seen == ["done", "done"]  # a different protocol does not reuse the cache
+
+
+def test_fvd_and_fid_vid_of_a_set_with_itself_is_zero(dirs):
+    tmp, pred, _, _ = dirs
+    for name in ("a", "b"):
+        write_video(tmp / "v" / name, _video(ord(name), n=16, h=32, w=32), fps=8)
+    rep = evaluate(["fvd"], tmp / "v", tmp / "v", random_weights=True)  # scipy sqrtm route, 400-d
+    assert rep["metrics"]["fvd"]["feature_rows_pred"] == 2
+    assert abs(rep["metrics"]["fvd"]["value"]) < 1e-3
+    vid = evaluate(["fid-vid", "fvd-disco"], tmp / "v", tmp / "v", random_weights=True, fd_method="lowrank")
+    assert abs(vid["metrics"]["fid-vid"]["value"]) < 1e-3 and abs(vid["metrics"]["fvd-disco"]["value"]) < 1e-3
+    assert vid["metrics"]["fid-vid"]["feature_rows_pred"] == 2  # one row per video (mean over segments)
+    assert rep["metrics"]["fvd"]["protocol"]["clips"] == "first"
+    assert rep["metrics"]["fvd"]["protocol"]["fvd_resize"] == "stretch"
+
+
+def test_input_errors(dirs):
+    tmp, pred, gt, _ = dirs
+    with pytest.raises(InputError, match="unknown metric.*known: .*psnr"):
+        evaluate("psnr,nope", pred, gt)
+    with pytest.raises(InputError, match="ground truth"):
+        evaluate("ssim", pred)
+    write_video(tmp / "short" / "a", _video(0, n=3), fps=8)
+    with pytest.raises(InputError, match=r"frame counts differ: .*pred/a has 4.*short/a has 3"):
+        evaluate("psnr", pred / "a", tmp / "short" / "a")
+    rep = evaluate("psnr", pred / "a", tmp / "short" / "a", frames="min")
+    assert rep["videos"]["a"]["num_frames"] == 3 and rep["metrics"]["psnr"]["protocol"]["frames_policy"] == "min"
+    write_video(tmp / "big" / "a", _video(0, n=4, h=96, w=120), fps=8)
+    with pytest.raises(InputError, match="frame sizes differ.*--resize"):
+        evaluate("mse", pred / "a", tmp / "big" / "a")
+    assert evaluate("mse", pred / "a", tmp / "big" / "a", resize="80x64")["videos"]["a"]["size"] == [80, 64]
+
+
+def test_missing_backbone_weights_is_a_clear_error(dirs):
+    _, pred, gt, _ = dirs
+    with pytest.raises(MissingWeightsError, match="alexnet-owt-7be5be79.pth.*download.pytorch.org"):
+        evaluate("lpips", pred, gt)
+
+
+def test_lowrank_frechet_equals_covariance_route():
+    from dancegen.metrics.evaluate import frechet_distance_lowrank
+    from dancegen.metrics.frechet import feature_stats, frechet_distance
+
+    rng = np.random.default_rng(0)
+    for n1, n2, d in [(5, 7, 40), (60, 50, 12)]:  # fewer rows than dims (singular covariances) and more
+        x, y = rng.normal(size=(n1, d)), rng.normal(1.0, 2.0, size=(n2, d))
+        ref = frechet_distance(*feature_stats(x), *feature_stats(y), method="eig")
+        assert frechet_distance_lowrank(x, y) == pytest.approx(ref, rel=1e-7)
+        assert frechet_distance_lowrank(x, x) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_pairing_by_name_and_single_pair(dirs):
+    tmp, pred, gt, _ = dirs
+    assert [(k, p.name, g.name) for k, p, g in pair_inputs(pred, gt)] == [("a", "a", "a"), ("b", "b", "b")]
+    assert pair_inputs(pred / "a", gt / "b")[0][0] == "a"  # one video on each side pairs regardless of name
+    write_video(tmp / "gt2" / "a", _video(0), fps=8)
+    write_video(tmp / "gt2" / "z", _video(0), fps=8)
+    with pytest.raises(InputError, match="no ground truth named like 1 prediction.*b"):
+        pair_inputs(pred, tmp / "gt2", require_gt=True)
+
+
+def _tiny_clip(path):
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer
+
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1, "!": 2}
+    for t in letters + [x + "</w>" for x in letters]:
+        vocab[t] = len(vocab)
+    path.mkdir()
+    (path / "vocab.json").write_text(json.dumps(vocab))
+    (path / "merges.txt").write_text("#version: 0.2\n")
+    cfg = CLIPConfig(text_config=dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
+                                      vocab_size=len(vocab), max_position_embeddings=77, bos_token_id=0,
+                                      eos_token_id=1, pad_token_id=1),
+                     vision_config=dict(hidden_size=32, intermediate_size=37, num_attention_heads=4,
+                                        num_hidden_layers=2, image_size=32, patch_size=8),
+                     projection_dim=16)
+    import torch
+
+    torch.manual_seed(0)
+    CLIPModel(cfg).save_pretrained(path)
+    CLIPTokenizer(str(path / "vocab.json"), str(path / "merges.txt")).save_pretrained(path)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(path)
+
+
+def test_clip_text_and_frame_scores(dirs):
+    tmp, pred, _, _ = dirs
+    _tiny_clip(tmp / "clip")
+    still = np.repeat(_video(3, n=1), 3, axis=0)
+    write_video(tmp / "still" / "s", still, fps=8)
+    rep = evaluate(["clip-frame", "clip-text"], tmp / "still", prompt="a dancer", clip_model=str(tmp / "clip"))
+    assert rep["metrics"]["clip-frame"]["value"] == pytest.approx(100.0, abs=1e-3)  # identical frames
+    assert -100 <= rep["metrics"]["clip-text"]["value"] <= 100
+    assert rep["metrics"]["clip-text"]["protocol"]["backbones"][0]["sha256"]
+    moving = evaluate(["clip-frame"], pred, clip_model=str(tmp / "clip"))["metrics"]["clip-frame"]["value"]
+    assert moving < 100.0
+    with pytest.raises(MissingWeightsError, match="not available locally"):
+        evaluate(["clip-frame"], pred, clip_model=str(tmp / "nope"))
