@@ -65,7 +65,9 @@ def test_frames_without_scale_are_skipped_and_formats_convert():
 
     pred = convert(gt, "coco17").resized(200, 200)
     assert pck(pred, gt)["pck"] == 1.0
-    with pytest.raises(ValueError):
+    from dancegen.errors import InputError
+
+    with pytest.raises(InputError, match="1 frames, gt has 2"):  # mismatched lengths: a user-facing error
         pck(gt[:1], gt)
     with pytest.raises(ValueError):
         pck(gt, gt, normalise="hand")
