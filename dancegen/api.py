@@ -344,3 +344,15 @@ def demo(out: PathLike, seed: int = 0, size: int = 256, seconds: float = 2.0, fp
     }
     _write_json(out / "report.json", report)
     return report
+
+
+# ---- evaluate ---------------------------------------------------------------------------------------------------
+
+
+def evaluate(metrics: str | list[str], pred: PathLike, gt: PathLike | None = None, out: PathLike | None = None,
+             **kwargs) -> dict:
+    """Score generated videos with the papers' metrics; writes JSON + CSV with the protocol next to every score
+    (see `dancegen.metrics.evaluate.evaluate` for every option)."""
+    from dancegen.metrics.evaluate import evaluate as run
+
+    return run(metrics, pred, gt=gt, out=out, **kwargs)

@@ -274,6 +274,75 @@ def synth_cmd(
             ("out_dir", "layout", "done", "skipped", "frames_per_second"))
 
 
+@verb("evaluate")
+def evaluate_cmd(
+    metric: Annotated[str, typer.Option("--metric", "-m", help="NAME[,NAME...]; `--metric list` shows them all.")],
+    pred: Annotated[Optional[Path], typer.Option(help="Generated video, frame folder, or a folder of either.")] = None,
+    gt: Annotated[Optional[Path], typer.Option(help="Ground truth in the same layout, paired by name.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--output", "-o", help="report.json (+ .csv; its .cache/ resumes).")]
+    = None,
+    audio: Annotated[Optional[Path], typer.Option(help="Music: one WAV, or a folder of <id>.wav.")] = None,
+    prompt: Annotated[Optional[str], typer.Option(help="Text prompt for clip-text.")] = None,
+    poses: Annotated[Optional[Path], typer.Option(help="Driving poses (pose-mse): folder or <id>/ per video.")]
+    = None,
+    pred_poses: Annotated[Optional[Path], typer.Option(help="Poses of the generated videos (else extracted).")]
+    = None,
+    masks: Annotated[Optional[str], typer.Option(help="Person masks for *-body/*-background metrics: DIR or auto.")]
+    = None,
+    iuv: Annotated[Optional[Path], typer.Option(help="IUV maps of the prediction for h-mse (.npz or folder).")]
+    = None,
+    weights_dir: Annotated[Optional[Path], typer.Option(help="Folder with backbone weight files.")] = None,
+    resize: Annotated[Optional[str], typer.Option(help="Resize frames first: N or WxH.")] = None,
+    frames: Annotated[str, typer.Option(help="strict (frame counts must match) | min.")] = "strict",
+    max_frames: Annotated[Optional[int], typer.Option(help="Read at most N frames per video.")] = None,
+    clip_model: Annotated[Optional[str], typer.Option(help="CLIP folder or hub id.")] = None,
+    fvd_clips: Annotated[str, typer.Option(help="first | all | sliding 16-frame clips per video.")] = "first",
+    allow_download: Annotated[bool, typer.Option(help="Fetch missing backbone files from their usual source.")]
+    = False,
+):
+    """Score generated videos with every metric the five papers report, with the protocol next to each score.
+
+    Frame quality (psnr, psnr-disco, ssim, l1, l1-tiktok, lpips, fid), video (fvd, fvd-videogpt, fvd-disco,
+    fid-vid), no-reference (niqe, brisque, and -body/-background with --masks), consistency (frame-mse, frame-l1,
+    warping-error, h-mse, clip-frame), alignment (pose-mse, clip-text, bas, mm-align, av-align).
+    Network metrics need their standard weight files (--weights-dir or $DANCEGEN_WEIGHTS_DIR).
+
+    Example: [cyan]dancegen evaluate -m psnr,ssim,lpips,fvd --pred gen/ --gt real/ -o report.json[/cyan]
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from dancegen import api
+
+    console = Console(stderr=True)
+    if metric == "list":
+        from dancegen.metrics.registry import available_metrics
+
+        table = Table(title="metrics")
+        for col in ("name", "kind", "needs", "description"):
+            table.add_column(col)
+        for name, spec in available_metrics().items():
+            table.add_row(name, spec.kind, ",".join(spec.needs), spec.description)
+        Console().print(table)
+        return
+    if pred is None:
+        raise DanceGenError("--pred is required (the generated videos)")
+    from dancegen.metrics.evaluate import table_rows
+
+    rep = api.evaluate(metric, pred, gt=gt, out=out, audio=audio, prompt=prompt, poses=poses, pred_poses=pred_poses,
+                       masks=masks, iuv=iuv, weights_dir=weights_dir, resize=resize, frames=frames,
+                       max_frames=max_frames, clip_model=clip_model, fvd_clips=fvd_clips,
+                       allow_download=allow_download, device=state.device)
+    table = Table(title=f"dancegen evaluate: {rep['num_videos']} video(s)")
+    for col, just in (("metric", "left"), ("value", "right"), ("", "center"), ("protocol", "left")):
+        table.add_column(col, justify=just)
+    for row in table_rows(rep):
+        table.add_row(*row)
+    console.print(table)
+    if out is not None:
+        console.print(f"report: {out} (+ {Path(out).with_suffix('.csv').name})")
+
+
 @verb("extract-pose")
 def extract_pose_cmd(
     source: Annotated[Path, typer.Argument(help="Video, frame folder, image, or a folder of videos (batch).")],

@@ -141,8 +141,9 @@ class EvalContext:
     """Builds each backbone once, resolves and hashes its weights, and finds per-video side inputs."""
 
     def __init__(self, weights_dir=None, device="cpu", allow_download=False, random_weights=False, options=None,
-                 audio=None, poses=None, pred_poses=None, cache_dir: Path | None = None):
+                 audio=None, poses=None, pred_poses=None, cache_dir: Path | None = None, masks=None, iuv=None):
         self.weights_dir, self.device, self.allow_download = weights_dir, device, allow_download
+        self.masks_source, self.iuv_source = masks, iuv
         self.random_weights = random_weights
         self.options = dict(options or {})
         self.audio, self.poses, self.pred_poses_path = audio, poses, pred_poses
@@ -237,6 +238,76 @@ class EvalContext:
         if any(root.glob("*.json")):
             return root
         raise InputError(f"no {what} poses for {item.id} (looked for {item.id}/ or {item.id}.npz)", root)
+
+    def _side_path(self, root, item: EvalItem, what: str, suffixes: tuple[str, ...]) -> Path:
+        """A per-video side input under `root`: root itself when it is one (frame folder / file), else
+        root/<id>/ or root/<id><suffix>."""
+        from dancegen.io.video import list_images
+
+        root = Path(root)
+        if root.is_file() or (root.is_dir() and list_images(root)):
+            return root
+        for cand in (root / item.id, *(root / f"{item.id}{s}" for s in suffixes)):
+            if cand.exists():
+                return cand
+        raise InputError(f"no {what} for {item.id} (looked for {item.id}/ or {item.id}{suffixes[0]})", root)
+
+    def masks_for(self, item: EvalItem) -> np.ndarray:
+        """`(F, H, W)` bool person masks of the prediction: given as an array, a mask frame folder (or one per
+        video id), or "auto" (BlazePose segmentation of the prediction, cached in the report folder)."""
+        if item.mask is not None:
+            return np.asarray(item.mask) > 0
+        src = self.masks_source
+        if src is None:
+            raise InputError("body/background metrics need person masks: pass --masks DIR or --masks auto")
+        if isinstance(src, np.ndarray):
+            masks = src
+        else:
+            from dancegen.io.video import read_video
+
+            if str(src) == "auto":
+                if self.cache_dir is None:
+                    raise InputError("--masks auto needs an output report (-o) to cache the extracted masks")
+                from dancegen.pose.extract import extract_poses
+
+                out = self.cache_dir / "masks" / item.id
+                extract_poses(item.pred_path, out, write_maps=False, write_video=False, write_masks=True,
+                              weights_dir=self.weights_dir)
+                path = out / "masks"
+            else:
+                path = self._side_path(src, item, "masks", (".mp4",))
+            masks = read_video(path).frames[..., 0] > 127
+        if masks.shape[0] < item.pred.shape[0] or masks.shape[1:3] != item.pred.shape[1:3]:
+            raise InputError(f"masks are {masks.shape[0]} x {masks.shape[2]}x{masks.shape[1]}, the video "
+                             f"{item.pred.shape[0]} x {item.pred.shape[2]}x{item.pred.shape[1]}", item.pred_path)
+        item.mask = masks[: item.pred.shape[0]]
+        return item.mask
+
+    def iuv_for(self, item: EvalItem) -> np.ndarray:
+        """`(F, H, W, 3)` IUV (part index, u, v in [0, 1]) of the prediction: an array, or an `.npz` holding `iuv`
+        or `parts` + `uv` (the `dancegen synth` layout), per video id under a folder."""
+        if item.iuv is not None:
+            return item.iuv
+        src = self.iuv_source
+        if src is None:
+            raise InputError("h-mse needs DensePose IUV maps of the prediction: pass --iuv FILE|DIR", item.pred_path)
+        if isinstance(src, np.ndarray):
+            iuv = src
+        else:
+            path = self._side_path(src, item, "IUV maps", (".npz",))
+            if path.is_dir():
+                path = path / "iuv.npz"
+            try:
+                with np.load(path) as z:
+                    if "iuv" in z:
+                        iuv = z["iuv"].astype(np.float32)
+                    else:
+                        parts, uv = z["parts"], z["uv"].astype(np.float32)
+                        iuv = np.concatenate([parts[..., None].astype(np.float32), uv], axis=-1)
+            except (OSError, KeyError, ValueError) as e:
+                raise InputError(f"not an IUV .npz with 'iuv' or 'parts'+'uv' ({e.__class__.__name__})", path) from None
+        item.iuv = iuv[: item.pred.shape[0]]
+        return item.iuv
 
     def driving_poses(self, item: EvalItem):
         from dancegen.pose.openpose_json import read_pose_input
@@ -377,8 +448,10 @@ def evaluate(metrics: list[str] | str, pred, gt=None, audio=None, prompt: str | 
         frames: "strict" (pred/gt frame counts must match) or "min" (compare the first min(F) frames).
         max_frames: Read at most this many frames per video.
         pred_poses: Poses already extracted from the predictions (else dancegen.pose.extract runs, cached).
-        masks: Person masks for NIQE/BRISQUE body regions: `(F, H, W)` array for a single video (optional).
-        iuv: DensePose IUV of the prediction for `h-mse` (single video).
+        masks: Person masks for the body/background NIQE/BRISQUE metrics: an `(F, H, W)` array (single video), a
+            mask frame folder, a folder of `<id>/` mask folders, or "auto" (BlazePose segmentation of the prediction).
+        iuv: DensePose-style IUV of the prediction for `h-mse`: an `(F, H, W, 3)` array, an `.npz` (`iuv`, or
+            `parts` + `uv` as `dancegen synth` writes), or a folder of `<id>.npz` / `<id>/iuv.npz`.
         clip_model: CLIP folder or hub id (default openai/clip-vit-large-patch14).
         fvd_clips: "first" (one 16-frame clip per video, StyleGAN-V/TF), "all" (non-overlapping) or "sliding".
         fvd_resize: "stretch" (TF reference, styleganv default) or "short-side-crop" (videogpt default).
@@ -415,7 +488,10 @@ def evaluate(metrics: list[str] | str, pred, gt=None, audio=None, prompt: str | 
     cache_dir = out_path.with_name(out_path.stem + ".cache") if out_path is not None else None
     options = {"fvd_clips": fvd_clips, "fvd_resize": fvd_resize, "fid_resize": fid_resize, "clip_model": clip_model,
                "fd_method": fd_method}
-    ctx = EvalContext(weights_dir, device, allow_download, random_weights, options, audio, poses, pred_poses, cache_dir)
+    array_masks = masks if isinstance(masks, np.ndarray) else None
+    array_iuv = iuv if isinstance(iuv, np.ndarray) else None
+    ctx = EvalContext(weights_dir, device, allow_download, random_weights, options, audio, poses, pred_poses, cache_dir,
+                      masks=None if array_masks is not None else masks, iuv=None if array_iuv is not None else iuv)
     common = {"frames": frames, "max_frames": max_frames, "resize": size, "random_weights": random_weights,
               "options": options, "prompt": prompt, "dancegen": dancegen.__version__}
 
@@ -423,7 +499,7 @@ def evaluate(metrics: list[str] | str, pred, gt=None, audio=None, prompt: str | 
     set_feats: dict[str, tuple[list, list]] = {s.name: ([], []) for s in specs if s.kind == "set"}
     t0 = time.time()
     for vid, ppath, gpath in pairs:
-        item = EvalItem(vid, ppath, gpath, prompt=prompt, mask=masks, iuv=iuv)
+        item = EvalItem(vid, ppath, gpath, prompt=prompt, mask=array_masks, iuv=array_iuv)
         row = {"pred": str(ppath), "gt": None if gpath is None else str(gpath), "scores": {}}
         for spec in specs:
             key = _cache_key(spec, common, item)

@@ -64,10 +64,17 @@ def _image(fn: str, **kw):
     return compute
 
 
-def _noref(fn: str):
+def _noref(fn: str, region: str = "frame"):
     def compute(ctx, item):
-        return _mean(getattr(_mod("dancegen.metrics.noref"), fn)(item.pred, mask=item.mask))
+        mask = None if region == "frame" else ctx.masks_for(item)
+        return _mean(getattr(_mod("dancegen.metrics.noref"), fn)(item.pred, mask=mask, region=region))
     return compute
+
+
+_REGION_RULE = {
+    "body": "bounding box of the person mask, non-body pixels filled (dancegen.metrics.noref.region_image)",
+    "background": "full frame with body pixels filled (dancegen.metrics.noref.region_image)",
+}
 
 
 def _consistency(fn: str):
@@ -77,9 +84,7 @@ def _consistency(fn: str):
 
 
 def _h_mse(ctx, item):
-    if item.iuv is None:
-        raise InputError("h-mse needs DensePose IUV maps of the prediction (iuv=...)", item.pred_path)
-    return _mean(_mod("dancegen.metrics.consistency").h_mse(item.pred, item.iuv))
+    return _mean(_mod("dancegen.metrics.consistency").h_mse(item.pred, ctx.iuv_for(item)))
 
 
 def _keypoints_and_music_beats(ctx, item):
@@ -208,6 +213,10 @@ _ALL: tuple[MetricSpec, ...] = (
                description="NIQE per frame (lower is better)"),
     MetricSpec("brisque", "single", _N, _noref("brisque"), (), False, protocol={"region": "frame"},
                description="BRISQUE per frame (lower is better)"),
+    *(MetricSpec(f"{fn}-{region}", "single", _N, _noref(fn, region), ("masks",), False,
+                 protocol={"region": region, "rule": _REGION_RULE[region]},
+                 description=f"{fn.upper()} per frame on the {region} region (lower is better)")
+      for fn in ("niqe", "brisque") for region in ("body", "background")),
     MetricSpec("frame-mse", "single", _C, _consistency("adjacent_frame_mse"), (), False,
                protocol={"pairs": "adjacent", "scale": "0-255"}, description="MSE between adjacent frames"),
     MetricSpec("frame-l1", "single", _C, _consistency("adjacent_frame_l1"), (), False,
