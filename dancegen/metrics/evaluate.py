@@ -521,6 +521,8 @@ def evaluate(metrics: list[str] | str, pred, gt=None, audio=None, prompt: str | 
                 row.setdefault("feature_rows", {})[spec.name] = int(len(result["pred"]))
             else:
                 row["scores"][spec.name] = _json_num(float(result))
+                if math.isinf(float(result)):  # e.g. PSNR of identical frames; JSON has no infinity
+                    row.setdefault("notes", {})[spec.name] = "inf" if result > 0 else "-inf"
             if progress:
                 progress(vid, spec.name, status)
         row.update(item.info or _cached_info(cache_dir, vid))
@@ -538,6 +540,9 @@ def evaluate(metrics: list[str] | str, pred, gt=None, audio=None, prompt: str | 
         else:
             vals = [r["scores"][spec.name] for r in per_video.values() if r["scores"][spec.name] is not None]
             entry["value"] = _json_num(float(np.mean(vals))) if vals else None
+            infinite = [vid for vid, r in per_video.items() if spec.name in r.get("notes", {})]
+            if infinite:
+                entry["note"] = f"infinite for {len(infinite)} video(s) ({', '.join(infinite[:3])}), left out of the mean"
         entry["protocol"] = _metric_protocol(spec, ctx, common, per_video)
         report_metrics[spec.name] = entry
 

@@ -63,7 +63,10 @@ def _kick(sr: int) -> np.ndarray:
     t = np.arange(int(0.35 * sr)) / sr
     freq = 48.0 + 110.0 * np.exp(-t / 0.035)
     phase = 2 * np.pi * np.cumsum(freq) / sr
-    return (np.sin(phase) * np.exp(-t / 0.13) + 0.3 * np.exp(-t / 0.003)).astype(np.float32)
+    # The beater click: a few ms of broadband noise. Without it the kick lives below ~150 Hz, off-beat hats own the
+    # spectral flux, and onset-based beat trackers (librosa) lock onto the off-beats (3 of 20 clips did).
+    click = np.random.default_rng(7).standard_normal(t.size) * np.exp(-t / 0.004)
+    return (np.sin(phase) * np.exp(-t / 0.13) + 0.3 * np.exp(-t / 0.003) + 0.6 * click).astype(np.float32)
 
 
 def _snare(sr: int, rng) -> np.ndarray:
@@ -148,7 +151,7 @@ def compose_music(
     _place(track, kicks, _kick(sr), sr, 0.9)
     _place(track, ghost, _kick(sr), sr, 0.35)
     _place(track, snares, _snare(sr, rng), sr, 0.55)
-    _place(track, hats, _hat(sr, rng, float(rng.uniform(0.015, 0.03))), sr, 0.5)
+    _place(track, hats, _hat(sr, rng, float(rng.uniform(0.015, 0.03))), sr, 0.3)
     onsets = {"kick": kicks, "snare": snares, "hat": hats}
 
     root = 55.0 * 2 ** (int(rng.integers(0, 12)) / 12)
