@@ -132,6 +132,9 @@ class VideoUNet(ModelMixin, ConfigMixin):
 
     Args:
         unet_config: the ``UNet2DConditionModel`` config (a plain dict).
+        unet: an existing image UNet to adopt instead of building one from ``unet_config`` (not saved in the
+            config; ``from_unet2d`` passes it).
+        temporal_factory: optional ``factory(kind, dim, heads, **kw)`` replacing ``make_temporal_block``.
         temporal: "stsa" (Dance-Your-Latents STSA pair), "temporal" (VDM-style per-pixel attention over frames) or
             "none" (frame-by-frame "VD" baseline with no new parameters).
         spatial_attn: attn1 mode, one of ``SPATIAL_ATTN_MODES``; "self" keeps the pretrained per-frame attention.
@@ -142,6 +145,8 @@ class VideoUNet(ModelMixin, ConfigMixin):
     """
 
     _supports_gradient_checkpointing = True
+    # Live objects passed by `from_unet2d`; not part of the saved config.
+    ignore_for_config = ["unet", "temporal_factory"]
 
     @register_to_config
     def __init__(
@@ -151,26 +156,26 @@ class VideoUNet(ModelMixin, ConfigMixin):
         spatial_attn: str = "self",
         temporal_kwargs: dict | None = None,
         temporal_locations: str | list[str] = "all",
-        _unet: UNet2DConditionModel | None = None,
-        _temporal_factory: Any = None,
+        unet: UNet2DConditionModel | None = None,
+        temporal_factory: Any = None,
     ):
         super().__init__()
         if temporal not in TEMPORAL_KINDS:
             raise ValueError(f"temporal must be one of {TEMPORAL_KINDS}, got {temporal!r}")
         if spatial_attn not in SPATIAL_ATTN_MODES:
             raise ValueError(f"spatial_attn must be one of {SPATIAL_ATTN_MODES}, got {spatial_attn!r}")
-        if _unet is None:
+        if unet is None:
             if unet_config is None:
                 raise ValueError("VideoUNet needs unet_config (or use VideoUNet.from_unet2d)")
-            _unet = UNet2DConditionModel.from_config(unet_config)
-        self.unet = _unet
+            unet = UNet2DConditionModel.from_config(unet_config)
+        self.unet = unet
         self.holder = FrameContextHolder()
         self.gradient_checkpointing = False
         self.temporal_blocks = nn.ModuleDict()
         self._hook_handles: list = []
         self.temporal_paths: dict[str, str] = {}
         if temporal != "none":
-            self._insert_temporal_blocks(temporal, dict(temporal_kwargs or {}), temporal_locations, _temporal_factory)
+            self._insert_temporal_blocks(temporal, dict(temporal_kwargs or {}), temporal_locations, temporal_factory)
         self._install_spatial_attn(spatial_attn)
 
     # ----------------------------------------------------------------------------------------------- construction
@@ -206,11 +211,10 @@ class VideoUNet(ModelMixin, ConfigMixin):
             spatial_attn=spatial_attn,
             temporal_kwargs=_jsonable(temporal_kwargs),
             temporal_locations=temporal_locations,
-            _unet=unet2d,
-            _temporal_factory=temporal_factory,
+            unet=unet2d,
+            temporal_factory=temporal_factory,
         )
-        p = next(unet2d.parameters())
-        return model.to(device=p.device, dtype=p.dtype)
+        return model
 
     def _insert_temporal_blocks(self, kind: str, kw: dict, locations: str | list[str], factory: Any) -> None:
         if factory is None:
