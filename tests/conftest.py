@@ -43,3 +43,15 @@ def skip_or_fail_without_models(reason: str):
     if os.environ.get("DANCEGEN_REQUIRE_MODELS") == "1":
         pytest.fail(f"{reason} (DANCEGEN_REQUIRE_MODELS=1: `make install` should have fetched them)")
     pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def models():
+    """The default pose backend's models (BlazePose); skips, or fails under `make test`, when they are missing."""
+    from dancegen.errors import MissingWeightsError
+    from dancegen.pose.backends.fetch import require_blazepose
+
+    try:
+        return require_blazepose()
+    except MissingWeightsError as e:
+        skip_or_fail_without_models(f"BlazePose models not installed: {e}")

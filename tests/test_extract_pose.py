@@ -6,20 +6,9 @@ import json
 
 import numpy as np
 import pytest
-from conftest import skip_or_fail_without_models
 
 from dancegen.errors import InputError, MissingWeightsError
 from dancegen.pose.extract import extract_poses
-
-
-@pytest.fixture(scope="module")
-def models():
-    from dancegen.pose.backends.fetch import require_blazepose
-
-    try:
-        require_blazepose()
-    except MissingWeightsError as e:
-        skip_or_fail_without_models(f"BlazePose models not installed: {e}")
 
 
 @pytest.fixture(scope="module")

@@ -5,20 +5,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
-from conftest import skip_or_fail_without_models
-
-from dancegen.errors import MissingWeightsError
-
-
-@pytest.fixture(scope="module")
-def models():
-    from dancegen.pose.backends.fetch import require_blazepose
-
-    try:
-        require_blazepose()
-    except MissingWeightsError as e:
-        skip_or_fail_without_models(f"BlazePose models not installed: {e}")
 
 
 def test_default_backend_pck_on_synthetic_clips(models, tmp_path):
@@ -59,8 +45,8 @@ def test_demo_runs_and_scores_against_ground_truth(models, tmp_path):
     saved = json.loads((tmp_path / "demo" / "report.json").read_text())
     assert saved["retargeted_frames"] == rep["retargeted_frames"] == 24
     # The retargeted poses sit on dancer B's body: in the first frame with a neck, it is B's neck, not A's.
-    from dancegen.pose.openpose_json import read_openpose_folder
     from dancegen.pose.extract import estimate_poses
+    from dancegen.pose.openpose_json import read_openpose_folder
 
     moved = read_openpose_folder(tmp_path / "demo" / "retargeted" / "openpose_json")
     ref = estimate_poses(tmp_path / "demo" / "reference.png", mode="image")

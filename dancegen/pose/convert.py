@@ -287,8 +287,9 @@ FACE_OFFSETS = {
 #: A synthesised face point counts as visible when (unit offset) . (unit direction to the camera) > this.
 FACE_VISIBILITY_COS = -0.25
 
-# HumanML3D-22 -> COCO-18 body joints (neck is the shoulder midpoint, as everywhere else in dancegen).
-_H_TO_COCO = {
+#: HumanML3D-22 -> COCO-18 body joints with the same name (neck is the shoulder midpoint, as everywhere else in
+#: dancegen; the face comes from `synthesize_face_3d`).
+HUMANML3D_TO_COCO18 = {
     "r_shoulder": "r_shoulder",
     "r_elbow": "r_elbow",
     "r_wrist": "r_wrist",
@@ -372,7 +373,7 @@ def humanml3d_to_coco18(
     f = j.shape[0]
     body = np.zeros((f, 18, 3))
     conf = np.ones((f, 18))
-    for c_name, h_name in _H_TO_COCO.items():
+    for c_name, h_name in HUMANML3D_TO_COCO18.items():
         body[:, COCO18.index(c_name)] = j[:, HUMANML3D22.index(h_name)]
     body[:, COCO18.index("neck")] = (j[:, HUMANML3D22.index("l_shoulder")] + j[:, HUMANML3D22.index("r_shoulder")]) / 2
     face = synthesize_face_3d(j)

@@ -376,9 +376,9 @@ def _extract_into(
     parts: dict[str, list[float]] = {}
     model_hashes: dict[str, str] = {}
     if backend == "openpose-json":
-        from dancegen.pose.backends.openpose_import import load_openpose
+        from dancegen.pose.openpose_json import read_pose_input
 
-        seq = load_openpose(source)
+        seq = read_pose_input(source)
         if max_frames is not None:
             seq = seq[:max_frames]
         src_w, src_h = seq.width, seq.height

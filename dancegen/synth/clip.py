@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from dancegen.pose.convert import HUMANML3D_TO_COCO18
 from dancegen.pose.sequence import PoseSequence
 from dancegen.pose.skeletons import COCO18
 from dancegen.synth.appearance import Appearance, Scene
@@ -24,21 +25,6 @@ from dancegen.synth.music import SAMPLE_RATE, Music, compose_music
 from dancegen.synth.render import HEAD, S_HI, S_LO, Renderer
 
 _STREAMS = {"appearance": 1, "motion": 2, "music": 3, "scene": 4}
-# COCO-18 body joints taken straight from the HumanML3D joints (neck = shoulder midpoint, face from the head sphere).
-_COCO_FROM_H = {
-    "r_shoulder": "r_shoulder",
-    "r_elbow": "r_elbow",
-    "r_wrist": "r_wrist",
-    "l_shoulder": "l_shoulder",
-    "l_elbow": "l_elbow",
-    "l_wrist": "l_wrist",
-    "r_hip": "r_hip",
-    "r_knee": "r_knee",
-    "r_ankle": "r_ankle",
-    "l_hip": "l_hip",
-    "l_knee": "l_knee",
-    "l_ankle": "l_ankle",
-}
 #: Face points count as visible when their surface direction faces the camera by more than this cosine.
 FACE_VISIBLE_COS = {"nose": 0.1, "l_eye": 0.1, "r_eye": 0.1, "l_ear": -0.35, "r_ear": -0.35}
 
@@ -177,7 +163,7 @@ def _keypoints(
     f = joints.shape[0]
     pts = np.zeros((f, 18, 3))
     conf = np.ones((f, 18))
-    for c_name, h_name in _COCO_FROM_H.items():
+    for c_name, h_name in HUMANML3D_TO_COCO18.items():
         pts[:, COCO18.index(c_name)] = joints[:, J[h_name]]
     pts[:, COCO18.index("neck")] = (joints[:, J["l_shoulder"]] + joints[:, J["r_shoulder"]]) / 2
     to_cam = camera.centers - head_c
