@@ -18,16 +18,12 @@ import numpy as np
 
 from dancegen.errors import InputError
 from dancegen.io.atomic import atomic_path, write_text
+from dancegen.io.video import natural_key
 from dancegen.pose.sequence import PoseSequence
 
 META_NAME = "pose_meta.json"
 _BODY25_TO_COCO18 = [0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18]  # drop MidHip (8) and feet
 _HAND_KEYS = ("hand_left_keypoints_2d", "hand_right_keypoints_2d")
-
-
-def natural_key(name: str) -> list:
-    """Sort key that orders "frame_2" before "frame_10"."""
-    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
 
 
 def _flat(a: np.ndarray) -> list[float]:
@@ -368,7 +364,6 @@ def read_pose_input(
 __all__ = [
     "frame_to_openpose",
     "load_npz",
-    "natural_key",
     "read_openpose_folder",
     "read_pose_input",
     "save_npz",
