@@ -146,3 +146,24 @@ def test_bad_audio(tmp_path):
     write_audio(tmp_path / "empty.wav", np.zeros((0,), np.float32), 16000)
     with pytest.raises(InputError, match="no samples"):
         read_audio(tmp_path / "empty.wav")
+
+
+@pytest.mark.parametrize("suffix,fmt,codec", [(".webm", "webm", "libvpx-vp9"), (".mov", "mov", "mpeg4"),
+                                              (".mkv", "matroska", "libx264"), (".avi", "avi", "mpeg4")])
+def test_reads_other_containers(tmp_path, suffix, fmt, codec):
+    """Files written by another tool (PyAV here, as ffmpeg would) in the other containers people hand us."""
+    import av
+
+    frames = _frames(f=5, h=32, w=48)
+    path = tmp_path / f"x{suffix}"
+    with av.open(str(path), "w", format=fmt) as out:
+        st = out.add_stream(codec, rate=15)
+        st.width, st.height, st.pix_fmt = 48, 32, "yuv420p"
+        for img in frames:
+            for pkt in st.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                out.mux(pkt)
+        for pkt in st.encode():
+            out.mux(pkt)
+    v = read_video(path)
+    assert v.frames.shape == frames.shape and v.fps == pytest.approx(15)
+    assert np.abs(v.frames.astype(int) - frames).mean() < 12

@@ -130,13 +130,19 @@ def _replace_dir(src: Path, dst: Path) -> None:
         os.replace(src, dst)
 
 
-def load_checkpoint(accelerator, path: str | os.PathLike) -> dict[str, Any]:
-    """Restore everything `save_checkpoint` saved; returns the loop state from `trainer_state.json`."""
+def read_checkpoint_state(path: str | os.PathLike) -> dict[str, Any]:
+    """The loop state saved in a complete checkpoint's `trainer_state.json`."""
     path = Path(path)
     if not is_complete(path):
         raise InputError(f"checkpoint is incomplete (no {STATE_FILE})", path)
-    accelerator.load_state(str(path))
     return json.loads((path / STATE_FILE).read_text())
+
+
+def load_checkpoint(accelerator, path: str | os.PathLike) -> dict[str, Any]:
+    """Restore everything `save_checkpoint` saved; returns the loop state from `trainer_state.json`."""
+    state = read_checkpoint_state(path)
+    accelerator.load_state(str(path))
+    return state
 
 
 def prune_checkpoints(output_dir: str | os.PathLike, keep: int) -> list[Path]:
@@ -213,12 +219,13 @@ def _load_subset(model, path: Path, require: set[str] | None = None) -> list[str
 
 def export_weights(model, path: str | os.PathLike, patterns: list[str] | None = None,
                    metadata: dict[str, str] | None = None) -> list[str]:
-    """Write selected parameters (and all buffers of selected modules) as one safetensors file, atomically.
+    """Write selected tensors of the state dict as one safetensors file, atomically.
 
     Args:
         model: A torch module (unwrapped).
         path: The `.safetensors` file to write.
-        patterns: Parameter-name patterns (train_config syntax). None: the parameters with `requires_grad`.
+        patterns: State-dict name patterns (train_config syntax). None: the parameters with `requires_grad` and
+            all persistent buffers (normalisation statistics and the like).
         metadata: String metadata stored in the file header.
 
     Returns:
@@ -235,14 +242,15 @@ def export_weights(model, path: str | os.PathLike, patterns: list[str] | None = 
     sd = model.state_dict()
     if patterns is None:
         names = {n for n, p in model.named_parameters(remove_duplicate=False) if p.requires_grad}
+        if not names:
+            raise InputError(f"nothing to export: no parameter of {type(model).__name__} is trainable")
+        names |= {n for n, _ in model.named_buffers(remove_duplicate=False)}
     else:
         unused = [p for p in patterns if not any(pattern_matches(k, p) for k in sd)]
         if unused:
             raise InputError(f"export pattern(s) {', '.join(map(repr, unused))} match no tensor of "
                              f"{type(model).__name__}")
         names = {k for k in sd if any(pattern_matches(k, p) for p in patterns)}
-    if not names:
-        raise InputError(f"nothing to export: no parameter of {type(model).__name__} is trainable")
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in sd.items() if k in names}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"format": "pt", **(metadata or {})})

@@ -29,6 +29,7 @@ import numpy as np
 from dancegen.core.checkpoint import (
     export_weights,
     load_checkpoint,
+    read_checkpoint_state,
     resolve_resume,
     save_checkpoint,
     use_trainable_only_weights,
@@ -82,7 +83,7 @@ class InfiniteLoader:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in [0, {world_size})")
         self.rank, self.world_size = rank, world_size
-        self._workers = None
+        self.close()
 
     def __len__(self) -> int:
         """Samples per epoch."""
@@ -127,23 +128,19 @@ class InfiniteLoader:
         return default_collate
 
     def _worker_loader(self):
+        import copy
+
         import torch
 
-        loader = self
-
-        class _Stream:  # batch sampler: this process's index lists from the current position on, forever
-            def __init__(self, epoch, index):
-                self.epoch, self.index = epoch, index
-
-            def __iter__(self):
-                epoch, index = self.epoch, self.index
-                while True:
-                    indices, epoch, index = loader._take(epoch, index)
-                    yield indices
-
+        snapshot = copy.copy(self)  # frozen at the current position; no reference cycle through the workers
+        snapshot._workers = None
         return torch.utils.data.DataLoader(
-            self.dataset, batch_sampler=_Stream(self.epoch, self.index), num_workers=self.num_workers,
+            self.dataset, batch_sampler=_IndexStream(snapshot), num_workers=self.num_workers,
             collate_fn=self._collate_fn(), generator=torch.Generator().manual_seed(self.seed))
+
+    def close(self) -> None:
+        """Stop the worker processes (they restart at the current position on the next batch)."""
+        self._workers = None
 
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.epoch, "index": self.index, "seed": self.seed, "num_samples": len(self.dataset),
@@ -156,7 +153,20 @@ class InfiniteLoader:
                 raise InputError(f"cannot resume the data stream: the checkpoint has {key}={state[key]}, "
                                  f"this run has {key}={mine[key]}")
         self.epoch, self.index = int(state["epoch"]), int(state["index"])
-        self._workers = None
+        self.close()
+
+
+class _IndexStream:
+    """Batch sampler for the worker DataLoader: a loader's index lists from its position on, forever."""
+
+    def __init__(self, loader: InfiniteLoader):
+        self.loader = loader
+
+    def __iter__(self):
+        epoch, index = self.loader.epoch, self.loader.index
+        while True:
+            indices, epoch, index = self.loader._take(epoch, index)
+            yield indices
 
 
 def _cycle(data: Iterable) -> Iterator:
@@ -255,7 +265,7 @@ def build_optimizer(groups: list[_Group], optim: OptimConfig):
 @dataclass
 class LRSchedule:
     """lr multiplier per optimizer step: linear warmup ((step+1)/warmup), then constant, cosine or linear decay
-    to `min_ratio` at `total_steps`. A picklable callable, so LambdaLR's state_dict carries it."""
+    to `min_ratio` at `total_steps`."""
 
     kind: str
     warmup_steps: int
@@ -278,7 +288,11 @@ def build_scheduler(optimizer, optim: OptimConfig, total_steps: int):
     import torch
 
     schedule = LRSchedule(optim.lr_schedule, optim.warmup_steps, total_steps, optim.min_lr_ratio)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+    def factor(step: int) -> float:  # a plain function: LambdaLR then keeps only its step count in checkpoints,
+        return schedule(step)  # so a resumed run follows its own config (e.g. a longer max_steps)
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 # --- accelerate, logging, RNG -----------------------------------------------------------------------------------------
@@ -419,39 +433,42 @@ class Trainer:
 
     def __init__(self, model, loss_fn: Callable, data, config: TrainLoopConfig, sample_fn: Callable | None = None,
                  param_groups: list[ParamGroup] | None = None, logger: Callable | None = None):
-        self.config, self.loss_fn, self.sample_fn = config, loss_fn, sample_fn
-        self.logger = logger if logger is not None else ConsoleLogger(config.max_steps)
-        self.accelerator = acc = make_accelerator(config)
-        self.output_dir = Path(config.output_dir)
-        if acc.is_main_process:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
+        # Building the trainer leaves the global RNG states as the caller seeded them (first imports of some libraries,
+        # e.g. rich, draw from Python's `random`), so a run is the same whether or not it is the first in its process.
+        with preserve_rng():
+            self.config, self.loss_fn, self.sample_fn = config, loss_fn, sample_fn
+            self.logger = logger if logger is not None else ConsoleLogger(config.max_steps)
+            self.accelerator = acc = make_accelerator(config)
+            self.output_dir = Path(config.output_dir)
+            if acc.is_main_process:
+                self.output_dir.mkdir(parents=True, exist_ok=True)
 
-        self.trainable_names = select_trainable(model, list(config.trainable), list(config.frozen))
-        groups = group_parameters(model, list(config.param_groups if param_groups is None else param_groups),
-                                  config.optim)
-        self.group_counts = {g.name: sum(p.numel() for p in g.params) for g in groups}
-        self.frozen_count = sum(p.numel() for p in model.parameters() if not p.requires_grad)
-        if config.gradient_checkpointing:
-            enable = getattr(model, "enable_gradient_checkpointing", None) or getattr(
-                model, "gradient_checkpointing_enable", None)
-            if enable is None:
-                raise InputError(f"gradient_checkpointing is on, but {type(model).__name__} has no "
-                                 "enable_gradient_checkpointing()")
-            enable()
+            self.trainable_names = select_trainable(model, list(config.trainable), list(config.frozen))
+            groups = group_parameters(model, list(config.param_groups if param_groups is None else param_groups),
+                                      config.optim)
+            self.group_counts = {g.name: sum(p.numel() for p in g.params) for g in groups}
+            self.frozen_count = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+            if config.gradient_checkpointing:
+                enable = getattr(model, "enable_gradient_checkpointing", None) or getattr(
+                    model, "gradient_checkpointing_enable", None)
+                if enable is None:
+                    raise InputError(f"gradient_checkpointing is on, but {type(model).__name__} has no "
+                                     "enable_gradient_checkpointing()")
+                enable()
 
-        optimizer = build_optimizer(groups, config.optim)
-        scheduler = build_scheduler(optimizer, config.optim, config.max_steps)
-        self.model, self.optimizer, self.scheduler = acc.prepare(model, optimizer, scheduler)
-        self._params = [p for p in self.model.parameters() if p.requires_grad]
-        self.data = self._wrap_data(data)
-        self._data_has_state = hasattr(self.data, "state_dict") and hasattr(self.data, "load_state_dict") and \
-            not _is_torch_dataloader(self.data)
-        if self._data_has_state:
-            acc.register_for_checkpointing(self.data)
-        if config.checkpoint_weights == "trainable":
-            use_trainable_only_weights(acc)
-        self.step = 0
-        self._report_groups(groups)
+            optimizer = build_optimizer(groups, config.optim)
+            scheduler = build_scheduler(optimizer, config.optim, config.max_steps)
+            self.model, self.optimizer, self.scheduler = acc.prepare(model, optimizer, scheduler)
+            self._params = [p for p in self.model.parameters() if p.requires_grad]
+            self.data = self._wrap_data(data)
+            self._data_has_state = hasattr(self.data, "state_dict") and hasattr(self.data, "load_state_dict") and \
+                not _is_torch_dataloader(self.data)
+            if self._data_has_state:
+                acc.register_for_checkpointing(self.data)
+            if config.checkpoint_weights == "trainable":
+                use_trainable_only_weights(acc)
+            self.step = 0
+            self._report_groups(groups)
 
     def _wrap_data(self, data):
         import torch
@@ -514,11 +531,10 @@ class Trainer:
 
     def fit(self) -> TrainResult:
         """Train from the resumed (or initial) step to `config.max_steps`; checkpoint, sample and log on the way."""
-        import torch
-
         acc, cfg = self.accelerator, self.config
         elapsed0, resumed = 0.0, resolve_resume(self.output_dir, cfg.resume)
         if resumed is not None:
+            self._check_same_trainable(resumed)
             state = load_checkpoint(acc, resumed)
             self.step, elapsed0 = int(state["step"]), float(state.get("elapsed_s", 0.0))
             if acc.is_main_process:
@@ -544,7 +560,8 @@ class Trainer:
                 last_loss = record["loss"]
                 metrics.write(record)
                 if acc.is_main_process:
-                    self.logger(self.step, record)
+                    with preserve_rng():
+                        self.logger(self.step, record)
                 window, n_window = {}, 0
             if cfg.sample_every and self.sample_fn is not None and self.step % cfg.sample_every == 0:
                 self._sample()
@@ -558,8 +575,16 @@ class Trainer:
             weights = self.output_dir / WEIGHTS_FILE
             export_weights(acc.unwrap_model(self.model), weights, metadata={"step": str(self.step)})
         acc.wait_for_everyone()
-        del torch
         return TrainResult(self.step, last_loss, checkpoint, weights, self.output_dir)
+
+    def _check_same_trainable(self, checkpoint: Path) -> None:
+        saved = read_checkpoint_state(checkpoint).get("trainable_names")
+        if saved is not None and saved != self.trainable_names:
+            gone, new = sorted(set(saved) - set(self.trainable_names)), sorted(set(self.trainable_names) - set(saved))
+            raise InputError(f"the trainable parameters differ from the checkpoint's ({len(gone)} no longer train, "
+                             f"e.g. {_name_examples(gone, 2) or '-'}; {len(new)} newly train, e.g. "
+                             f"{_name_examples(new, 2) or '-'}): resume with the same trainable/frozen patterns, "
+                             "or start a new stage in another output_dir", checkpoint)
 
     def _record(self, window: dict[str, Any], n: int, grad_norm, lrs: list[float], elapsed: float) -> dict[str, Any]:
         import torch
@@ -590,7 +615,8 @@ class Trainer:
         cfg, acc = self.config, self.accelerator
         state = {"max_steps": cfg.max_steps, "elapsed_s": round(elapsed, 3), "num_processes": acc.num_processes,
                  "batch_size": self._batch_size(), "grad_accum": cfg.grad_accum,
-                 "mixed_precision": cfg.mixed_precision, "trainable": list(cfg.trainable), "frozen": list(cfg.frozen)}
+                 "mixed_precision": cfg.mixed_precision, "trainable": list(cfg.trainable), "frozen": list(cfg.frozen),
+                 "trainable_names": self.trainable_names}
         if isinstance(self.data, InfiniteLoader):
             state["data"] = self.data.state_dict()  # informative; the restored copy lives in custom_checkpoint_0.pkl
         return state

@@ -156,6 +156,13 @@ def _clip_frame(ctx, item):
     return clip_adjacent_similarity(ctx.backbone("clip"), item.pred)
 
 
+def _clip_music(ctx, item):
+    from dancegen.metrics.backbones.wav2clip import clip_music_score, cs_backbones
+
+    audio, sr = ctx.audio_for(item)
+    return clip_music_score(item.pred, audio, sr, *cs_backbones(ctx), fps=item.fps)
+
+
 _I = "dancegen.metrics.image"
 _N = "dancegen.metrics.noref"
 _C = "dancegen.metrics.consistency"
@@ -228,6 +235,11 @@ _ALL: tuple[MetricSpec, ...] = (
                {"scale": "100*cos", "frames": "all"}, "CLIP text-frame alignment (x100)"),
     MetricSpec("clip-frame", "single", "transformers", _clip_frame, (), True, ("clip",),
                {"scale": "100*cos", "pairs": "adjacent"}, "CLIP adjacent-frame similarity (x100; TC = /100)"),
+    MetricSpec("clip-music", "single", "transformers", _clip_music, ("audio",), True, ("wav2clip", "clip"),
+               {"scale": "cos", "clip": "ViT-B/32 (openai/clip-vit-base-patch32)", "frames": "all",
+                "video_embedding": "renormalised mean of L2-normalised frame embeddings",
+                "audio": "mono, first F/fps seconds, librosa.resample to 16 kHz, Wav2CLIP clip-level"},
+               "Dance Any Beat CS: cos(CLIP video, Wav2CLIP music)"),
     MetricSpec("pose-mse", "single", "dancegen.metrics.pose_metrics", _pose_mse, ("poses",), False,
                description="MSE between driving poses and poses extracted from the output"),
     MetricSpec("bas", "single", _R, _bas, ("audio", "poses"), True,

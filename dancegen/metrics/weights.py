@@ -86,6 +86,9 @@ WEIGHTS: dict[str, WeightSpec] = {s.name: s for s in (
     WeightSpec("resnet3d-50", "resnet-50-kinetics.pth",
                "https://github.com/kenshohara/3D-ResNets-PyTorch (Google Drive link in its README, 'resnet-50-kinetics.pth'"
                "; also in DisCo's eval_fvd/)", "MIT (kenshohara/3D-ResNets-PyTorch)", direct=False, used_by="fid-vid"),
+    WeightSpec("wav2clip", "Wav2CLIP.pt",
+               "https://github.com/descriptinc/lyrebird-wav2clip/releases/download/v0.1.0-alpha/Wav2CLIP.pt",
+               "MIT (descriptinc/lyrebird-wav2clip; the file `wav2clip.get_model()` loads)", used_by="clip-music"),
 )}
 
 

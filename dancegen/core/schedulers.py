@@ -1,0 +1,212 @@
+"""DDIM sampling with classifier-free guidance, DDIM inversion, and shared initial noise.
+
+- ``ddim_sample``: deterministic DDIM (eta 0 by default) with classifier-free guidance
+  ``eps = eps_u + s * (eps_c - eps_u)`` (Ho & Salimans); CFG runs batched (one call on the concatenated batch) or
+  sequentially (two calls, half the activation memory). DYL spec §3: DDIM 50, CFG 1.5 (DisCo-code).
+- ``ddim_invert``: Edit-Your-Motion §2.6 / Eq. 6 (corrected form) with diffusers' ``DDIMInverseScheduler``:
+  ``z_t = sqrt(a_t) * (z_prev - sqrt(1 - a_prev) * eps) / sqrt(a_prev) + sqrt(1 - a_t) * eps`` over ascending
+  timesteps, no CFG.
+- ``shared_noise``: one Gaussian sample repeated over the frame axis (DYL §4.2: "the same Gaussian noise for every
+  frame", spec §2.3).
+
+The denoiser is any ``unet_fn(latents, t, cond) -> prediction`` with the latents' shape, so the same loops serve the
+video UNet, a windowed call (``context_windows.windowed_unet_call``) or a per-frame image UNet. ``cond`` is whatever
+``unet_fn`` understands (a tensor, or a dict/list/tuple of tensors and plain values); for batched CFG, ``cond`` and
+``uncond`` are concatenated tensor by tensor along dim 0.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+
+UnetFn = Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor]
+StepCallback = Callable[[int, torch.Tensor, torch.Tensor], None]
+
+
+def concat_batch(a: Any, b: Any) -> Any:
+    """Concatenate two conditioning structures along the batch dim (tensors: dim 0; other values must agree).
+
+    Used for batched CFG: ``concat_batch(uncond, cond)`` puts the unconditional half first (diffusers convention).
+    """
+    if isinstance(a, torch.Tensor):
+        return torch.cat([a, b], dim=0)
+    if isinstance(a, dict):
+        if a.keys() != b.keys():
+            raise ValueError(f"cond and uncond have different keys: {sorted(a)} vs {sorted(b)}")
+        return {k: concat_batch(a[k], b[k]) for k in a}
+    if isinstance(a, (list, tuple)):
+        if len(a) != len(b):
+            raise ValueError("cond and uncond lists differ in length")
+        return type(a)(concat_batch(x, y) for x, y in zip(a, b))
+    if a is None and b is None:
+        return None
+    if a != b:
+        raise ValueError(f"non-tensor conditioning values differ between cond and uncond: {a!r} vs {b!r}")
+    return a
+
+
+def guided_prediction(
+    unet_fn: UnetFn,
+    latents: torch.Tensor,
+    t: torch.Tensor,
+    cond: Any,
+    uncond: Any = None,
+    guidance_scale: float = 1.0,
+    cfg_mode: str = "batched",
+) -> torch.Tensor:
+    """One denoiser evaluation with classifier-free guidance.
+
+    Args:
+        unet_fn: ``(latents, t, cond) -> prediction``.
+        latents: ``(B, ...)``.
+        t: the timestep (0-d tensor).
+        cond / uncond: conditioning of the conditional / unconditional branch (uncond None: no guidance).
+        guidance_scale: s; 1 (or no uncond) evaluates only the conditional branch.
+        cfg_mode: "batched" (one call on ``2B``) or "sequential" (two calls on ``B``; lower peak memory).
+
+    Returns:
+        The guided prediction, ``latents``' shape.
+    """
+    if uncond is None or guidance_scale == 1.0:
+        return unet_fn(latents, t, cond)
+    if cfg_mode == "batched":
+        pred = unet_fn(torch.cat([latents, latents], 0), t, concat_batch(uncond, cond))
+        pred_u, pred_c = pred.chunk(2)
+    elif cfg_mode == "sequential":
+        pred_u = unet_fn(latents, t, uncond)
+        pred_c = unet_fn(latents, t, cond)
+    else:
+        raise ValueError(f"cfg_mode must be 'batched' or 'sequential', got {cfg_mode!r}")
+    return pred_u + guidance_scale * (pred_c - pred_u)
+
+
+@torch.no_grad()
+def ddim_sample(
+    unet_fn: UnetFn,
+    latents: torch.Tensor,
+    scheduler,
+    steps: int,
+    guidance_scale: float = 1.0,
+    cond: Any = None,
+    uncond: Any = None,
+    generator: torch.Generator | None = None,
+    callback: StepCallback | None = None,
+    eta: float = 0.0,
+    cfg_mode: str = "batched",
+) -> torch.Tensor:
+    """Denoise ``latents`` (initial noise) with a DDIM scheduler.
+
+    Args:
+        unet_fn: ``(latents, t, cond) -> prediction`` (eps / v / x0 as the scheduler's ``prediction_type`` says).
+        latents: initial noise ``(B, C, F, H, W)`` (or any shape ``unet_fn`` takes); multiplied by
+            ``scheduler.init_noise_sigma`` here (1 for DDIM). Start from ``ddim_invert``'s output to reconstruct.
+        scheduler: a diffusers ``DDIMScheduler`` (``set_timesteps`` is called on it).
+        steps: number of inference steps.
+        guidance_scale: CFG scale s (1 = no guidance).
+        cond / uncond: conditional / unconditional conditioning passed to ``unet_fn``.
+        generator: for eta > 0 (stochastic DDIM); unused at eta 0.
+        callback: ``callback(step_index, t, latents)`` after each step.
+        eta: DDIM eta (0 = deterministic).
+        cfg_mode: "batched" | "sequential" (see ``guided_prediction``).
+
+    Returns:
+        Denoised latents, same shape as the input.
+    """
+    scheduler.set_timesteps(steps, device=latents.device)
+    z = latents * scheduler.init_noise_sigma
+    for i, t in enumerate(scheduler.timesteps):
+        model_in = scheduler.scale_model_input(z, t)
+        pred = guided_prediction(unet_fn, model_in, t, cond, uncond, guidance_scale, cfg_mode)
+        z = scheduler.step(pred, t, z, eta=eta, generator=generator).prev_sample
+        if callback is not None:
+            callback(i, t, z)
+    return z
+
+
+@torch.no_grad()
+def ddim_invert(
+    unet_fn: UnetFn,
+    latents: torch.Tensor,
+    scheduler,
+    steps: int,
+    cond: Any = None,
+    callback: StepCallback | None = None,
+    return_trajectory: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+    """DDIM inversion: clean latents -> the noise latents that DDIM sampling maps back to them (EYM Eq. 6/17).
+
+    Args:
+        unet_fn: ``(latents, t, cond) -> eps``; conditioned on the source (no CFG, EYM §2.6 choice).
+        latents: ``z_0 = E(x) * scaling_factor``.
+        scheduler: the sampling ``DDIMScheduler`` (or its config holder); the inverse scheduler is built from its
+            config, so inversion and sampling use the same timestep grid.
+        steps: number of inversion steps (use the sampling step count).
+        cond: conditioning for ``unet_fn``.
+        callback: ``callback(step_index, t, latents)`` after each step.
+        return_trajectory: also return the latents after every step (``[z_t1, ..., z_T]``).
+
+    Returns:
+        ``z_T`` (and the trajectory when asked).
+    """
+    from diffusers import DDIMInverseScheduler
+
+    inverse = DDIMInverseScheduler.from_config(scheduler.config)
+    inverse.set_timesteps(steps, device=latents.device)
+    z = latents
+    traj = []
+    for i, t in enumerate(inverse.timesteps):
+        pred = unet_fn(inverse.scale_model_input(z, t), t, cond)
+        z = inverse.step(pred, t, z).prev_sample
+        if return_trajectory:
+            traj.append(z)
+        if callback is not None:
+            callback(i, t, z)
+    return (z, traj) if return_trajectory else z
+
+
+def shared_noise(
+    shape: tuple[int, ...],
+    generator: torch.Generator | list[torch.Generator] | None = None,
+    num_frames: int | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """The same Gaussian noise for every frame (DYL §4.2): ``(B, C, F, H, W)`` with identical frames.
+
+    Args:
+        shape: ``(B, C, F, H, W)``, or ``(B, C, H, W)`` together with ``num_frames``.
+        generator: one generator, or one per clip (diffusers ``randn_tensor`` semantics).
+        num_frames: F when ``shape`` is 4-d (overrides ``shape[2]`` when 5-d).
+        device / dtype: of the result.
+
+    Returns:
+        ``(B, C, F, H, W)`` tensor; frames are equal copies (contiguous, safe to modify in place).
+    """
+    from diffusers.utils.torch_utils import randn_tensor
+
+    if len(shape) == 5:
+        b, c, f, h, w = shape
+        f = num_frames or f
+    elif len(shape) == 4 and num_frames:
+        b, c, h, w = shape
+        f = num_frames
+    else:
+        raise ValueError(f"shared_noise needs (B, C, F, H, W), or (B, C, H, W) with num_frames; got {tuple(shape)}")
+    noise = randn_tensor((b, c, 1, h, w), generator=generator, device=torch.device(device or "cpu"), dtype=dtype)
+    return noise.repeat(1, 1, f, 1, 1)
+
+
+def ddim_scheduler_sd15(**overrides):
+    """The SD-1.x DDIM scheduler (scaled-linear betas 0.00085..0.012, 1000 steps, eps), for tests and defaults.
+
+    Matches ``lambdalabs/sd-image-variations-diffusers/scheduler`` (``steps_offset`` 1, ``set_alpha_to_one`` False,
+    ``clip_sample`` False); keyword arguments override entries.
+    """
+    from diffusers import DDIMScheduler
+
+    cfg = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+               clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon")
+    cfg.update(overrides)
+    return DDIMScheduler(**cfg)
