@@ -141,8 +141,8 @@ def rows_for(T: int, h: int, w: int, C: int, heads: int, s: tuple[int, int, int]
         ("temporal per-pixel", hw * T * T * heads, T * T, lambda: temporal(tokens_frames, T)),
         (f"STSA {s} unshifted", N * W * heads, W * W, lambda: sub(x)),
         (f"STSA {s} shifted+mask", N * W * heads, W * W, lambda: sub_shift(x)),
-        (f"STSA block (pair)", 2 * N * W * heads, W * W, lambda: block(tokens_frames, T, h, w)),
-        (f"STSA block + MF align", 2 * N * W * heads, W * W, lambda: block(tokens_frames, T, h, w, align_idx=align)),
+        ("STSA block (pair)", 2 * N * W * heads, W * W, lambda: block(tokens_frames, T, h, w)),
+        ("STSA block + MF align", 2 * N * W * heads, W * W, lambda: block(tokens_frames, T, h, w, align_idx=align)),
     ]
 
 

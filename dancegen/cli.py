@@ -295,7 +295,9 @@ def evaluate_cmd(
     resize: Annotated[Optional[str], typer.Option(help="Resize frames first: N or WxH.")] = None,
     frames: Annotated[str, typer.Option(help="strict (frame counts must match) | min.")] = "strict",
     max_frames: Annotated[Optional[int], typer.Option(help="Read at most N frames per video.")] = None,
-    clip_model: Annotated[Optional[str], typer.Option(help="CLIP folder or hub id.")] = None,
+    clip_model: Annotated[Optional[str], typer.Option(help="CLIP folder or hub id (clip-text, clip-frame).")] = None,
+    cs_clip_model: Annotated[Optional[str], typer.Option(help="CLIP ViT-B/32 folder or hub id for clip-music.")]
+    = None,
     fvd_clips: Annotated[str, typer.Option(help="first | all | sliding 16-frame clips per video.")] = "first",
     allow_download: Annotated[bool, typer.Option(help="Fetch missing backbone files from their usual source.")]
     = False,
@@ -331,7 +333,7 @@ def evaluate_cmd(
 
     rep = api.evaluate(metric, pred, gt=gt, out=out, audio=audio, prompt=prompt, poses=poses, pred_poses=pred_poses,
                        masks=masks, iuv=iuv, weights_dir=weights_dir, resize=resize, frames=frames,
-                       max_frames=max_frames, clip_model=clip_model, fvd_clips=fvd_clips,
+                       max_frames=max_frames, clip_model=clip_model, cs_clip_model=cs_clip_model, fvd_clips=fvd_clips,
                        allow_download=allow_download, device=state.device)
     table = Table(title=f"dancegen evaluate: {rep['num_videos']} video(s)")
     for col, just in (("metric", "left"), ("value", "right"), ("", "center"), ("protocol", "left")):

@@ -179,7 +179,8 @@ def test_optim_config_validation():
 
 def test_recipe_yaml_loads_into_typed_config(tmp_path):
     p = tmp_path / "stage1.yaml"
-    p.write_text("max_steps: 50\ntrainable: ['*.stsa']\nparam_groups:\n  - {name: proj, patterns: [clip_proj], lr: 1.0e-3}\n"
+    p.write_text("max_steps: 50\ntrainable: ['*.stsa']\n"
+                 "param_groups:\n  - {name: proj, patterns: [clip_proj], lr: 1.0e-3}\n"
                  "optim: {lr: 2.0e-4, betas: [0.5, 0.999], lr_schedule: cosine, grad_clip: null}\n")
     cfg = load_config(TrainLoopConfig, p, ["optim.warmup_steps=10"])
     assert cfg.max_steps == 50 and cfg.trainable == ["*.stsa"] and cfg.optim.betas == (0.5, 0.999)

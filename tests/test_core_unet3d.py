@@ -129,8 +129,8 @@ def test_parameter_groups_and_trainable_selection():
     assert not any(p.requires_grad for p in video.unet.parameters())
     # EYM rca_trainable: q_only, by pattern
     qs = video.trainable_parameters(["unet.*attn1.to_q.*"])
-    assert len(qs) == 2 and all(p.requires_grad for p in qs)
-    assert sum(p.requires_grad for p in video.parameters()) == 2
+    assert len(qs) == 4 and all(p.requires_grad for p in qs)  # one attn1.to_q per transformer
+    assert sum(p.requires_grad for p in video.parameters()) == 4
     with pytest.raises(ValueError, match="neither a parameter group"):
         video.trainable_parameters(["temporl"])
 

@@ -166,7 +166,6 @@ def dance(tmp_path, monkeypatch):
     clip = render_clip(seed=3, size=64, num_frames=8)
     write_video(tmp_path / "pred" / "d.mp4", clip.frames, fps=clip.fps, audio=clip.audio, sample_rate=clip.sample_rate)
     _tiny_clip_512(tmp_path / "clip")
-    monkeypatch.setattr(w2c, "CS_CLIP_MODEL", str(tmp_path / "clip"))
     return tmp_path
 
 
@@ -175,20 +174,22 @@ def test_evaluate_clip_music_end_to_end(dance):
     from dancegen.metrics.backbones.clip import ClipEmbedder
     from dancegen.metrics.evaluate import evaluate
 
-    rep = evaluate(["clip-music"], dance / "pred", out=dance / "rep.json", random_weights=True)
+    rep = evaluate(["clip-music"], dance / "pred", out=dance / "rep.json", random_weights=True,
+                   cs_clip_model=str(dance / "clip"))
     m = rep["metrics"]["clip-music"]
     assert m["higher_is_better"] and -1.0 <= m["value"] <= 1.0
     assert rep["videos"]["d"]["scores"]["clip-music"] == pytest.approx(m["value"])
     files = {b["name"]: b for b in m["protocol"]["backbones"]}
-    assert files["wav2clip"]["note"] == "random init (testing)" and files["clip"]["model"] == str(dance / "clip")
-    assert files["clip"]["sha256"] and "random" in m["protocol"]["warning"]
+    assert files["wav2clip"]["note"] == "random init (testing)" and files["clip-cs"]["model"] == str(dance / "clip")
+    assert files["clip-cs"]["sha256"] and "random" in m["protocol"]["warning"]
     # the same number from the pieces: decoded frames, the muxed track, fresh backbones with the same seed
     v = read_video(dance / "pred" / "d.mp4", with_audio=True)
     torch.manual_seed(0)
     direct = w2c.clip_music_score(v.frames, v.audio, v.sample_rate, ClipEmbedder(dance / "clip"), w2c.load_wav2clip(),
                                   fps=v.fps)
     assert m["value"] == pytest.approx(direct, abs=1e-6)
-    again = evaluate(["clip-music"], dance / "pred", out=dance / "rep.json", random_weights=True)
+    again = evaluate(["clip-music"], dance / "pred", out=dance / "rep.json", random_weights=True,
+                     cs_clip_model=str(dance / "clip"))
     assert again["metrics"]["clip-music"]["value"] == pytest.approx(m["value"])  # resumed from the cache
 
 
@@ -196,6 +197,9 @@ def test_missing_wav2clip_weights_say_file_and_source(dance):
     from dancegen.metrics.evaluate import evaluate
 
     with pytest.raises(MissingWeightsError, match=r"Wav2CLIP\.pt.*github\.com/descriptinc/lyrebird-wav2clip/releases"):
+        evaluate(["clip-music"], dance / "pred", cs_clip_model=str(dance / "clip"))
+    # Without a local CLIP ViT-B/32 the message names that model and where it is published.
+    with pytest.raises(MissingWeightsError, match=r"openai/clip-vit-base-patch32.*huggingface\.co/openai/clip-vit-base-patch32"):
         evaluate(["clip-music"], dance / "pred")
 
 

@@ -177,7 +177,7 @@ def use_trainable_only_weights(accelerator) -> None:
     """
 
     def save_hook(models, weights, output_dir):
-        for model, sd in zip(models, weights):
+        for model, sd in zip(models, weights, strict=True):
             keep = _kept_names(model)
             for k in [k for k in sd if k not in keep]:
                 del sd[k]

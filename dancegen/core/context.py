@@ -7,9 +7,10 @@ monkeypatching ``forward`` or widening diffusers call signatures. No torch impor
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import Tensor
@@ -21,16 +22,19 @@ class FrameContext:
 
     Attributes:
         num_frames: F, frames per clip; tokens are ``(B*F, N, C)`` frame-major (index = b*F + f).
-        flows: optional cache keyed by the ``(h, w)`` of a UNet level -> align index (or flow) at that level.
-            Filled lazily by the blocks from ``flow_to_ref``.
-        flow_to_ref: ``(B, F, 2, H_lat, W_lat)`` float flow from each frame to its subspace reference frame, in
-            latent pixels (x, y), or None (no motion-flow alignment).
+        flows: per-call cache ``(h, w, frame_offset) -> (B, F, h*w)`` align index at a UNet level, filled lazily by
+            the STSA blocks from ``flow_to_ref`` (a caller may also pre-fill it). Reset by using a new context.
+        flow_to_ref: flow ``(dx, dy)`` in latent pixels from each frame to its subspace reference frame, as
+            ``(B, F, 2, H_lat, W_lat)`` (used by partitions with temporal offset 0) or ``{frame_offset: (B, F, 2,
+            H_lat, W_lat)}`` with one flow per STSA half (offsets 0 and ``s_f // 2``; the reference frames are
+            ``dancegen.core.align.required_reference_frames(F, s_f)``). None: no motion-flow alignment (the "SA"
+            ablation). A batch of B clips also serves 2B under classifier-free guidance.
         extra: free-form per-call data (e.g. RCA caches, debug switches).
     """
 
     num_frames: int
-    flows: dict[tuple[int, int], "Tensor"] | None = None
-    flow_to_ref: "Tensor | None" = None
+    flows: dict[tuple[int, ...], Tensor] | None = None
+    flow_to_ref: Tensor | dict[int, Tensor] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 

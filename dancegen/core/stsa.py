@@ -17,7 +17,7 @@ over windows or frames.
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -116,11 +116,11 @@ def window_layout(T: int, h: int, w: int, s: Size3, shift: bool) -> tuple[Size3,
         ``(window, offset, padded)``, each ``(frames, height, width)``.
     """
     win, off = [], []
-    for size, sz in zip((T, h, w), s):
+    for size, sz in zip((T, h, w), s, strict=False):
         wv, ov = clip_window(size, int(sz), int(sz) // 2 if shift else 0)
         win.append(wv)
         off.append(ov)
-    padded = tuple(int(math.ceil(n / m) * m) for n, m in zip((T, h, w), win))
+    padded = tuple(int(math.ceil(n / m) * m) for n, m in zip((T, h, w), win, strict=False))
     return tuple(win), tuple(off), padded
 
 

@@ -188,7 +188,7 @@ def _cycle(data: Iterable) -> Iterator:
         epoch += 1
 
 
-# --- parameters, optimizer, schedule ----------------------------------------------------------------------------------
+# --- parameters, optimizer, schedule --------------------------------------------------------------------------------
 
 
 def _name_examples(names: list[str], k: int = 4) -> str:
@@ -246,7 +246,8 @@ def group_parameters(model, groups: list[ParamGroup], optim: OptimConfig) -> lis
     for n, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        target = next((o for o, g in zip(out, groups) if any(pattern_matches(n, q) for q in g.patterns)), default)
+        matching = (o for o, g in zip(out, groups, strict=True) if any(pattern_matches(n, q) for q in g.patterns))
+        target = next(matching, default)
         target.names.append(n)
         target.params.append(p)
     return out + [default]
@@ -295,7 +296,7 @@ def build_scheduler(optimizer, optim: OptimConfig, total_steps: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-# --- accelerate, logging, RNG -----------------------------------------------------------------------------------------
+# --- accelerate, logging, RNG ---------------------------------------------------------------------------------------
 
 
 def make_accelerator(config: TrainLoopConfig):
@@ -593,12 +594,12 @@ class Trainer:
         keys = sorted(window)  # same order on every process
         vec = torch.stack([torch.as_tensor(window[k], dtype=torch.float32, device=acc.device) for k in keys]) / n
         vec = acc.reduce(vec, reduction="mean").tolist()
-        values = dict(zip(keys, vec))
+        values = dict(zip(keys, vec, strict=True))
         if not np.isfinite(values["loss"]) and cfg.mixed_precision != "fp16":
             raise FloatingPointError(f"the training loss is {values['loss']} at step {self.step}")
         record: dict[str, Any] = {"step": self.step, "loss": values.pop("loss"), "lr": lrs[0]}
         if len(lrs) > 1:
-            record.update({f"lr/{g['name']}": lr for g, lr in zip(self.optimizer.param_groups, lrs)})
+            record.update({f"lr/{g['name']}": lr for g, lr in zip(self.optimizer.param_groups, lrs, strict=True)})
         if grad_norm is not None:
             record["grad_norm"] = float(grad_norm)
         record.update(values)

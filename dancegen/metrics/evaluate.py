@@ -169,6 +169,11 @@ class EvalContext:
     def _peek_weight(self, name: str) -> dict:
         if name == "clip":
             return self.weight_info.get("clip", {"name": "clip", "model": self.options.get("clip_model")})
+        if name == "clip-cs":
+            from dancegen.metrics.backbones.wav2clip import CS_CLIP_MODEL
+
+            model = self.options.get("cs_clip_model") or CS_CLIP_MODEL
+            return self.weight_info.get("clip-cs", {"name": "clip-cs", "model": str(model)})
         self.weight(name)
         return self.weight_info[name]
 
@@ -429,6 +434,7 @@ def _json_num(x):
 def evaluate(metrics: list[str] | str, pred, gt=None, audio=None, prompt: str | None = None, poses=None,
              weights_dir=None, out=None, resize=None, device: str = "cpu", *, frames: str = "strict",
              max_frames: int | None = None, pred_poses=None, masks=None, iuv=None, clip_model: str | None = None,
+             cs_clip_model: str | None = None,
              fvd_clips: str = "first", fvd_resize: str | None = None, fid_resize: str = "pytorch-fid",
              fd_method: str = "sqrtm", allow_download: bool = False, random_weights: bool = False, resume: bool = True,
              progress: Callable[[str, str, str], None] | None = None) -> dict:
@@ -453,6 +459,7 @@ def evaluate(metrics: list[str] | str, pred, gt=None, audio=None, prompt: str | 
         iuv: DensePose-style IUV of the prediction for `h-mse`: an `(F, H, W, 3)` array, an `.npz` (`iuv`, or
             `parts` + `uv` as `dancegen synth` writes), or a folder of `<id>.npz` / `<id>/iuv.npz`.
         clip_model: CLIP folder or hub id (default openai/clip-vit-large-patch14).
+        cs_clip_model: CLIP for `clip-music` (default openai/clip-vit-base-patch32: Wav2CLIP's 512-d space).
         fvd_clips: "first" (one 16-frame clip per video, StyleGAN-V/TF), "all" (non-overlapping) or "sliding".
         fvd_resize: "stretch" (TF reference, styleganv default) or "short-side-crop" (videogpt default).
         fid_resize: "pytorch-fid" (bilinear 299 in torch) or "clean" (clean-fid's PIL bicubic).
@@ -487,7 +494,7 @@ def evaluate(metrics: list[str] | str, pred, gt=None, audio=None, prompt: str | 
     out_path = Path(out) if out is not None else None
     cache_dir = out_path.with_name(out_path.stem + ".cache") if out_path is not None else None
     options = {"fvd_clips": fvd_clips, "fvd_resize": fvd_resize, "fid_resize": fid_resize, "clip_model": clip_model,
-               "fd_method": fd_method}
+               "cs_clip_model": cs_clip_model, "fd_method": fd_method}
     array_masks = masks if isinstance(masks, np.ndarray) else None
     array_iuv = iuv if isinstance(iuv, np.ndarray) else None
     ctx = EvalContext(weights_dir, device, allow_download, random_weights, options, audio, poses, pred_poses, cache_dir,

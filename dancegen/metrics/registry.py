@@ -235,7 +235,7 @@ _ALL: tuple[MetricSpec, ...] = (
                {"scale": "100*cos", "frames": "all"}, "CLIP text-frame alignment (x100)"),
     MetricSpec("clip-frame", "single", "transformers", _clip_frame, (), True, ("clip",),
                {"scale": "100*cos", "pairs": "adjacent"}, "CLIP adjacent-frame similarity (x100; TC = /100)"),
-    MetricSpec("clip-music", "single", "transformers", _clip_music, ("audio",), True, ("wav2clip", "clip"),
+    MetricSpec("clip-music", "single", "transformers", _clip_music, ("audio",), True, ("wav2clip", "clip-cs"),
                {"scale": "cos", "clip": "ViT-B/32 (openai/clip-vit-base-patch32)", "frames": "all",
                 "video_embedding": "renormalised mean of L2-normalised frame embeddings",
                 "audio": "mono, first F/fps seconds, librosa.resample to 16 kHz, Wav2CLIP clip-level"},

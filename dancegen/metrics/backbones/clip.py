@@ -49,7 +49,7 @@ class ClipEmbedder:
             raise MissingWeightsError(
                 f"CLIP model {self.name!r} is not available locally ({str(e).splitlines()[0][:160]}); pass a folder "
                 f"saved with CLIPModel.save_pretrained + its processor, or allow downloads to fetch it from the "
-                f"Hugging Face hub (https://huggingface.co/{DEFAULT_CLIP})") from None
+                f"Hugging Face hub (https://huggingface.co/{self.name})") from None
         try:
             self.tokenizer = CLIPTokenizer.from_pretrained(self.name, local_files_only=local)
         except OSError:

@@ -283,7 +283,7 @@ def cs_backbones(ctx) -> tuple[object, Wav2CLIP]:
 
         model = ctx.options.get("cs_clip_model") or CS_CLIP_MODEL
         nets["cs-clip"] = ClipEmbedder(model, ctx.device, allow_download=ctx.allow_download)
-        ctx.weight_info["clip"] = {"name": "clip", "model": str(model), "sha256": _dir_weights_hash(model)}
+        ctx.weight_info["clip-cs"] = {"name": "clip-cs", "model": str(model), "sha256": _dir_weights_hash(model)}
     if "wav2clip" not in nets:
         path = ctx.weight("wav2clip")
         torch.manual_seed(0)  # reproducible random-init runs (tests)
