@@ -93,15 +93,13 @@ def _brute_force_windows(attn: SubspaceAttention, x: torch.Tensor, s, off) -> to
     pos = pos.reshape(-1, 3)
     win_id = torch.div(pos - torch.tensor(off), torch.tensor(s), rounding_mode="floor")
     tok = x.reshape(B, -1, C)
-    q, k, v = attn.to_q(tok), attn.to_k(tok), attn.to_v(tok)
-    out = torch.zeros_like(tok)
+    q, k, v = (p(tok).view(B, -1, heads, d) for p in (attn.to_q, attn.to_k, attn.to_v))
+    out = torch.zeros(B, tok.shape[1], heads, d)
     for i in range(pos.shape[0]):
         keys = (win_id == win_id[i]).all(-1).nonzero()[:, 0]
-        for hd in range(heads):
-            sl = slice(hd * d, (hd + 1) * d)
-            score = (k[:, keys, sl] @ q[:, i, sl].unsqueeze(-1)).squeeze(-1) / math.sqrt(d)  # (B, K)
-            out[:, i, sl] = (score.softmax(-1).unsqueeze(-1) * v[:, keys, sl]).sum(1)
-    return attn.to_out(out).view(B, T, h, w, C)
+        score = torch.einsum("bhd,bkhd->bhk", q[:, i], k[:, keys]) / math.sqrt(d)
+        out[:, i] = torch.einsum("bhk,bkhd->bhd", score.softmax(-1), v[:, keys])
+    return attn.to_out(out.reshape(B, -1, C)).view(B, T, h, w, C)
 
 
 @pytest.mark.parametrize("shape, s", [((4, 4, 6), (2, 2, 4)), ((3, 5, 5), (2, 2, 2)), ((4, 4, 4), (4, 2, 2)),

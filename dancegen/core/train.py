@@ -171,7 +171,7 @@ class _IndexStream:
 
 def _cycle(data: Iterable) -> Iterator:
     """Re-iterate `data` forever (calling `set_epoch` when it has one). A one-shot iterator is used once."""
-    if iter(data) is data:
+    if isinstance(data, Iterator):
         yield from data
         raise ValueError("the training data iterator ran out; pass a re-iterable (Dataset, DataLoader, list) or an "
                          "InfiniteLoader")
