@@ -23,6 +23,7 @@ from dancegen.flow.pose_flow import pose_sequence_flow
 from dancegen.flow.warp import flow_stats
 from dancegen.pose.sequence import PoseSequence
 
+
 @dataclass
 class Clip:
     name: str

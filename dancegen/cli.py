@@ -6,9 +6,8 @@ Heavy libraries (torch, diffusers, librosa) are imported inside api functions, s
 from __future__ import annotations
 
 import functools
-import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -73,7 +72,7 @@ def main_options(
     seed: Annotated[int, typer.Option(help="Seed for every random choice (written to output metadata).")] = 0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="More detail, progress bars even when piped.")] = False,
-    version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True,
+    version: Annotated[bool | None, typer.Option("--version", callback=_version, is_eager=True,
                                                     help="Print the version and exit.")] = None,
 ):
     """Global options go before the verb: `dancegen --device cpu --seed 3 synth -o out/`."""
@@ -142,7 +141,7 @@ Out = Annotated[Path, typer.Option("--output", "-o", help="Output folder (OpenPo
 
 @pose_verb("convert")
 def pose_convert_cmd(src: Src, out: Out, to: Annotated[str, typer.Option(help="Target format.")] = "coco18",
-                     fps: Annotated[Optional[float], typer.Option(help="Override the frame rate.")] = None):
+                     fps: Annotated[float | None, typer.Option(help="Override the frame rate.")] = None):
     """Convert poses between coco18, coco17, aist, dwpose133 and mediapipe33.
 
     Example: [cyan]dancegen pose convert poses/ --to coco17 -o poses_coco17.npz[/cyan]
@@ -155,7 +154,7 @@ def pose_convert_cmd(src: Src, out: Out, to: Annotated[str, typer.Option(help="T
 @pose_verb("render")
 def pose_render_cmd(src: Src,
                     out: Annotated[Path, typer.Option("--output", "-o", help=".mp4, .gif or a folder for PNGs.")],
-                    width: Optional[int] = None, height: Optional[int] = None,
+                    width: int | None = None, height: int | None = None,
                     hands: Annotated[bool, typer.Option(help="Draw hands when present.")] = True,
                     face: Annotated[bool, typer.Option(help="Draw face points when present.")] = True,
                     threshold: Annotated[float, typer.Option(help="Confidence below which joints are skipped.")] = 0.3):
@@ -172,7 +171,7 @@ def pose_render_cmd(src: Src,
 def pose_smooth_cmd(src: Src, out: Out,
                     method: Annotated[str, typer.Option(help="one_euro | savgol | gaussian.")] = "one_euro",
                     max_gap: Annotated[int, typer.Option(help="Interpolate gaps up to this many frames.")] = 5,
-                    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Method parameter k=v.")] = None):
+                    set_: Annotated[list[str] | None, typer.Option("--set", help="Method parameter k=v.")] = None):
     """Reduce temporal jitter of extracted poses; missing joints stay missing beyond --max-gap.
 
     Example: [cyan]dancegen pose smooth poses/ -o smooth/ --method one_euro --set beta=0.05[/cyan]
@@ -203,7 +202,7 @@ def pose_retarget_cmd(
     _report(api.pose_retarget(driving, ref, out, mode=mode, root=root), ("frames", "mode", "poses", "pose_video"))
 
 
-Shard = Annotated[Optional[str], typer.Option("--shard", help="K/N: do the K-th of N parts of a batch (1-based).")]
+Shard = Annotated[str | None, typer.Option("--shard", help="K/N: do the K-th of N parts of a batch (1-based).")]
 
 
 @verb("demo")
@@ -245,12 +244,12 @@ def synth_cmd(
     layout: Annotated[str, typer.Option(help="clips | tiktok (DisCo-like) | aist (AIST++-like) | humanml3d.")]
     = "clips",
     size: Annotated[str, typer.Option(help="N (square) or WxH, 64 to 512 px.")] = "256",
-    seconds: Annotated[Optional[float], typer.Option(help="Clip length in seconds (default 4).")] = None,
-    frames: Annotated[Optional[int], typer.Option(help="Clip length in frames (wins over --seconds).")] = None,
+    seconds: Annotated[float | None, typer.Option(help="Clip length in seconds (default 4).")] = None,
+    frames: Annotated[int | None, typer.Option(help="Clip length in frames (wins over --seconds).")] = None,
     fps: Annotated[float, typer.Option(help="Frame rate.")] = 24.0,
-    motion: Annotated[Optional[str], typer.Option(help='Motion in words, e.g. "a person jumps and spins". '
+    motion: Annotated[str | None, typer.Option(help='Motion in words, e.g. "a person jumps and spins". '
                                                        "Default: a random dance on the beat.")] = None,
-    camera: Annotated[Optional[str], typer.Option(help="static | pan | zoom | shake (default: random).")] = None,
+    camera: Annotated[str | None, typer.Option(help="static | pan | zoom | shake (default: random).")] = None,
     flow: Annotated[bool, typer.Option(help="Write forward/backward ground-truth flow.")] = True,
     workers: Annotated[int, typer.Option(help="Parallel worker processes.")] = 1,
     overwrite: Annotated[bool, typer.Option(help="Re-render clips that are already finished.")] = False,
@@ -277,26 +276,26 @@ def synth_cmd(
 @verb("evaluate")
 def evaluate_cmd(
     metric: Annotated[str, typer.Option("--metric", "-m", help="NAME[,NAME...]; `--metric list` shows them all.")],
-    pred: Annotated[Optional[Path], typer.Option(help="Generated video, frame folder, or a folder of either.")] = None,
-    gt: Annotated[Optional[Path], typer.Option(help="Ground truth in the same layout, paired by name.")] = None,
-    out: Annotated[Optional[Path], typer.Option("--output", "-o", help="report.json (+ .csv; its .cache/ resumes).")]
+    pred: Annotated[Path | None, typer.Option(help="Generated video, frame folder, or a folder of either.")] = None,
+    gt: Annotated[Path | None, typer.Option(help="Ground truth in the same layout, paired by name.")] = None,
+    out: Annotated[Path | None, typer.Option("--output", "-o", help="report.json (+ .csv; its .cache/ resumes).")]
     = None,
-    audio: Annotated[Optional[Path], typer.Option(help="Music: one WAV, or a folder of <id>.wav.")] = None,
-    prompt: Annotated[Optional[str], typer.Option(help="Text prompt for clip-text.")] = None,
-    poses: Annotated[Optional[Path], typer.Option(help="Driving poses (pose-mse): folder or <id>/ per video.")]
+    audio: Annotated[Path | None, typer.Option(help="Music: one WAV, or a folder of <id>.wav.")] = None,
+    prompt: Annotated[str | None, typer.Option(help="Text prompt for clip-text.")] = None,
+    poses: Annotated[Path | None, typer.Option(help="Driving poses (pose-mse): folder or <id>/ per video.")]
     = None,
-    pred_poses: Annotated[Optional[Path], typer.Option(help="Poses of the generated videos (else extracted).")]
+    pred_poses: Annotated[Path | None, typer.Option(help="Poses of the generated videos (else extracted).")]
     = None,
-    masks: Annotated[Optional[str], typer.Option(help="Person masks for *-body/*-background metrics: DIR or auto.")]
+    masks: Annotated[str | None, typer.Option(help="Person masks for *-body/*-background metrics: DIR or auto.")]
     = None,
-    iuv: Annotated[Optional[Path], typer.Option(help="IUV maps of the prediction for h-mse (.npz or folder).")]
+    iuv: Annotated[Path | None, typer.Option(help="IUV maps of the prediction for h-mse (.npz or folder).")]
     = None,
-    weights_dir: Annotated[Optional[Path], typer.Option(help="Folder with backbone weight files.")] = None,
-    resize: Annotated[Optional[str], typer.Option(help="Resize frames first: N or WxH.")] = None,
+    weights_dir: Annotated[Path | None, typer.Option(help="Folder with backbone weight files.")] = None,
+    resize: Annotated[str | None, typer.Option(help="Resize frames first: N or WxH.")] = None,
     frames: Annotated[str, typer.Option(help="strict (frame counts must match) | min.")] = "strict",
-    max_frames: Annotated[Optional[int], typer.Option(help="Read at most N frames per video.")] = None,
-    clip_model: Annotated[Optional[str], typer.Option(help="CLIP folder or hub id (clip-text, clip-frame).")] = None,
-    cs_clip_model: Annotated[Optional[str], typer.Option(help="CLIP ViT-B/32 folder or hub id for clip-music.")]
+    max_frames: Annotated[int | None, typer.Option(help="Read at most N frames per video.")] = None,
+    clip_model: Annotated[str | None, typer.Option(help="CLIP folder or hub id (clip-text, clip-frame).")] = None,
+    cs_clip_model: Annotated[str | None, typer.Option(help="CLIP ViT-B/32 folder or hub id for clip-music.")]
     = None,
     fvd_clips: Annotated[str, typer.Option(help="first | all | sliding 16-frame clips per video.")] = "first",
     allow_download: Annotated[bool, typer.Option(help="Fetch missing backbone files from their usual source.")]
@@ -353,17 +352,17 @@ def extract_pose_cmd(
                                               "openpose-json (import).")] = "blazepose",
     fmt: Annotated[str, typer.Option("--format", help="Format of poses.npz (OpenPose JSON is always COCO-18).")]
     = "coco18",
-    size: Annotated[Optional[str], typer.Option(help="Output size: N (longer side) or WxH. Default: the source's.")]
+    size: Annotated[str | None, typer.Option(help="Output size: N (longer side) or WxH. Default: the source's.")]
     = None,
-    smooth: Annotated[Optional[str], typer.Option(help="Smooth jitter: one_euro | savgol | gaussian.")] = None,
+    smooth: Annotated[str | None, typer.Option(help="Smooth jitter: one_euro | savgol | gaussian.")] = None,
     mode: Annotated[str, typer.Option(help="auto | image (detect every frame) | video (track).")] = "auto",
     maps: Annotated[bool, typer.Option(help="Write pose_maps/ PNGs.")] = True,
     video: Annotated[bool, typer.Option(help="Write pose.mp4.")] = True,
     masks: Annotated[bool, typer.Option(help="Write person masks (blazepose).")] = True,
     cache: Annotated[bool, typer.Option(help="Reuse an earlier result for the same input and options.")] = True,
-    model_dir: Annotated[Optional[Path], typer.Option(help="BlazePose model folder.")] = None,
-    weights_dir: Annotated[Optional[Path], typer.Option(help="DWPose ONNX folder.")] = None,
-    max_frames: Annotated[Optional[int], typer.Option(help="Only the first N frames.")] = None,
+    model_dir: Annotated[Path | None, typer.Option(help="BlazePose model folder.")] = None,
+    weights_dir: Annotated[Path | None, typer.Option(help="DWPose ONNX folder.")] = None,
+    max_frames: Annotated[int | None, typer.Option(help="Only the first N frames.")] = None,
     shard: Shard = None,
 ):
     """Extract the dancer's pose from every frame: OpenPose JSON (COCO-18), ControlNet pose maps, a pose video and
@@ -393,9 +392,9 @@ def flow_cmd(
     out: Annotated[Path, typer.Option("--output", "-o", help="Output folder.")],
     method: Annotated[str, typer.Option(help="pose (from skeletons alone) | dis | farneback | raft.")] = "pose",
     direction: Annotated[str, typer.Option(help="forward (t -> t+1) | backward (t+1 -> t).")] = "forward",
-    size: Annotated[Optional[str], typer.Option(help="Work size: N (square) or WxH. Default: the source's.")] = None,
-    weights: Annotated[Optional[Path], typer.Option(help="RAFT checkpoint (torchvision raft_large .pth).")] = None,
-    gt: Annotated[Optional[Path], typer.Option(help="Ground-truth flows .npz: report end-point error.")] = None,
+    size: Annotated[str | None, typer.Option(help="Work size: N (square) or WxH. Default: the source's.")] = None,
+    weights: Annotated[Path | None, typer.Option(help="RAFT checkpoint (torchvision raft_large .pth).")] = None,
+    gt: Annotated[Path | None, typer.Option(help="Ground-truth flows .npz: report end-point error.")] = None,
     fmt: Annotated[str, typer.Option("--format", help="flo (one .flo per pair) | npz (one flows.npz).")] = "flo",
     preview: Annotated[bool, typer.Option(help="Write preview.mp4 (colour wheel).")] = True,
     iters: Annotated[int, typer.Option(help="RAFT refinement iterations.")] = 12,

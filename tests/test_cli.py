@@ -51,8 +51,8 @@ def test_every_verb_has_help_with_an_example(verb):
 
 
 def test_bad_device_is_one_line_exit_2():
-    from dancegen.runtime import resolve_device
     from dancegen.errors import InputError
+    from dancegen.runtime import resolve_device
 
     with pytest.raises(InputError, match="--device"):
         resolve_device("tpu")

@@ -58,16 +58,18 @@ def test_residuals_equal_diffusers_multicontrolnet_per_frame():
         err = 0.0
         for b in range(B):
             for f in range(F):
-                down, mid = multi(x[b:b + 1, :, f], torch.tensor([7]), ehs[b:b + 1], [pose[b:b + 1, :, f], bg[b:b + 1]],
-                                  [0.8, 0.5], return_dict=False)
+                conds = [pose[b:b + 1, :, f], bg[b:b + 1]]
+                down, mid = multi(x[b:b + 1, :, f], torch.tensor([7]), ehs[b:b + 1], conds, [0.8, 0.5],
+                                  return_dict=False)
                 i = b * F + f
-                err = max(err, *((r[i] - d[0]).abs().max().item() for r, d in zip(res.down, down)),
+                err = max(err, *((r[i] - d[0]).abs().max().item() for r, d in zip(res.down, down, strict=True)),
                           (res.mid[i] - mid[0]).abs().max().item())
-    assert len(res.down) == 4 and res.down[0].shape == (B * F, 32, H, H) and res.mid.shape == (B * F, 64, H // 2, H // 2)
+    assert len(res.down) == 4 and res.down[0].shape == (B * F, 32, H, H)
+    assert res.mid.shape == (B * F, 64, H // 2, H // 2)
     assert res.mid.abs().max().item() > 1e-3
     print(f"max |DisCoControlNets - per-frame MultiControlNetModel| = {err:.2e}")
     assert err < 1e-5
-    assert max((a - c).abs().max().item() for a, c in zip(res.down, chunked.down)) < 1e-5
+    assert max((a - c).abs().max().item() for a, c in zip(res.down, chunked.down, strict=True)) < 1e-5
 
 
 def test_video_unet_with_residuals_equals_2d_controlnet_path_per_frame():
@@ -82,10 +84,11 @@ def test_video_unet_with_residuals_equals_2d_controlnet_path_per_frame():
         y_plain = video(x, 7, ehs).sample
         for b in range(B):
             for f in range(F):
-                d1, m1 = cn.pose(x[b:b + 1, :, f], 7, ehs[b:b + 1], controlnet_cond=pose[b:b + 1, :, f], return_dict=False)
-                d2, m2 = cn.background(x[b:b + 1, :, f], 7, ehs[b:b + 1], controlnet_cond=bg[b:b + 1], return_dict=False)
-                y2d = ref(x[b:b + 1, :, f], 7, ehs[b:b + 1], down_block_additional_residuals=[a + c for a, c in zip(d1, d2)],
-                          mid_block_additional_residual=m1 + m2).sample
+                xf, e = x[b:b + 1, :, f], ehs[b:b + 1]
+                d1, m1 = cn.pose(xf, 7, e, controlnet_cond=pose[b:b + 1, :, f], return_dict=False)
+                d2, m2 = cn.background(xf, 7, e, controlnet_cond=bg[b:b + 1], return_dict=False)
+                down = [a + c for a, c in zip(d1, d2, strict=True)]
+                y2d = ref(xf, 7, e, down_block_additional_residuals=down, mid_block_additional_residual=m1 + m2).sample
                 assert (y[b, :, f] - y2d[0]).abs().max().item() < 1e-4
     assert (y - y_plain).abs().max().item() > 1e-3  # the residuals do change the output
 

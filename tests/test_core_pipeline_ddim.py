@@ -5,8 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dancegen.core.schedulers import (concat_batch, ddim_invert, ddim_sample, ddim_scheduler_sd15, guided_prediction,
-                                      shared_noise)
+from dancegen.core.schedulers import (
+    concat_batch,
+    ddim_invert,
+    ddim_sample,
+    ddim_scheduler_sd15,
+    guided_prediction,
+    shared_noise,
+)
 from dancegen.core.unet3d import TINY_UNET_CONFIG, VideoUNet
 
 

@@ -18,7 +18,7 @@ def test_windows_cover_every_frame_with_full_length_windows(num_frames, window, 
         covered[sl] += 1
     assert (covered >= 1).all()
     assert wins[0].start == 0 and wins[-1].stop == num_frames
-    for a, b in zip(wins, wins[1:]):
+    for a, b in zip(wins, wins[1:], strict=False):
         assert a.start < b.start and a.stop - b.start >= overlap  # consecutive windows share >= overlap frames
 
 

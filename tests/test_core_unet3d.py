@@ -1,4 +1,4 @@
-"""VideoUNet inflation: identity at init vs the 2D UNet per frame, temporal mixing, groups, save/load, full-size config."""
+"""VideoUNet inflation: identity at init vs 2D UNet per frame, temporal mixing, groups, save/load, SD-1.5 size."""
 
 from __future__ import annotations
 
@@ -176,7 +176,8 @@ def test_save_load_round_trip_and_2d_keys(tmp_path):
     from diffusers import ControlNetModel
 
     cn = ControlNetModel.from_unet(video.unet, conditioning_embedding_out_channels=(16, 32))
-    assert torch.equal(cn.down_blocks[0].attentions[0].proj_in.weight, video.unet.down_blocks[0].attentions[0].proj_in.weight)
+    w = video.unet.down_blocks[0].attentions[0].proj_in.weight
+    assert torch.equal(cn.down_blocks[0].attentions[0].proj_in.weight, w)
 
 
 def test_spatial_attn_switch_installs_frame_processors():

@@ -9,7 +9,7 @@ from dancegen.core import weights
 from dancegen.core.conditioning import tiny_clip_vision_config
 from dancegen.core.schedulers import ddim_scheduler_sd15
 from dancegen.core.unet3d import TINY_UNET_CONFIG
-from dancegen.core.weights import (ResolvedModel, apply_runtime, load_sd15_components, plan_runtime, resolve_model)
+from dancegen.core.weights import ResolvedModel, apply_runtime, load_sd15_components, plan_runtime, resolve_model
 from dancegen.errors import InputError, MissingWeightsError
 
 
@@ -90,6 +90,7 @@ def test_wrong_layout_and_unknown_kind(tmp_path, sd_folder):
         resolve_model(tmp_path / "half", kind="sd15")
     with pytest.raises(InputError, match="unknown model kind"):
         resolve_model(sd_folder, kind="sdxl")
+    (tmp_path / "half" / "unet" / "config.json").write_text("{}")
     with pytest.raises(MissingWeightsError, match="missing vae/config.json"):
         load_sd15_components(tmp_path / "half")
 

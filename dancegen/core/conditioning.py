@@ -29,7 +29,9 @@ REFERENCE_MODES = ("global", "local")
 UNCOND_MODES = ("zero_embed", "zero_image")
 
 
-def clip_preprocess(images: torch.Tensor, size: int = 224, value_range: tuple[float, float] = (-1.0, 1.0)) -> torch.Tensor:
+def clip_preprocess(
+    images: torch.Tensor, size: int = 224, value_range: tuple[float, float] = (-1.0, 1.0)
+) -> torch.Tensor:
     """Resize to ``size x size`` (bicubic) and normalise with the CLIP mean/std, on tensors (no PIL).
 
     Follows the sd-image-variations model card (square resize to 224, bicubic, no centre crop).
@@ -91,7 +93,8 @@ class ReferenceEncoder(nn.Module):
                 projection = ReferenceProjection(vp.in_features, vp.out_features)
                 projection.proj.load_state_dict(vp.state_dict())
                 p = next(image_encoder.parameters())
-                projection = projection.to(device=p.device, dtype=p.dtype)
+                if p.device.type != "cpu" or p.dtype != torch.float32:  # new modules are fp32 on CPU
+                    projection = projection.to(device=p.device, dtype=p.dtype)
             self.projection = projection
 
     @property

@@ -12,7 +12,8 @@ interior, linear cross-fade exactly over each overlap with a neighbour) and "fla
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 

@@ -54,7 +54,9 @@ class LatentControlNetModel(ControlNetModel):
         )
 
     @classmethod
-    def from_unet(cls, unet: UNet2DConditionModel, load_weights_from_unet: bool = True, **kwargs) -> "LatentControlNetModel":
+    def from_unet(
+        cls, unet: UNet2DConditionModel, load_weights_from_unet: bool = True, **kwargs
+    ) -> LatentControlNetModel:
         """Copy the UNet's encoder half (diffusers ``from_unet``) and init the latent embedding from ``unet.conv_in``.
 
         Args:
@@ -112,7 +114,7 @@ class DisCoControlNets(nn.Module):
         pose: bool = True,
         background: bool = True,
         pose_embedding_channels: tuple[int, ...] = (16, 32, 96, 256),
-    ) -> "DisCoControlNets":
+    ) -> DisCoControlNets:
         """Initialise both ControlNets from the image UNet (DisCo ``Net.__init__``).
 
         Args:
@@ -179,13 +181,13 @@ class DisCoControlNets(nn.Module):
             for net, cond, scale in runs:
                 d, m = net(x[sl], t[sl], encoder_hidden_states=ehs[sl], controlnet_cond=cond[sl].to(x.dtype),
                            conditioning_scale=scale, return_dict=False)
-                down_sum = list(d) if down_sum is None else [a + c for a, c in zip(down_sum, d)]
+                down_sum = list(d) if down_sum is None else [a + c for a, c in zip(down_sum, d, strict=True)]
                 mid_sum = m if mid_sum is None else mid_sum + m
             downs.append(down_sum)
             mids.append(mid_sum)
         if len(downs) == 1:
             return ControlResiduals(down=downs[0], mid=mids[0])
-        return ControlResiduals(down=[torch.cat(z, 0) for z in zip(*downs)], mid=torch.cat(mids, 0))
+        return ControlResiduals(down=[torch.cat(z, 0) for z in zip(*downs, strict=True)], mid=torch.cat(mids, 0))
 
 
 def _fold_timestep(t: torch.Tensor | float | int, b: int, f: int, device: torch.device) -> torch.Tensor:

@@ -17,7 +17,8 @@ video UNet, a windowed call (``context_windows.windowed_unet_call``) or a per-fr
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -39,7 +40,7 @@ def concat_batch(a: Any, b: Any) -> Any:
     if isinstance(a, (list, tuple)):
         if len(a) != len(b):
             raise ValueError("cond and uncond lists differ in length")
-        return type(a)(concat_batch(x, y) for x, y in zip(a, b))
+        return type(a)(concat_batch(x, y) for x, y in zip(a, b, strict=True))
     if a is None and b is None:
         return None
     if a != b:

@@ -20,9 +20,10 @@ is the plain image model. Nothing here touches ``forward`` methods.
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import torch
 from diffusers import UNet2DConditionModel
@@ -188,7 +189,7 @@ class VideoUNet(ModelMixin, ConfigMixin):
         temporal_locations: str | list[str] = "all",
         temporal_factory: Any = None,
         **temporal_kwargs: Any,
-    ) -> "VideoUNet":
+    ) -> VideoUNet:
         """Inflate a (pretrained) image UNet. The UNet is adopted, not copied: its weights are shared.
 
         Args:

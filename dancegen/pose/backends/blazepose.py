@@ -29,7 +29,6 @@ job). When a tracked ROI loses the person, we re-detect on the same frame instea
 from __future__ import annotations
 
 import contextlib
-
 import math
 import os
 import time
