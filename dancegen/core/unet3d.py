@@ -266,7 +266,7 @@ class VideoUNet(ModelMixin, ConfigMixin):
         encoder_hidden_states: torch.Tensor,
         down_block_additional_residuals: Iterable[torch.Tensor] | None = None,
         mid_block_additional_residual: torch.Tensor | None = None,
-        flow_to_ref: torch.Tensor | None = None,
+        flow_to_ref: torch.Tensor | dict[int, torch.Tensor] | None = None,
         cross_attention_kwargs: dict | None = None,
         added_cond_kwargs: dict | None = None,
         class_labels: torch.Tensor | None = None,
@@ -280,8 +280,11 @@ class VideoUNet(ModelMixin, ConfigMixin):
             encoder_hidden_states: ``(B, L, D)`` shared by the frames of a clip, or ``(B*F, L, D)`` per frame.
             down_block_additional_residuals: ControlNet residuals per frame, each ``(B*F, C_k, H_k, W_k)``.
             mid_block_additional_residual: ``(B*F, C_mid, H_mid, W_mid)``.
-            flow_to_ref: ``(B, F, 2, H, W)`` flow from each frame to its subspace reference frame in latent pixels
-                (motion-flow-guided align, DYL §4.4), or None.
+            flow_to_ref: motion-flow-guided align (DYL §4.4): ``{frame_offset: (B, F, 2, H, W)}`` flows in latent
+                pixels from each frame to its subspace reference frame, one entry per subspace partition: offset 0 for
+                the unshifted half and ``s_f // 2`` for the shifted half of every STSA block
+                (`dancegen.core.align.required_reference_frames(F, s_f)` names the target frames). A single tensor
+                serves only the unshifted half (valid when the shift is off or F <= s_f). None: no align.
             cross_attention_kwargs / added_cond_kwargs / class_labels: passed to the image UNet unchanged.
             return_dict: return ``VideoUNetOutput`` (True) or a tuple.
 
