@@ -356,3 +356,57 @@ def evaluate(metrics: str | list[str], pred: PathLike, gt: PathLike | None = Non
     from dancegen.metrics.evaluate import evaluate as run
 
     return run(metrics, pred, gt=gt, out=out, **kwargs)
+
+
+# ---- animate / train (methods through the registry) ---------------------------------------------------------------
+
+
+def animate(ref: PathLike, poses: PathLike, out: PathLike, *, model: str | None = None, recipe: PathLike | None = None,
+            overrides: list[str] | None = None, background: PathLike | None = None,
+            ref_mask: PathLike | str | None = "auto", retarget: bool = True, frames: int | None = None,
+            steps: int | None = None, guidance_scale: float | None = None, size=None, device: str = "auto",
+            dtype: str = "auto", seed: int | None = None, dry_run: bool = False, preview: bool = True,
+            method: str = "dance-your-latents", progress=None) -> dict:
+    """Make the person in a reference photo dance the driving poses (Dance-Your-Latents by default).
+
+    See `dancegen.methods.dance_your_latents.animate.animate` for every argument; `method` picks a registered
+    method that implements `animate`.
+    """
+    from dancegen.registry import get_method
+
+    if seed is not None:
+        from dancegen.runtime import seed_everything
+
+        seed_everything(seed)
+    fn = get_method(method).load("animate")
+    return fn(ref, poses, out, model=model, recipe=recipe, overrides=overrides, background=background,
+              ref_mask=ref_mask, retarget=retarget, frames=frames, steps=steps, guidance_scale=guidance_scale,
+              size=size, device=device, dtype=dtype, seed=seed, dry_run=dry_run, preview=preview, progress=progress)
+
+
+def train(recipe: PathLike, overrides: list[str] | None = None, out: PathLike | None = None, resume: str = "auto",
+          device: str | None = None, progress=None) -> dict:
+    """Train a method from a recipe: the recipe's `method:` picks the method in the registry.
+
+    Args:
+        recipe: YAML recipe (may overlay another with `base:`).
+        overrides: `key=value` overrides.
+        out: run folder (default `runs/<recipe stem>`).
+        resume: "auto" | "never" | PATH of a checkpoint.
+        device: overrides the recipe's `train.device` when given.
+    """
+    from dancegen.registry import get_method, recipe_method
+    from dancegen.runtime import seed_everything
+
+    recipe = Path(recipe)
+    method = recipe_method(recipe)
+    if not method:
+        raise InputError("the recipe has no `method:` key naming the method to train", recipe)
+    spec = get_method(method)
+    sets = list(overrides or []) + ([f"train.device={device}"] if device and device != "auto" else [])
+    cfg = spec.load("load_config")(recipe, sets)
+    import torch  # noqa: F401  (imported first so that seed_everything seeds it: model initialisation draws from it)
+
+    seed_everything(cfg.seed)
+    out = Path(out) if out is not None else Path("runs") / recipe.stem
+    return spec.load("train")(cfg, out, resume=resume, progress=progress)

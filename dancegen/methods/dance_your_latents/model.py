@@ -1,0 +1,405 @@
+"""Dance-Your-Latents model: DisCo's controls on an inflated video UNet with STSA / MF (paper §4, spec §2).
+
+`build_model(config)` assembles, from an sd-image-variations-layout folder (real weights via
+`core.weights.load_sd15_components`) or from the tiny sizes of `model.tiny`:
+- the image UNet inflated with `VideoUNet.from_unet2d`, temporal blocks per variant / attention (`temporal_spec`);
+- DisCo's pose ControlNet and background ControlNet (`DisCoControlNets.from_unet`, initialised from the UNet);
+- the CLIP image encoder of the reference with DisCo's trainable projection (`ReferenceEncoder`);
+- the VAE and the DDIM scheduler.
+`DanceYourLatentsModel` holds them (an `nn.Module`, so the shared `Trainer` trains it by parameter names:
+`unet.temporal_blocks.*`, `unet.unet.*`, `controlnets.pose.*`, `controlnets.background.*`, `reference.projection.*`,
+`reference.image_encoder.*`, `vae.*`) and saves / loads a folder: `unet/` (the video UNet, temporal blocks
+included), `vae/`, `controlnet_pose/`, `controlnet_background/`, `image_encoder/`, `reference_projection/`,
+`scheduler/` and `dance_your_latents.yaml` (the resolved recipe). Every sub-model is a diffusers / transformers
+model, so each folder also loads with its own `from_pretrained`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from dancegen.errors import InputError, MissingWeightsError
+from dancegen.methods.dance_your_latents.config import DanceYourLatentsConfig, ModelConfig, TinyModelConfig
+
+MODEL_FILE = "dance_your_latents.yaml"
+MODEL_SUBDIR = "model"  # where `train` exports the model inside its output folder
+BUNDLED_MODEL = "dyl-tiny"
+TINY_RECIPE = "recipes/dance_your_latents/tiny_synth.yaml"
+SUBFOLDERS = ("unet", "vae", "controlnet_pose", "controlnet_background", "image_encoder", "reference_projection",
+              "scheduler")
+
+
+# ------------------------------------------------------------------------------------------------ variants
+def temporal_spec(model: ModelConfig) -> dict[str, Any]:
+    """How a variant / attention ablation maps onto `VideoUNet.from_unet2d` (spec §6 item 6).
+
+    - disco, vd: no temporal module ("VD" differs from DisCo only by the shared noise and the clip-level training).
+    - vd_sa, vd_sa_mf + subspace: STSA pairs (MF additionally feeds flows at call time).
+    - vd_sa + temporal: VDM-style temporal attention blocks.
+    - vd_sa + crossframe_*: no new module; the spatial self-attention takes K/V from the named frame(s).
+
+    Returns:
+        ``{"temporal": "stsa"|"temporal"|"none", "spatial_attn": mode, "kwargs": {...}}``.
+    """
+    if not model.has_temporal_blocks:
+        mode = model.attention.removeprefix("crossframe_") if model.attention.startswith("crossframe_") else "self"
+        if model.variant in ("disco", "vd"):
+            mode = "self"
+        return {"temporal": "none", "spatial_attn": mode, "kwargs": {}}
+    if model.attention == "temporal":
+        return {"temporal": "temporal", "spatial_attn": "self",
+                "kwargs": {"ff": model.ff, "frame_pos_emb": model.frame_pos_emb}}
+    return {"temporal": "stsa", "spatial_attn": "self",
+            "kwargs": {"subspace_size": [int(s) for s in model.subspace_size], "shift": model.shift, "ff": model.ff,
+                       "frame_pos_emb": model.frame_pos_emb}}
+
+
+# ------------------------------------------------------------------------------------------------ tiny parts
+def tiny_unet_config(tiny: TinyModelConfig, latent_size: int) -> dict:
+    """A small ``UNet2DConditionModel`` config of the SD layout (cross-attention on the first levels)."""
+    n = len(tiny.unet_channels)
+    down = ["CrossAttnDownBlock2D" if i < tiny.cross_attn_levels else "DownBlock2D" for i in range(n)]
+    up = ["CrossAttnUpBlock2D" if n - 1 - i < tiny.cross_attn_levels else "UpBlock2D" for i in range(n)]
+    return {"sample_size": int(latent_size), "in_channels": tiny.latent_channels, "out_channels": tiny.latent_channels,
+            "layers_per_block": tiny.layers_per_block, "attention_head_dim": tiny.attention_head_dim,
+            "block_out_channels": list(tiny.unet_channels), "cross_attention_dim": tiny.context_dim,
+            "norm_num_groups": tiny.norm_num_groups, "down_block_types": down, "up_block_types": up}
+
+
+def tiny_vae_config(tiny: TinyModelConfig, image_size: int) -> dict:
+    n = len(tiny.vae_channels)
+    return {"block_out_channels": list(tiny.vae_channels), "down_block_types": ["DownEncoderBlock2D"] * n,
+            "up_block_types": ["UpDecoderBlock2D"] * n, "latent_channels": tiny.latent_channels,
+            "norm_num_groups": tiny.norm_num_groups, "sample_size": int(image_size)}
+
+
+def _tiny_components(cfg: DanceYourLatentsConfig) -> dict[str, Any]:
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPVisionModelWithProjection
+
+    from dancegen.core.conditioning import tiny_clip_vision_config
+    from dancegen.core.schedulers import ddim_scheduler_sd15
+
+    tiny = cfg.model.tiny
+    size = max(int(r) for r in cfg.data.resolution)
+    factor = 2 ** (len(tiny.vae_channels) - 1)
+    vae = AutoencoderKL(**tiny_vae_config(tiny, size))
+    unet = UNet2DConditionModel(**tiny_unet_config(tiny, size // factor))
+    clip = CLIPVisionModelWithProjection(tiny_clip_vision_config(
+        image_size=tiny.clip_image_size, patch_size=tiny.clip_patch_size, hidden_size=tiny.clip_width,
+        intermediate_size=4 * tiny.clip_width, num_hidden_layers=tiny.clip_layers, projection_dim=tiny.context_dim))
+    return {"unet": unet, "vae": vae, "image_encoder": clip, "scheduler": ddim_scheduler_sd15(),
+            "pose_embedding_channels": list(tiny.pose_embedding_channels)}
+
+
+def _config_only_components(folder: Path) -> dict[str, Any]:
+    """Full-size parts from the folder's configs on the meta device (no weights read, no memory): build checks."""
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    with torch.device("meta"):
+        unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(folder / "unet"))
+        vae = AutoencoderKL.from_config(AutoencoderKL.load_config(folder / "vae"))
+        clip = CLIPVisionModelWithProjection(CLIPVisionConfig.from_pretrained(folder / "image_encoder"))
+    return {"unet": unet, "vae": vae, "image_encoder": clip,
+            "scheduler": DDIMScheduler.from_pretrained(folder, subfolder="scheduler")}
+
+
+# ------------------------------------------------------------------------------------------------ the container
+class DanceYourLatentsModel(nn.Module):
+    """Every network of Dance-Your-Latents in one module (what training sees) plus the scheduler.
+
+    Args:
+        unet: the inflated ``VideoUNet``.
+        vae: ``AutoencoderKL`` (frozen).
+        controlnets: ``DisCoControlNets`` (pose + background).
+        reference: ``ReferenceEncoder`` (frozen CLIP tower + trainable projection).
+        scheduler: the ``DDIMScheduler`` (its config also defines the training noise schedule).
+        config: the resolved recipe the model was built from (architecture in ``config.model``).
+    """
+
+    def __init__(self, unet, vae, controlnets, reference, scheduler, config: DanceYourLatentsConfig):
+        super().__init__()
+        self.unet = unet
+        self.vae = vae
+        self.controlnets = controlnets
+        self.reference = reference
+        self.scheduler = scheduler
+        self.config = config
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def scaling_factor(self) -> float:
+        return float(self.vae.config.scaling_factor)
+
+    def num_parameters_by_part(self) -> dict[str, int]:
+        """Parameter counts: unet (image UNet), temporal, controlnet_pose, controlnet_background, clip, projection, vae."""
+        groups = self.unet.num_parameters_by_group()
+        count = lambda m: 0 if m is None else sum(p.numel() for p in m.parameters())  # noqa: E731
+        return {"unet": groups["unet"] + groups["spatial_attn"], "temporal": groups["temporal"],
+                "controlnet_pose": count(self.controlnets.pose), "controlnet_background": count(self.controlnets.background),
+                "clip": count(self.reference.image_encoder), "projection": count(self.reference.projection),
+                "vae": count(self.vae)}
+
+    def predict_noise(self, z: torch.Tensor, t: torch.Tensor, context: torch.Tensor, pose_images: torch.Tensor,
+                      background_latents: torch.Tensor | None, flow_to_ref: dict[int, torch.Tensor] | None = None,
+                      pose_scale: float = 1.0, background_scale: float = 1.0) -> torch.Tensor:
+        """eps_theta(z_t, t, f, tau(p), mu(g)) of DisCo Eq. 3 on a clip (see `predict_noise`)."""
+        return predict_noise(self.unet, self.controlnets, z, t, context, pose_images, background_latents, flow_to_ref,
+                             pose_scale, background_scale)
+
+    # -------------------------------------------------------------------------------------------- save / load
+    def save_pretrained(self, folder: str | os.PathLike) -> Path:
+        """Write the model folder atomically (see the module docstring); returns it."""
+        from dancegen.config import save_config
+        from dancegen.io.atomic import atomic_dir
+
+        folder = Path(folder)
+        with atomic_dir(folder) as tmp:
+            self.unet.save_pretrained(tmp / "unet")
+            self.vae.save_pretrained(tmp / "vae")
+            if self.controlnets.pose is not None:
+                self.controlnets.pose.save_pretrained(tmp / "controlnet_pose")
+            if self.controlnets.background is not None:
+                self.controlnets.background.save_pretrained(tmp / "controlnet_background")
+            self.reference.image_encoder.save_pretrained(tmp / "image_encoder")
+            if self.reference.projection is not None:
+                self.reference.projection.save_pretrained(tmp / "reference_projection")
+            self.scheduler.save_pretrained(tmp / "scheduler")
+            save_config(self.config, tmp / MODEL_FILE)
+        return folder
+
+    @classmethod
+    def from_pretrained(cls, folder: str | os.PathLike, overrides: list[str] | None = None, dtype=None,
+                        device=None) -> DanceYourLatentsModel:
+        """Load a model folder written by `save_pretrained` (or a `train` output folder holding one in `model/`).
+
+        Args:
+            folder: the folder.
+            overrides: `--set` overrides applied to the stored recipe (inference / flow settings; architecture keys
+                must not change).
+            dtype / device: where to put the networks (None: fp32 on CPU).
+        """
+        from diffusers import AutoencoderKL, ControlNetModel, DDIMScheduler
+        from transformers import CLIPVisionModelWithProjection
+
+        from dancegen.core.conditioning import ReferenceEncoder, ReferenceProjection
+        from dancegen.core.controlnet import DisCoControlNets, LatentControlNetModel
+        from dancegen.core.unet3d import VideoUNet
+        from dancegen.methods.dance_your_latents.config import load_recipe
+
+        folder = model_folder(folder)
+        if folder is None:
+            raise InputError("not a Dance-Your-Latents model folder (no dance_your_latents.yaml)", path=folder)
+        cfg = load_recipe(folder / MODEL_FILE, overrides)
+        stored = load_recipe(folder / MODEL_FILE)
+        if asdict(stored.model) != asdict(cfg.model):
+            raise InputError("--set cannot change model.* of a trained model folder", path=folder / MODEL_FILE)
+        kw = {"torch_dtype": dtype} if dtype is not None else {}
+        unet = VideoUNet.from_pretrained(folder / "unet", **kw)
+        vae = AutoencoderKL.from_pretrained(folder / "vae", **kw)
+        pose = ControlNetModel.from_pretrained(folder / "controlnet_pose", **kw) \
+            if (folder / "controlnet_pose").is_dir() else None
+        bg = LatentControlNetModel.from_pretrained(folder / "controlnet_background", **kw) \
+            if (folder / "controlnet_background").is_dir() else None
+        clip = CLIPVisionModelWithProjection.from_pretrained(folder / "image_encoder", **kw)
+        proj = ReferenceProjection.from_pretrained(folder / "reference_projection", **kw) \
+            if (folder / "reference_projection").is_dir() else None
+        reference = ReferenceEncoder(clip, mode=cfg.model.reference, projection=proj)
+        scheduler = DDIMScheduler.from_pretrained(folder, subfolder="scheduler")
+        model = cls(unet, vae, DisCoControlNets(pose, bg), reference, scheduler, cfg).eval()
+        model.requires_grad_(False)
+        return model.to(device) if device is not None else model
+
+
+def model_folder(path: str | os.PathLike) -> Path | None:
+    """The DYL model folder at `path` (or `path/model/`, a `train` output), or None."""
+    p = Path(path)
+    for cand in (p, p / MODEL_SUBDIR):
+        if (cand / MODEL_FILE).is_file() and (cand / "unet").is_dir():
+            return cand
+    return None
+
+
+def bundled_model_path() -> Path:
+    """Where the bundled tiny model lives (``dancegen/assets/models/dyl-tiny``)."""
+    from dancegen.core.weights import BUNDLED_ROOT
+
+    return BUNDLED_ROOT / BUNDLED_MODEL
+
+
+def missing_bundled_model_error() -> MissingWeightsError:
+    where = bundled_model_path()
+    return MissingWeightsError(
+        f"the bundled Dance-Your-Latents model {BUNDLED_MODEL!r} is not installed (looked in {where}); train it with "
+        f"`dancegen train --recipe {TINY_RECIPE} -o runs/dyl-tiny` and copy runs/dyl-tiny/model to {where}, or pass "
+        "--model with a trained model folder or an sd-image-variations folder")
+
+
+# ------------------------------------------------------------------------------------------------ building
+def build_model(cfg: DanceYourLatentsConfig, base: str | os.PathLike | None = None, weights: str = "load",
+                dtype=None) -> DanceYourLatentsModel:
+    """Assemble the model of a recipe.
+
+    Args:
+        cfg: the recipe (``cfg.model.base`` is "tiny" or an sd-image-variations folder / hub id).
+        base: overrides ``cfg.model.base``.
+        weights: "load" (read the base weights), or "meta" (build from the folder's configs on the meta device,
+            no weights needed: checks that a full-size folder assembles, and counts parameters).
+        dtype: torch dtype of the loaded base weights (None: as stored).
+
+    Returns:
+        The model (train mode off, all gradients off; the trainer selects what trains). With
+        ``cfg.model.init_from`` set, the weights of that trained model folder are loaded on top.
+
+    Raises:
+        MissingWeightsError / InputError: the base cannot be found or has the wrong layout.
+    """
+    from dancegen.core.conditioning import ReferenceEncoder
+    from dancegen.core.controlnet import DisCoControlNets
+    from dancegen.core.unet3d import VideoUNet
+
+    ref = str(base if base is not None else cfg.model.base)
+    if weights not in ("load", "meta"):
+        raise ValueError(f"weights must be 'load' or 'meta', got {weights!r}")
+    if ref == "tiny":
+        parts = _tiny_components(cfg)
+    else:
+        parts = _sd_components(ref, weights, dtype)
+        parts["pose_embedding_channels"] = list(cfg.model.pose_embedding_channels)
+    unet2d = parts["unet"]
+    spec = temporal_spec(cfg.model)
+    meta = weights == "meta" and ref != "tiny"
+    with torch.device("meta") if meta else _nullcontext():
+        controlnets = DisCoControlNets.from_unet(unet2d, pose=True, background=cfg.model.background_controlnet,
+                                                 pose_embedding_channels=tuple(parts["pose_embedding_channels"]))
+        unet = VideoUNet.from_unet2d(unet2d, temporal=spec["temporal"], spatial_attn=spec["spatial_attn"],
+                                     **spec["kwargs"])
+        reference = ReferenceEncoder(parts["image_encoder"], mode=cfg.model.reference)
+    _check_sizes(cfg, unet2d, parts["vae"], reference, ref)
+    model = DanceYourLatentsModel(unet, parts["vae"], controlnets, reference, parts["scheduler"], cfg)
+    if cfg.model.init_from and not meta:
+        load_init_weights(model, cfg.model.init_from)
+    model.eval().requires_grad_(False)
+    return model
+
+
+class _nullcontext:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _sd_components(ref: str, weights: str, dtype) -> dict[str, Any]:
+    from dancegen.core.weights import load_sd15_components, resolve_model
+
+    resolved = resolve_model(ref, kind="sd-image-variations")
+    if weights == "meta":
+        if not resolved.is_local:
+            raise InputError(f"a build check needs a local folder, got hub id {ref!r}")
+        return _config_only_components(Path(resolved.location))
+    comps = load_sd15_components(resolved, dtype=dtype, load_text_encoder=False)
+    if comps.image_encoder is None:
+        raise InputError("Dance-Your-Latents needs the CLIP image encoder of sd-image-variations (image_encoder/); "
+                         "a text SD-1.5 folder has none", path=comps.path)
+    return {"unet": comps.unet, "vae": comps.vae, "image_encoder": comps.image_encoder, "scheduler": comps.scheduler}
+
+
+def _check_sizes(cfg: DanceYourLatentsConfig, unet2d, vae, reference, ref: str) -> None:
+    proj = reference.projection
+    ctx_dim = proj.config.out_dim if proj is not None else reference.image_encoder.config.projection_dim
+    if unet2d.config.cross_attention_dim != ctx_dim:
+        raise InputError(f"model {ref!r}: the UNet's cross_attention_dim {unet2d.config.cross_attention_dim} does "
+                         f"not match the reference context width {ctx_dim}")
+    factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    levels = 2 ** (len(unet2d.config.block_out_channels) - 1)
+    for r in cfg.data.resolution:
+        if int(r) % (factor * levels):
+            raise InputError(f"data.resolution {list(cfg.data.resolution)} must be a multiple of {factor * levels} "
+                             f"(VAE factor {factor} x UNet downsampling {levels})")
+
+
+def _read_safetensors(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise MissingWeightsError(f"no .safetensors weights in {folder}")
+    out: dict[str, torch.Tensor] = {}
+    for f in files:
+        out.update(load_file(str(f)))
+    return out
+
+
+def load_init_weights(model: DanceYourLatentsModel, source: str | os.PathLike) -> dict[str, int]:
+    """Initialise from a trained DYL model folder (DisCo baseline or an earlier stage), spec §3 "Init".
+
+    The image UNet, both ControlNets and the CLIP projection must match exactly; temporal blocks are copied when
+    both models have the same ones and otherwise keep their (identity) initialisation.
+
+    Returns:
+        Number of tensors loaded per part.
+
+    Raises:
+        InputError: not a model folder, or a part whose tensors do not match.
+    """
+    folder = model_folder(source)
+    if folder is None:
+        raise InputError("model.init_from must be a Dance-Your-Latents model folder (with dance_your_latents.yaml)",
+                         path=source)
+    counts = {}
+    parts = [("unet", model.unet), ("controlnet_pose", model.controlnets.pose),
+             ("controlnet_background", model.controlnets.background),
+             ("reference_projection", model.reference.projection)]
+    for sub, module in parts:
+        if module is None or not (folder / sub).is_dir():
+            continue
+        sd = _read_safetensors(folder / sub)
+        if sub == "unet":
+            own = module.state_dict()
+            sd = {k: v for k, v in sd.items() if not k.startswith("temporal_blocks.") or k in own}
+        missing, unexpected = module.load_state_dict(sd, strict=False)
+        missing = [k for k in missing if not (sub == "unet" and k.startswith("temporal_blocks."))]
+        if missing or unexpected:
+            raise InputError(f"model.init_from: {sub} does not match this recipe's model ({len(missing)} missing, "
+                             f"{len(unexpected)} unexpected tensors, e.g. {(missing + unexpected)[:2]})", path=folder)
+        counts[sub] = len(sd)
+    return counts
+
+
+# ------------------------------------------------------------------------------------------------ the denoiser
+def predict_noise(unet, controlnets, z: torch.Tensor, t: torch.Tensor, context: torch.Tensor,
+                  pose_images: torch.Tensor, background_latents: torch.Tensor | None,
+                  flow_to_ref: dict[int, torch.Tensor] | None = None, pose_scale: float = 1.0,
+                  background_scale: float = 1.0) -> torch.Tensor:
+    """The DisCo denoiser on a clip: ControlNet residuals per frame, then the video UNet (DisCo Eq. 3).
+
+    Args:
+        unet: ``VideoUNet``.
+        controlnets: ``DisCoControlNets``.
+        z: ``(B, C, F, h, w)`` noisy latents.
+        t: timestep: scalar, ``(B,)`` or ``(B*F,)``.
+        context: ``(B, L, D)`` reference CLIP context (shared by the frames).
+        pose_images: ``(B, 3, F, H, W)`` rendered pose maps in [0, 1].
+        background_latents: ``(B, C, h, w)`` VAE latent of the masked background (scaled), or None.
+        flow_to_ref: MF flows ``{offset: (B, F, 2, h', w')}`` in pixels of their own grid, or None.
+        pose_scale / background_scale: ControlNet conditioning scales.
+
+    Returns:
+        ``(B, C, F, h, w)`` predicted noise.
+    """
+    res = controlnets(z, t, context, pose_images=pose_images, background_latents=background_latents,
+                      pose_scale=pose_scale, background_scale=background_scale)
+    kwargs = res.as_kwargs() if res is not None else {}
+    return unet(z, t, context, flow_to_ref=flow_to_ref, **kwargs).sample

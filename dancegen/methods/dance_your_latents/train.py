@@ -1,0 +1,240 @@
+"""Training of Dance-Your-Latents: the paper's two stages on the shared loop (paper §4.5, spec §3).
+
+- `stsa_only` (stage 1): everything of the DisCo baseline frozen, only the inserted temporal blocks train
+  (lr 2e-4, 50k steps in the paper).
+- `finetune` (stage 2): everything except the pose and background ControlNets (and the frozen VAE / CLIP tower)
+  trains: the image UNet, the temporal blocks and DisCo's CLIP projection (lr 2e-5, 20k steps).
+- `disco`: trains the frame-by-frame DisCo baseline itself (UNet, both ControlNets, projection) for the t1_disco row
+  and as the initialisation of the others when no DisCo checkpoint is at hand.
+- `vae`: trains the autoencoder (L2 reconstruction + KL), then sets its latent scaling factor to 1 / std of the
+  latents (how SD's 0.18215 was chosen). Only the tiny model, which starts from random weights, needs it.
+
+Loss: DisCo Eq. 3 on the whole clip, ``|| eps - eps_theta(z_t, t, f, tau(p), mu(g)) ||^2`` with eps-prediction, one
+timestep per clip and (``model.shared_noise.train``) one noise sample shared by all frames; the frame-by-frame
+``disco`` variant uses independent noise and timesteps per frame. The reference is dropped with probability
+``train.ref_dropout`` (DisCo's CFG training).
+
+Outputs in ``output_dir``: ``recipe.yaml`` (resolved), ``stage-<k>-<name>/`` (metrics.jsonl, checkpoints/, samples/)
+and ``model/`` (the trained model folder: ``dancegen animate --model OUTPUT_DIR`` loads it).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from dancegen.errors import InputError
+from dancegen.methods.dance_your_latents.config import DanceYourLatentsConfig, StageConfig
+from dancegen.methods.dance_your_latents.model import MODEL_SUBDIR
+
+# Parameter patterns (core.train_config syntax) per stage: (trainable, frozen).
+STAGE_PATTERNS: dict[str, tuple[list[str], list[str]]] = {
+    "vae": (["vae"], []),
+    "disco": (["unet.unet", "controlnets", "reference.projection"], []),
+    "stsa_only": (["unet.temporal_blocks"], []),
+    "finetune": (["unet", "reference.projection"], []),
+}
+
+
+def stage_patterns(stage: StageConfig, model) -> tuple[list[str], list[str]]:
+    """Trainable / frozen patterns of a stage for this model (parts the model lacks are left out)."""
+    trainable, frozen = STAGE_PATTERNS[stage.name]
+    if stage.trainable:
+        trainable = list(stage.trainable)
+    names = [n for n, _ in model.named_parameters()]
+    from dancegen.core.train_config import pattern_matches
+
+    kept = [p for p in trainable if any(pattern_matches(n, p) for n in names)]
+    return kept, list(frozen)
+
+
+def make_loss_fn(model, cfg: DanceYourLatentsConfig):
+    """``loss_fn(model, batch)`` for the shared Trainer: eps-MSE of DisCo Eq. 3 over the clip."""
+    from diffusers import DDPMScheduler
+
+    noise_sched = DDPMScheduler.from_config(model.scheduler.config)
+    alphas = noise_sched.alphas_cumprod
+    per_frame = cfg.model.variant == "disco"  # frame-by-frame baseline: independent noise and timestep per frame
+    shared = cfg.model.shared_noise.train and not per_frame
+    ref_dropout = cfg.train.ref_dropout
+    uses_flow = cfg.model.uses_flow
+
+    def loss_fn(m, batch):
+        frames = batch["frames"]  # (B, 3, F, H, W) in [-1, 1]
+        b, _, f = frames.shape[:3]
+        with torch.no_grad():
+            z0 = _encode(m.vae, frames.permute(0, 2, 1, 3, 4).reshape(b * f, *frames.shape[1:2], *frames.shape[3:]))
+            z0 = z0.reshape(b, f, *z0.shape[1:]).permute(0, 2, 1, 3, 4)  # (B, C, F, h, w)
+            bg = _encode(m.vae, batch["background"]) if m.controlnets.background is not None else None
+        context = m.reference(batch["reference"], drop_prob=ref_dropout)
+        n_t = b * f if per_frame else b
+        t = torch.randint(0, noise_sched.config.num_train_timesteps, (n_t,), device=z0.device)
+        if shared:
+            noise = torch.randn(b, z0.shape[1], 1, *z0.shape[3:], device=z0.device).expand_as(z0).contiguous()
+        else:
+            noise = torch.randn_like(z0)
+        a = alphas.to(z0.device)[t].float()
+        a = a.view(b, 1, f, 1, 1) if per_frame else a.view(b, 1, 1, 1, 1)
+        zt = a.sqrt() * z0 + (1 - a).sqrt() * noise
+        flows = batch.get("flows") if uses_flow else None
+        eps = m.predict_noise(zt, t, context, batch["pose_maps"], bg, flows)
+        return torch.nn.functional.mse_loss(eps.float(), noise.float())
+
+    return loss_fn
+
+
+def make_vae_loss_fn(kl_weight: float):
+    """Autoencoder loss: ``|| D(z) - x ||^2 + kl_weight * KL(q(z|x) || N(0, I))`` on every frame of the clip."""
+
+    def loss_fn(m, batch):
+        frames = batch["frames"]
+        b, c, f = frames.shape[:3]
+        x = frames.permute(0, 2, 1, 3, 4).reshape(b * f, c, *frames.shape[3:]).to(m.vae.dtype)
+        post = m.vae.encode(x).latent_dist
+        rec = m.vae.decode(post.sample()).sample
+        mse = torch.nn.functional.mse_loss(rec.float(), x.float())
+        kl = post.kl().mean() / x[0].numel()
+        return mse + kl_weight * kl, {"mse": mse.detach(), "kl": kl.detach()}
+
+    return loss_fn
+
+
+@torch.no_grad()
+def calibrate_vae_scaling(model, dataset, max_clips: int = 16) -> float:
+    """Set ``vae.config.scaling_factor`` to 1 / std of the latent means over up to `max_clips` clips."""
+    vals = []
+    for i in range(min(max_clips, len(dataset))):
+        frames = dataset[i]["frames"].permute(1, 0, 2, 3)  # (F, 3, H, W)
+        vals.append(model.vae.encode(frames.to(model.vae.device, model.vae.dtype)).latent_dist.mean.float().flatten())
+    std = torch.cat(vals).std().item()
+    scale = 1.0 / max(std, 1e-6)
+    model.vae.register_to_config(scaling_factor=scale)
+    return scale
+
+
+def _encode(vae, images: torch.Tensor) -> torch.Tensor:
+    return vae.encode(images.to(vae.dtype)).latent_dist.mean * vae.config.scaling_factor
+
+
+def make_sample_fn(cfg: DanceYourLatentsConfig, dataset):
+    """Write a short sample video of the first training clip (poses of that clip, its reference)."""
+
+    def sample_fn(model, step, out_dir):
+        import numpy as np
+
+        from dancegen.io.video import write_video
+        from dancegen.methods.dance_your_latents.pipeline import DanceYourLatentsPipeline, to_uint8_video
+
+        item = dataset[0]
+        video = dataset.videos[dataset.index[0][0]]
+        seq = video["poses"][list(range(dataset.index[0][1], dataset.index[0][1] + dataset.num_frames * dataset.stride,
+                                         dataset.stride))]
+        ref = ((item["reference"].permute(1, 2, 0).numpy() + 1) * 127.5).round().astype(np.uint8)
+        pipe = DanceYourLatentsPipeline.from_model(model)
+        pipe.set_progress_bar_config(disable=True)
+        h, w = cfg.data.resolution
+        bg = ((item["background"].permute(1, 2, 0).numpy() + 1) * 127.5).round().astype(np.uint8)
+        out = pipe(ref, seq, background=bg, height=h, width=w, num_inference_steps=cfg.inference.steps,
+                   guidance_scale=cfg.inference.guidance_scale, generator=torch.Generator().manual_seed(cfg.seed),
+                   window=cfg.inference.window).frames
+        gt = ((item["frames"].permute(1, 2, 3, 0).numpy() + 1) * 127.5).round().astype(np.uint8)
+        write_video(Path(out_dir) / "sample.mp4", np.concatenate([gt, to_uint8_video(out)], axis=2), fps=8)
+
+    return sample_fn
+
+
+def _stage_resume(resume: str, stage_dir: Path, later_than_path: bool) -> str:
+    """Resume value for one stage: "auto"/"never" as given; a checkpoint PATH goes to the stage that holds it."""
+    if resume in ("auto", "never"):
+        return resume
+    p = Path(resume).resolve()
+    if stage_dir.resolve() in p.parents:
+        return str(p)
+    return "never" if later_than_path else "auto"
+
+
+def train(config: DanceYourLatentsConfig, output_dir: str | os.PathLike, resume: str = "auto",
+          progress=None) -> dict:
+    """Run the selected stages (`train.run`) of a recipe and export the model.
+
+    The caller seeds the global RNGs (``dancegen.runtime.seed_everything(config.seed)``, as ``api.train`` does)
+    before calling: model initialisation draws from them.
+
+    Args:
+        config: the resolved recipe.
+        output_dir: run folder (see the module docstring).
+        resume: "auto" (continue every stage from its latest checkpoint; finished stages are restored, not re-run),
+            "never" (start over), or the path of a checkpoint folder of one stage (earlier stages resume "auto",
+            later ones start over).
+        progress: optional ``progress(message)`` callback.
+
+    Returns:
+        Report dict: output_dir, model folder, per stage its steps, last loss, trainable parameter count.
+    """
+    from dancegen.config import save_config
+    from dancegen.core.train import Trainer
+    from dancegen.core.train_config import OptimConfig, TrainLoopConfig
+    from dancegen.methods.dance_your_latents.data import dataset_from_config, ensure_synth_data
+    from dancegen.methods.dance_your_latents.model import build_model
+
+    say = progress or (lambda msg: None)
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(config, out / "recipe.yaml")
+    if config.data.synth.num_clips > 0:
+        say(f"synth: {config.data.synth.num_clips} TikTok-layout clips in {config.data.root}")
+        ensure_synth_data(config)
+
+    say("building the model")
+    model = build_model(config)
+    latent_hw = tuple(int(r) // model.vae_scale_factor for r in config.data.resolution)
+    dataset = dataset_from_config(config, latent_hw=latent_hw)
+    say(f"data: {len(dataset)} clips of {config.data.num_frames} frames from {len(dataset.videos)} videos")
+
+    stages = config.train.selected_stages()
+    if not stages:
+        raise InputError("train.run selects no stage")
+    report = {"output_dir": str(out), "stages": {}, "num_clips": len(dataset)}
+    passed_path = False
+    t = config.train
+    for k, stage in enumerate(config.train.stages):
+        if stage not in stages:
+            continue
+        trainable, frozen = stage_patterns(stage, model)
+        stage_dir = out / f"stage-{k + 1}-{stage.name}"
+        if not trainable:
+            say(f"stage {stage.name}: skipped, this variant has no parameters it trains")
+            report["stages"][stage.name] = {"skipped": "no trainable parameters for this variant"}
+            continue
+        stage_resume = _stage_resume(resume, stage_dir, passed_path)
+        if resume not in ("auto", "never") and stage_resume == str(Path(resume).resolve()):
+            passed_path = True
+        loop = TrainLoopConfig(
+            max_steps=stage.steps, batch_size=t.batch_size, grad_accum=t.grad_accum,
+            mixed_precision=t.mixed_precision, gradient_checkpointing=t.gradient_checkpointing, seed=config.seed,
+            device=t.device, num_workers=t.num_workers, log_every=min(t.log_every, stage.steps),
+            sample_every=t.sample_every, checkpoint_every=min(t.checkpoint_every, stage.steps),
+            keep_checkpoints=t.keep_checkpoints, output_dir=str(stage_dir), resume=stage_resume,
+            trainable=trainable, frozen=frozen,
+            optim=OptimConfig(name=t.optimizer, lr=stage.lr, weight_decay=t.weight_decay, grad_clip=t.grad_clip))
+        say(f"stage {stage.name}: {stage.steps} steps at lr {stage.lr:g}")
+        is_vae = stage.name == "vae"
+        loss_fn = make_vae_loss_fn(stage.kl_weight) if is_vae else make_loss_fn(model, config)
+        trainer = Trainer(model, loss_fn, dataset, loop,
+                          sample_fn=make_sample_fn(config, dataset) if t.sample_every and not is_vae else None)
+        result = trainer.fit()
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        report["stages"][stage.name] = {"steps": result.step, "loss": result.loss,
+                                        "trainable_parameters": sum(trainer.group_counts.values()),
+                                        "dir": str(stage_dir)}
+        if is_vae:
+            model.eval()
+            report["stages"][stage.name]["scaling_factor"] = calibrate_vae_scaling(model, dataset)
+            say(f"vae latent scaling factor {model.scaling_factor:.4g}")
+    model.eval().requires_grad_(False)
+    model.to("cpu")
+    model.save_pretrained(out / MODEL_SUBDIR)
+    report["model"] = str(out / MODEL_SUBDIR)
+    return report
