@@ -167,3 +167,19 @@ def test_reads_other_containers(tmp_path, suffix, fmt, codec):
     v = read_video(path)
     assert v.frames.shape == frames.shape and v.fps == pytest.approx(15)
     assert np.abs(v.frames.astype(int) - frames).mean() < 12
+
+
+def test_atomic_outputs_get_ordinary_permissions(tmp_path):
+    import os
+    import stat
+
+    mask = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "f.txt") as tmp:
+            tmp.write_text("x")
+        with atomic_dir(tmp_path / "d") as d:
+            (d / "a").write_text("x")
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "f.txt").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o755

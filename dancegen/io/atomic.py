@@ -10,11 +10,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _tmp_sibling(path: Path, suffix: str = "") -> Path:
     # Same folder as the target so os.replace is a rename on one file system. Keep the extension last:
     # writers such as PyAV and OpenCV choose the container from it.
     fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".part{suffix or path.suffix}", dir=path.parent)
     os.close(fd)
+    # mkstemp creates 0600; give the output the mode an ordinary open() would (0666 minus the umask).
+    os.chmod(name, 0o666 & ~_umask())
     return Path(name)
 
 
@@ -44,6 +52,7 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Path
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp creates 0700
     try:
         yield tmp
         if path.exists():
