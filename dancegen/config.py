@@ -17,12 +17,13 @@ from dancegen.errors import InputError
 T = TypeVar("T")
 
 
-def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> T:
-    """Build `cls` from its defaults, then a YAML file, then `key.sub=value` overrides.
+def load_config(cls: type[T], path: str | os.PathLike | list | None = None, overrides: list[str] | None = None) -> T:
+    """Build `cls` from its defaults, then a YAML file (or a chain of them), then `key.sub=value` overrides.
 
     Args:
         cls: A dataclass type (nested dataclasses allowed).
-        path: YAML recipe; its keys must exist in `cls`.
+        path: YAML recipe; its keys must exist in `cls`. A list of files is merged in order (a base recipe first,
+            then overlays); errors name the last file.
         overrides: Strings like `train.lr=1e-4` (YAML syntax for values: `a.b=[1,2]`, `a.c=null`).
 
     Raises:
@@ -31,12 +32,12 @@ def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides: 
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    where = str(path) if path is not None else "--set"
+    paths = [] if path is None else [Path(p) for p in path] if isinstance(path, (list, tuple)) else [Path(path)]
+    where = str(paths[-1]) if paths else "--set"
     try:
         cfg = OmegaConf.structured(cls)
         OmegaConf.set_struct(cfg, True)
-        if path is not None:
-            p = Path(path)
+        for p in paths:
             if not p.is_file():
                 raise InputError("recipe not found", p)
             try:

@@ -25,7 +25,7 @@ from einops import rearrange
 from torch import nn
 
 from dancegen.core.context import FrameContext, FrameContextHolder
-from dancegen.core.stsa import FeedForward, FramePosEmb, resolve_frames
+from dancegen.core.stsa import FeedForward, FramePosEmb, add_qkvo, resolve_frames
 
 __all__ = [
     "FRAME_ATTN_MODES",
@@ -269,13 +269,7 @@ class TemporalAttention(nn.Module):
         self.dim, self.heads = dim, heads
         self.pos_emb = FramePosEmb(dim) if frame_pos_emb else None
         self.norm = nn.LayerNorm(dim, eps=norm_eps)
-        self.to_q = nn.Linear(dim, dim, bias=False)
-        self.to_k = nn.Linear(dim, dim, bias=False)
-        self.to_v = nn.Linear(dim, dim, bias=False)
-        self.to_out = nn.Linear(dim, dim)
-        if zero_init:
-            nn.init.zeros_(self.to_out.weight)
-            nn.init.zeros_(self.to_out.bias)
+        add_qkvo(self, dim, zero_init)
         self.ff = FeedForward(dim, zero_init=zero_init) if ff else None
 
     def forward(self, hidden: torch.Tensor, num_frames: int | FrameContext, height: int | None = None,

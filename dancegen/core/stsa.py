@@ -168,6 +168,18 @@ class FeedForward(nn.Module):
         return x + self.fc2(F.gelu(self.fc1(self.norm(x))))
 
 
+def add_qkvo(module: nn.Module, dim: int, zero_init: bool) -> None:
+    """Give `module` the projections `to_q`, `to_k`, `to_v` (no bias) and `to_out`; a zero-initialised `to_out` makes
+    the residual block it belongs to the identity at initialisation (inflated models start as the image model)."""
+    module.to_q = nn.Linear(dim, dim, bias=False)
+    module.to_k = nn.Linear(dim, dim, bias=False)
+    module.to_v = nn.Linear(dim, dim, bias=False)
+    module.to_out = nn.Linear(dim, dim)
+    if zero_init:
+        nn.init.zeros_(module.to_out.weight)
+        nn.init.zeros_(module.to_out.bias)
+
+
 class SubspaceAttention(nn.Module):
     """Multi-head attention inside regular (optionally shifted) spatio-temporal subspaces (Eq. 4).
 
@@ -192,13 +204,7 @@ class SubspaceAttention(nn.Module):
         self.dim, self.heads = dim, heads
         self.subspace_size = tuple(int(v) for v in subspace_size)
         self.shift = bool(shift)
-        self.to_q = nn.Linear(dim, dim, bias=False)
-        self.to_k = nn.Linear(dim, dim, bias=False)
-        self.to_v = nn.Linear(dim, dim, bias=False)
-        self.to_out = nn.Linear(dim, dim)
-        if zero_init:
-            nn.init.zeros_(self.to_out.weight)
-            nn.init.zeros_(self.to_out.bias)
+        add_qkvo(self, dim, zero_init)
         self._mask_cache: dict[tuple, torch.Tensor] = {}
 
     def layout(self, T: int, h: int, w: int) -> tuple[Size3, Size3, Size3]:

@@ -319,10 +319,7 @@ def load_recipe(path: str | os.PathLike | None = None, overrides: list[str] | No
     Raises:
         InputError: unknown key / wrong type (naming key and file), malformed YAML, a failed validation.
     """
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
-    from dancegen.config import _describe, load_config
+    from dancegen.config import load_config
     from dancegen.registry import recipe_chain
 
     if path is None:
@@ -336,25 +333,6 @@ def load_recipe(path: str | os.PathLike | None = None, overrides: list[str] | No
         except InputError as e:
             if not e.message.startswith("invalid config:"):  # cross-field checks only apply to the merged recipe
                 raise
-    where = str(chain[-1])
-    try:
-        cfg = OmegaConf.structured(DanceYourLatentsConfig)
-        OmegaConf.set_struct(cfg, True)
-        for p in chain:
-            d = OmegaConf.to_container(OmegaConf.load(p))
-            d.pop("description", None)
-            cfg = OmegaConf.merge(cfg, OmegaConf.create(d))
-        for ov in overrides or []:
-            if "=" not in ov:
-                raise InputError(f"override {ov!r} must look like key=value")
-            where = f"--set {ov}"
-            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([ov]))
-        obj = OmegaConf.to_object(cfg)
-    except InputError:
-        raise
-    except OmegaConfBaseException as e:
-        raise InputError(_describe(e), where) from None
-    except ValueError as e:
-        raise InputError(f"invalid config: {e}", where) from None
+    obj = load_config(DanceYourLatentsConfig, chain, overrides)
     obj.base = None  # resolved
     return obj
