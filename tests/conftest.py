@@ -10,7 +10,9 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+# Under `pytest -n 2` (make test) each of the two workers gets one thread: two workers x two threads on a 2-core
+# machine made tiny-UNet forwards 30x slower through contention. A single process keeps two threads.
+os.environ.setdefault("OMP_NUM_THREADS", "1" if os.environ.get("PYTEST_XDIST_WORKER") else "2")
 
 
 class _NoNetwork(socket.socket):
