@@ -44,15 +44,22 @@ def _is_pose_input(path: Path) -> bool:
     return path.suffix.lower() in (".npz", ".json")
 
 
-def load_poses(path: PathLike, *, fps: float | None = None, backend: str = "blazepose", **extract_kw):
-    """Poses from a pose folder/npz, or extracted from an image/video/frame folder with the default backend."""
+def load_poses(path: PathLike, *, fps: float | None = None, size: tuple[int, int] | None = None,
+               backend: str = "blazepose", **extract_kw):
+    """Poses from a pose folder/npz, or extracted from an image/video/frame folder with the default backend.
+
+    Args:
+        size: `(width, height)` of the images the keypoints belong to, for OpenPose JSON written by other tools
+            (which records no image size); dancegen's own folders carry it in `pose_meta.json`.
+    """
     from dancegen.pose.openpose_json import read_pose_input
 
     path = Path(path)
     if not path.exists():
         raise InputError("no such file or folder", path)
     if _is_pose_input(path):
-        return read_pose_input(path, fps=fps)
+        w, h = size if size else (None, None)
+        return read_pose_input(path, width=w, height=h, fps=fps)
     from dancegen.pose.extract import estimate_poses
 
     return estimate_poses(path, backend=backend, **extract_kw)
@@ -79,17 +86,27 @@ def write_poses(seq, out: PathLike, render: bool = True) -> dict:
 
 # ---- pose -------------------------------------------------------------------------------------------------------
 
+VIDEO_OUTPUTS = (".mp4", ".mov", ".m4v", ".gif", "")
 
-def pose_convert(src: PathLike, out: PathLike, to: str = "coco18", fps: float | None = None) -> dict:
-    """Convert a pose folder/npz to another keypoint format (see `dancegen.pose.skeletons.SKELETONS`)."""
-    from dancegen.pose.convert import convert
-    from dancegen.pose.skeletons import get_skeleton
 
-    try:
-        get_skeleton(to)
-    except ValueError as e:
-        raise InputError(str(e)) from None
-    seq = convert(load_poses(src, fps=fps), to)
+def check_video_output(out: PathLike) -> Path:
+    """An output path `write_video` can write (checked before any work is done)."""
+    out = Path(out)
+    if out.suffix.lower() not in VIDEO_OUTPUTS:
+        raise InputError(f"cannot write {out.suffix!r} video; use .mp4, .mov, .gif or a folder (no suffix)", out)
+    return out
+
+
+
+def pose_convert(src: PathLike, out: PathLike, to: str = "coco18", fps: float | None = None,
+                 size: tuple[int, int] | None = None) -> dict:
+    """Convert a pose folder/npz to another 2D keypoint format (`dancegen.pose.convert.FORMATS`)."""
+    from dancegen.pose.convert import FORMATS, convert
+
+    if to not in FORMATS:
+        raise InputError(f"cannot convert to {to!r}; 2D targets are {', '.join(FORMATS)} (3D formats such as "
+                         "humanml3d22 are sources: project them with dancegen.pose.convert.humanml3d_to_coco18)")
+    seq = convert(load_poses(src, fps=fps, size=size), to)
     return {"frames": seq.num_frames, "format": to, **write_poses(seq, out, render=to == "coco18")}
 
 
@@ -99,19 +116,21 @@ def pose_render(src: PathLike, out: PathLike, width: int | None = None, height: 
     from dancegen.io.video import write_video
     from dancegen.pose.render import render_pose_sequence
 
-    seq = load_poses(src)
+    check_video_output(out)
+    seq = load_poses(src, size=(width, height) if width and height else None)
     frames = render_pose_sequence(seq, width, height, draw_hands=hands, draw_face=face, threshold=threshold)
     write_video(out, frames, fps=seq.fps)
     return {"frames": len(frames), "output": str(out)}
 
 
-def pose_smooth(src: PathLike, out: PathLike, method: str = "one_euro", max_gap: int = 5, **params) -> dict:
+def pose_smooth(src: PathLike, out: PathLike, method: str = "one_euro", max_gap: int = 5,
+                size: tuple[int, int] | None = None, **params) -> dict:
     """Reduce pose jitter; reports the jitter (mean |second difference|, px) before and after."""
     from dancegen.pose.smooth import jitter, smooth_poses
 
-    seq = load_poses(src)
     if method not in ("one_euro", "savgol", "gaussian"):
         raise InputError(f"unknown smoothing method {method!r}; use one_euro, savgol or gaussian")
+    seq = load_poses(src, size=size)
     try:
         smoothed = smooth_poses(seq, method=method, max_gap=max_gap, **params)
     except TypeError as e:
@@ -121,7 +140,7 @@ def pose_smooth(src: PathLike, out: PathLike, method: str = "one_euro", max_gap:
 
 
 def pose_retarget(driving: PathLike, ref: PathLike, out: PathLike, mode: str = "bones", root: str = "neck",
-                  offset_mode: str = "first_frame") -> dict:
+                  offset_mode: str = "first_frame", size: tuple[int, int] | None = None) -> dict:
     """Put a driving pose sequence on the body in a reference image (or reference pose).
 
     Args:
@@ -134,7 +153,11 @@ def pose_retarget(driving: PathLike, ref: PathLike, out: PathLike, mode: str = "
     """
     from dancegen.pose.retarget import retarget, skeleton_offset
 
-    drv = load_poses(driving)
+    if mode not in ("bones", "offset"):
+        raise InputError(f"--mode must be 'bones' or 'offset', got {mode!r}")
+    if root not in ("neck", "mid_hip"):
+        raise InputError(f"--root must be 'neck' or 'mid_hip', got {root!r}")
+    drv = load_poses(driving, size=size)
     reference = load_poses(ref, mode="image")
     if mode == "bones":
         seq = retarget(drv, reference, root=root)
@@ -166,26 +189,36 @@ def video_batch(source: PathLike) -> list[Path] | None:
     return sorted(videos, key=lambda p: natural_key(p.name)) or None
 
 
-def run_over_videos(source: PathLike, out: PathLike, fn, *, shard: str | None = None, marker: str,
+def run_over_videos(source: PathLike, out: PathLike, fn, *, shard: str | None = None, finished=None,
                     progress=None) -> dict:
     """Run `fn(src, out_dir)` once for a single input, or per video for a folder of videos (resumable, shardable).
 
     Args:
-        marker: File inside an output folder that exists only when that item finished (e.g. "meta.json").
-    """
-    from dancegen.io.batch import BatchItem, parse_shard, run_batch
+        finished: `finished(out_dir) -> bool`, True when an item's output exists *and* was made with the options of
+            this run; such items are skipped. None: never skip here (`fn` has its own cache).
 
+    Raises:
+        InputError: a bad --shard, or any item failing (one line per failed item; finished items are kept).
+    """
+    from dancegen.io.batch import LOG_NAME, BatchItem, parse_shard, run_batch
+
+    shard_t = parse_shard(shard)  # validated even for a single input
     videos = video_batch(source)
     if videos is None:
+        if shard_t is not None and shard_t[0] != 1:
+            return {"batch": f"shard {shard} has no work: a single input belongs to shard 1"}
         return fn(Path(source), Path(out))
     out = Path(out)
-    items = [BatchItem(id=v.stem, output=out / v.stem / marker, inputs={"src": v}) for v in videos]
-    report = run_batch(items, lambda it: fn(it.inputs["src"], it.output.parent), shard=parse_shard(shard),
-                       log_dir=out, progress=progress)
-    if report.failed and not report.done and not report.skipped:
-        first = next(iter(report.failed.values()))
-        raise InputError(f"every item failed; first error: {first}")
-    return {"batch": report.summary(), "done": report.done, "skipped": report.skipped, "failed": report.failed}
+    items = [BatchItem(id=v.stem, output=out / v.stem, inputs={"src": v}) for v in videos]
+    report = run_batch(items, lambda it: fn(it.inputs["src"], it.output), shard=shard_t, log_dir=out,
+                       progress=progress, skip_finished=finished is not None,
+                       is_done=lambda it: finished(it.output))
+    if report.failed:
+        lines = [f"{len(report.failed)} of {len(report.failed) + len(report.done) + len(report.skipped)} items failed "
+                 f"(finished items are kept; log: {out / LOG_NAME}):"]
+        lines += [f"  {err}" for err in report.failed.values()]
+        raise InputError("\n".join(lines))
+    return {"batch": report.summary(), "done": report.done, "skipped": report.skipped}
 
 
 # ---- flow -------------------------------------------------------------------------------------------------------
@@ -194,18 +227,36 @@ def run_over_videos(source: PathLike, out: PathLike, fn, *, shard: str | None = 
 def flow(source: PathLike, out: PathLike, method: str = "pose", direction: str = "forward", size=None,
          weights: PathLike | None = None, gt: PathLike | None = None, output_format: str = "flo",
          preview: bool = True, iters: int = 12, device: str = "cpu", shard: str | None = None,
-         progress=None) -> dict:
-    """Dense motion flow for every frame pair (see `dancegen.flow.compute.compute_flow`); folders of videos batch."""
+         image_size: tuple[int, int] | None = None, progress=None) -> dict:
+    """Dense motion flow for every frame pair (see `dancegen.flow.compute.compute_flow`); folders of videos batch.
+
+    Args:
+        image_size: `(width, height)` for OpenPose JSON from other tools (no `pose_meta.json`).
+    """
     from dancegen.flow.compute import compute_flow
     from dancegen.runtime import resolve_device
 
     dev = resolve_device(device) if method == "raft" else "cpu"
 
     def one(src: Path, out_dir: Path) -> dict:
+        if image_size and _is_pose_input(src):
+            src = load_poses(src, size=image_size)
         return compute_flow(src, out_dir, method=method, direction=direction, size=size, weights=weights, gt=gt,
                             output_format=output_format, preview=preview, iters=iters, device=dev)
 
-    return run_over_videos(source, out, one, shard=shard, marker="report.json", progress=progress)
+    def finished(out_dir: Path) -> bool:
+        try:
+            rep = json.loads((out_dir / "report.json").read_text())
+        except (OSError, ValueError):
+            return False
+        same = rep.get("method") == method and rep.get("direction") == direction and (gt is None) == ("gt" not in rep)
+        want = {"flo": "flo", "npz": "npz"}[output_format] if output_format in ("flo", "npz") else None
+        if size is not None:
+            h, w = (size, size) if isinstance(size, int) else size
+            same = same and (rep.get("height"), rep.get("width")) == (h, w)
+        return same and want in rep.get("outputs", {})
+
+    return run_over_videos(source, out, one, shard=shard, finished=finished, progress=progress)
 
 
 # ---- extract-pose -----------------------------------------------------------------------------------------------
@@ -215,7 +266,7 @@ def extract_pose(source: PathLike, out: PathLike, backend: str = "blazepose", fm
                  smooth: str | None = None, mode: str = "auto", maps: bool = True, video: bool = True,
                  masks: bool = True, cache: bool = True, model_dir: PathLike | None = None,
                  weights_dir: PathLike | None = None, max_frames: int | None = None, shard: str | None = None,
-                 progress=None) -> dict:
+                 image_size: tuple[int, int] | None = None, progress=None) -> dict:
     """Poses of the dancer in a video / frame folder / image (or each video of a folder), written as OpenPose JSON,
     pose maps, a pose video and person masks (see `dancegen.pose.extract.extract_poses`)."""
     from dancegen.pose.extract import extract_poses
@@ -223,9 +274,12 @@ def extract_pose(source: PathLike, out: PathLike, backend: str = "blazepose", fm
     def one(src: Path, out_dir: Path) -> dict:
         return extract_poses(src, out_dir, backend=backend, fmt=fmt, size=size, smooth=smooth, write_maps=maps,
                              write_video=video, write_masks=masks, cache=cache, mode=mode, model_dir=model_dir,
-                             weights_dir=weights_dir, max_frames=max_frames, progress=progress)
+                             weights_dir=weights_dir, max_frames=max_frames, image_size=image_size,
+                             progress=progress)
 
-    return run_over_videos(source, out, one, shard=shard, marker="meta.json")
+    # extract_poses keeps a cache key of input + options in meta.json: it returns at once for a finished item made
+    # with the same options and recomputes otherwise, so the batch never skips on its own.
+    return run_over_videos(source, out, one, shard=shard)
 
 
 # ---- synth ------------------------------------------------------------------------------------------------------

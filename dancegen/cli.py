@@ -77,7 +77,11 @@ def main_options(
 ):
     """Global options go before the verb: `dancegen --device cpu --seed 3 synth -o out/`."""
     from dancegen.console import set_verbosity
+    from dancegen.runtime import DEVICES
 
+    if device not in DEVICES and not (device.startswith("cuda:") and device[5:].isdigit()):
+        _err(f"--device must be one of {', '.join(DEVICES)} or cuda:N, got {device!r}")
+        raise typer.Exit(2)
     state.device, state.seed = device, seed
     set_verbosity(0 if quiet else 2 if verbose else 1)
 
@@ -121,6 +125,18 @@ def _parse_size(text: str | None):
         raise DanceGenError(f"--size must be N or WxH (e.g. 512 or 512x768), got {text!r}") from None
 
 
+def _image_size(text: str | None) -> tuple[int, int] | None:
+    """`--image-size WxH` -> (W, H)."""
+    v = _parse_size(text)
+    if v is not None and not isinstance(v, tuple):
+        raise DanceGenError(f"--image-size must be WxH (e.g. 512x768), got {text!r}")
+    return v
+
+
+ImageSize = Annotated[str | None, typer.Option("--image-size", help="WxH of the images behind OpenPose JSON that "
+                                                "records no size (files from OpenPose or controlnet_aux).")]
+
+
 pose_app = typer.Typer(help="Pose files: convert formats, render ControlNet pose maps, smooth jitter, retarget.",
                        no_args_is_help=True, rich_markup_mode="rich")
 app.add_typer(pose_app, name="pose")
@@ -141,14 +157,15 @@ Out = Annotated[Path, typer.Option("--output", "-o", help="Output folder (OpenPo
 
 @pose_verb("convert")
 def pose_convert_cmd(src: Src, out: Out, to: Annotated[str, typer.Option(help="Target format.")] = "coco18",
-                     fps: Annotated[float | None, typer.Option(help="Override the frame rate.")] = None):
+                     fps: Annotated[float | None, typer.Option(help="Override the frame rate.")] = None,
+                     image_size: ImageSize = None):
     """Convert poses between coco18, coco17, aist, dwpose133 and mediapipe33.
 
     Example: [cyan]dancegen pose convert poses/ --to coco17 -o poses_coco17.npz[/cyan]
     """
     from dancegen import api
 
-    _report(api.pose_convert(src, out, to=to, fps=fps), ("frames", "format", "poses"))
+    _report(api.pose_convert(src, out, to=to, fps=fps, size=_image_size(image_size)), ("frames", "format", "poses"))
 
 
 @pose_verb("render")
@@ -171,14 +188,16 @@ def pose_render_cmd(src: Src,
 def pose_smooth_cmd(src: Src, out: Out,
                     method: Annotated[str, typer.Option(help="one_euro | savgol | gaussian.")] = "one_euro",
                     max_gap: Annotated[int, typer.Option(help="Interpolate gaps up to this many frames.")] = 5,
-                    set_: Annotated[list[str] | None, typer.Option("--set", help="Method parameter k=v.")] = None):
+                    set_: Annotated[list[str] | None, typer.Option("--set", help="Method parameter k=v.")] = None,
+                    image_size: ImageSize = None):
     """Reduce temporal jitter of extracted poses; missing joints stay missing beyond --max-gap.
 
     Example: [cyan]dancegen pose smooth poses/ -o smooth/ --method one_euro --set beta=0.05[/cyan]
     """
     from dancegen import api
 
-    _report(api.pose_smooth(src, out, method, max_gap, **_sets(set_)), ("frames", "jitter_before", "jitter_after"))
+    _report(api.pose_smooth(src, out, method, max_gap, size=_image_size(image_size), **_sets(set_)),
+            ("frames", "jitter_before", "jitter_after"))
 
 
 @pose_verb("retarget")
@@ -189,6 +208,7 @@ def pose_retarget_cmd(
     mode: Annotated[str, typer.Option(help="bones: reference bone lengths + position; "
                                            "offset: Edit-Your-Motion centre/scale alignment.")] = "bones",
     root: Annotated[str, typer.Option(help="Root joint for --mode bones: neck | mid_hip.")] = "neck",
+    image_size: ImageSize = None,
 ):
     """Put the driving motion on the body of the person in the reference image.
 
@@ -199,7 +219,8 @@ def pose_retarget_cmd(
     """
     from dancegen import api
 
-    _report(api.pose_retarget(driving, ref, out, mode=mode, root=root), ("frames", "mode", "poses", "pose_video"))
+    _report(api.pose_retarget(driving, ref, out, mode=mode, root=root, size=_image_size(image_size)),
+            ("frames", "mode", "poses", "pose_video"))
 
 
 Shard = Annotated[str | None, typer.Option("--shard", help="K/N: do the K-th of N parts of a batch (1-based).")]
@@ -363,6 +384,7 @@ def extract_pose_cmd(
     model_dir: Annotated[Path | None, typer.Option(help="BlazePose model folder.")] = None,
     weights_dir: Annotated[Path | None, typer.Option(help="DWPose ONNX folder.")] = None,
     max_frames: Annotated[int | None, typer.Option(help="Only the first N frames.")] = None,
+    image_size: ImageSize = None,
     shard: Shard = None,
 ):
     """Extract the dancer's pose from every frame: OpenPose JSON (COCO-18), ControlNet pose maps, a pose video and
@@ -381,6 +403,7 @@ def extract_pose_cmd(
         rep = api.extract_pose(source, out, backend=backend, fmt=fmt, size=size_v, smooth=smooth, mode=mode,
                                maps=maps, video=video, masks=masks, cache=cache, model_dir=model_dir,
                                weights_dir=weights_dir, max_frames=max_frames, shard=shard,
+                               image_size=_image_size(image_size),
                                progress=lambda done, total: bar.update(completed=done, total=total))
     _report(rep, ("batch", "num_frames", "detection_rate", "cached", "out_dir"))
 
@@ -398,6 +421,7 @@ def flow_cmd(
     fmt: Annotated[str, typer.Option("--format", help="flo (one .flo per pair) | npz (one flows.npz).")] = "flo",
     preview: Annotated[bool, typer.Option(help="Write preview.mp4 (colour wheel).")] = True,
     iters: Annotated[int, typer.Option(help="RAFT refinement iterations.")] = 12,
+    image_size: ImageSize = None,
     shard: Shard = None,
 ):
     """Dense motion flow for every frame pair, with colour-wheel pictures.
@@ -414,7 +438,8 @@ def flow_cmd(
     if isinstance(size_v, tuple):
         size_v = size_v[::-1]  # compute_flow takes (height, width)
     rep = api.flow(source, out, method=method, direction=direction, size=size_v, weights=weights, gt=gt,
-                   output_format=fmt, preview=preview, iters=iters, device=state.device, shard=shard)
+                   output_format=fmt, preview=preview, iters=iters, device=state.device, shard=shard,
+                   image_size=_image_size(image_size))
     _report(rep, ("batch", "method", "num_pairs", "ms_per_pair", "gt"))
 
 

@@ -143,35 +143,51 @@ def compute_flow(source, out_dir: str | os.PathLike, method: str = "pose", direc
     seconds = time.perf_counter() - t0
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    meta = {"method": method, "source": str(source) if not isinstance(source, PoseSequence | np.ndarray) else None}
-    outputs = {}
-    if output_format == "flo":
-        write_flow_folder(out_dir / "flo", flows, direction, meta=meta)
-        outputs["flo"] = "flo"
-    else:
-        save_flow_npz(out_dir / "flows.npz", flows, direction, meta)
-        from dancegen.io.video import write_image
-
-        for t, img in enumerate(flows_to_colors(flows)):
-            write_image(out_dir / "color" / f"frame_{t:05d}.png", img)
-        outputs["npz"] = "flows.npz"
-        outputs["color"] = "color"
-    if preview:
-        from dancegen.io.video import write_video
-
-        write_video(out_dir / "preview.mp4", flows_to_colors(flows), fps=fps)
-        outputs["preview"] = "preview.mp4"
-
+    _check_out_dir(out_dir)
     report = {"method": method, "direction": direction, "num_pairs": int(len(flows)), "height": int(h),
               "width": int(w), "seconds": round(seconds, 4), "ms_per_pair": round(1000 * seconds / len(flows), 3),
-              "mean_magnitude": float(np.sqrt((flows**2).sum(1)).mean()), "outputs": outputs}
-    if gt is not None:
+              "mean_magnitude": float(np.sqrt((flows**2).sum(1)).mean())}
+    if gt is not None:  # before anything is written: a bad ground truth leaves no output behind
         report["gt"] = _compare_gt(flows, direction, gt, load_flow_npz)
-    from dancegen.io.atomic import write_text
+    meta = {"method": method, "source": str(source) if not isinstance(source, PoseSequence | np.ndarray) else None}
+    outputs = {}
+    from dancegen.io.atomic import atomic_dir, write_text
 
-    write_text(out_dir / "report.json", json.dumps(report, indent=2))
+    with atomic_dir(out_dir) as tmp:  # the whole folder appears at once, or not at all (Ctrl-C safe)
+        if output_format == "flo":
+            write_flow_folder(tmp / "flo", flows, direction, meta=meta)
+            outputs["flo"] = "flo"
+        else:
+            save_flow_npz(tmp / "flows.npz", flows, direction, meta)
+            from dancegen.io.video import write_image
+
+            for t, img in enumerate(flows_to_colors(flows)):
+                write_image(tmp / "color" / f"frame_{t:05d}.png", img)
+            outputs["npz"] = "flows.npz"
+            outputs["color"] = "color"
+        if preview:
+            from dancegen.io.video import write_video
+
+            write_video(tmp / "preview.mp4", flows_to_colors(flows), fps=fps)
+            outputs["preview"] = "preview.mp4"
+        report["outputs"] = outputs
+        write_text(tmp / "report.json", json.dumps(report, indent=2))
     return report
+
+
+def _check_out_dir(out_dir: Path) -> None:
+    """Refuse to replace a non-empty folder that is not an earlier flow output (the output folder is swapped whole)."""
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise InputError("output path exists and is not a folder", out_dir)
+    if any(out_dir.iterdir()):
+        try:
+            previous = json.loads((out_dir / "report.json").read_text())
+        except (OSError, ValueError):
+            previous = None
+        if not isinstance(previous, dict) or "method" not in previous or "num_pairs" not in previous:
+            raise InputError("output folder exists and is not a flow output; refusing to replace it", out_dir)
 
 
 def _compare_gt(flows: np.ndarray, direction: str, gt_path, load_flow_npz) -> dict:

@@ -91,6 +91,7 @@ def run_batch(
     *,
     shard: tuple[int, int] | None = None,
     skip_finished: bool = True,
+    is_done: Callable[[BatchItem], bool] = is_finished,
     log_dir: str | os.PathLike | None = None,
     continue_on_error: bool = True,
     progress: Callable[[BatchItem, str], None] | None = None,
@@ -101,7 +102,9 @@ def run_batch(
         items: The whole job; sharding and skipping happen here.
         fn: Does one item and writes `item.output` atomically. Its return value is kept in the report.
         shard: `(k, n)` from `parse_shard`.
-        skip_finished: Skip items whose output already exists.
+        skip_finished: Skip items that are done.
+        is_done: What "done" means; default: the output exists. A verb whose outputs depend on options passes a
+            check that also compares the options stored with the output.
         log_dir: Where the JSON-lines status log goes (None: no log).
         continue_on_error: A `DanceGenError` in one item is logged and the batch goes on; any other exception
             (a bug) stops the batch. With False, the first error stops it.
@@ -110,7 +113,7 @@ def run_batch(
     report = BatchReport()
     log_path = Path(log_dir) / LOG_NAME if log_dir is not None else None
     for item in shard_items(items, shard):
-        if skip_finished and is_finished(item):
+        if skip_finished and is_done(item):
             report.skipped.append(item.id)
             if progress:
                 progress(item, "skipped")

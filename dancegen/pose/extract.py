@@ -221,6 +221,7 @@ def extract_poses(
     min_detection: float = 0.5,
     min_presence: float = 0.5,
     max_frames: int | None = None,
+    image_size: tuple[int, int] | None = None,
 ) -> dict:
     """Extract one dancer's 2D pose from every frame and write the extract-pose folder (module docstring).
 
@@ -243,6 +244,7 @@ def extract_poses(
         weights_dir: DWPose ONNX folder (default `$DANCEGEN_WEIGHTS_DIR/dwpose`).
         min_detection, min_presence: BlazePose detector and presence thresholds.
         max_frames: Only the first N frames.
+        image_size: (width, height) of the images behind OpenPose JSON that records no size (openpose-json backend).
 
     Returns:
         The report written to meta.json, plus "out_dir" and "cached" (True when nothing was recomputed). Keys:
@@ -285,6 +287,7 @@ def extract_poses(
         "write_video": write_video,
         "write_masks": write_masks,
         "max_frames": max_frames,
+        "image_size": list(image_size) if image_size else None,
     }
     if backend == "blazepose":
         from dancegen.pose.backends.fetch import BLAZEPOSE_FILES, require_blazepose
@@ -329,6 +332,7 @@ def extract_poses(
             min_detection=min_detection,
             min_presence=min_presence,
             max_frames=max_frames,
+            image_size=image_size,
         )
         report = _extract_into(tmp, source, backend, t_start, **run)
         report.update(
@@ -363,6 +367,7 @@ def _extract_into(
     min_detection,
     min_presence,
     max_frames,
+    image_size=None,
 ) -> dict:
     """Run the backend and write every output into `tmp`; returns the report (extract_poses documents the keys)."""
     from dancegen.io.video import write_frames
@@ -378,7 +383,8 @@ def _extract_into(
     if backend == "openpose-json":
         from dancegen.pose.openpose_json import read_pose_input
 
-        seq = read_pose_input(source)
+        w, h = image_size if image_size else (None, None)
+        seq = read_pose_input(source, width=w, height=h)
         if max_frames is not None:
             seq = seq[:max_frames]
         src_w, src_h = seq.width, seq.height

@@ -36,6 +36,8 @@ from dancegen.errors import InputError
 from dancegen.io.atomic import atomic_dir, atomic_path, write_text
 
 LAYOUTS = ("clips", "tiktok", "aist", "humanml3d")
+CAMERA_MOTIONS = ("static", "pan", "zoom", "shake")
+MIN_SIZE, MAX_SIZE = 32, 1024  # tested range is 64-512; smaller/larger render but are not checked
 AIST_GENRES = ("gBR", "gPO", "gLO", "gMH", "gLH", "gHO", "gWA", "gKR", "gJS", "gJB")
 HUMANML3D_FPS = 20.0
 _COCO18_TO_17 = [0, 15, 14, 17, 16, 5, 2, 6, 3, 7, 4, 11, 8, 12, 9, 13, 10]  # COCO-17 order from COCO-18 indices
@@ -121,8 +123,11 @@ def write_clip_folder(clip, folder: str | os.PathLike) -> None:
     _save_npy(d / "joints3d.npy", clip.joints3d)
     _save_npz(d / "smpl.npz", rotations=clip.rotations, root=clip.root)
     if clip.flow_forward is not None:
-        _save_npz(d / "flow_forward.npz", flow=clip.flow_forward)
-        _save_npz(d / "flow_backward.npz", flow=clip.flow_backward)
+        from dancegen.flow.io import save_flow_npz  # the flow library's layout, with the direction recorded
+
+        meta = {"source": "dancegen synth (exact)", "seed": clip.seeds["seed"]}
+        save_flow_npz(d / "flow_forward.npz", clip.flow_forward, "forward", meta)
+        save_flow_npz(d / "flow_backward.npz", clip.flow_backward, "backward", meta)
     _save_npz(d / "depth.npz", depth=clip.depth.astype(np.float16))
     _save_npz(d / "iuv.npz", parts=clip.parts, uv=clip.uv)
     _png_folder(d / "masks", clip.masks.astype(np.uint8) * 255, 5)
@@ -441,6 +446,14 @@ def _write_index_files(out: Path, layout: str, jobs: list[dict]) -> None:
             write_text(out / f"{part}.txt", "".join(f"{j['name']}\n" for j in jobs if j["index"] % 10 in r))
 
 
+def _read_json(path: Path) -> dict | None:
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return d if isinstance(d, dict) else None
+
+
 def generate(
     out_dir: str | os.PathLike,
     num_clips: int = 8,
@@ -496,14 +509,20 @@ def generate(
         raise InputError(f"num_clips must be >= 0, got {num_clips}")
     if motion is not None:
         parse_motion_text(motion)  # fail before any work
+    if camera_motion is not None and camera_motion not in CAMERA_MOTIONS:
+        raise InputError(f"unknown camera motion {camera_motion!r}; choose one of {', '.join(CAMERA_MOTIONS)}")
+    if fps <= 0:
+        raise InputError(f"--fps must be positive, got {fps}")
     try:
         w, h = _parse_size(size)
     except ValueError as e:
         raise InputError(str(e)) from None
+    if not (MIN_SIZE <= w <= MAX_SIZE and MIN_SIZE <= h <= MAX_SIZE):
+        raise InputError(f"--size must be between {MIN_SIZE} and {MAX_SIZE} px per side, got {w}x{h}")
     if num_frames is None:
         num_frames = int(round((4.0 if seconds is None else seconds) * fps))
     if num_frames < 2:
-        raise InputError(f"a clip needs at least 2 frames, got {num_frames}")
+        raise InputError(f"a clip needs at least 2 frames, got {num_frames} (--frames, or --seconds x --fps)")
     shard_t = _parse_shard(shard)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -518,7 +537,17 @@ def generate(
         "camera_motion": camera_motion,
         "bpm_range": tuple(bpm_range),
     }
-    _save_json(out / "synth.json", {"layout": layout, "num_clips": num_clips, "seed": seed, **opts})
+    record = {"layout": layout, "num_clips": num_clips, "seed": seed, **opts}
+    previous = _read_json(out / "synth.json")
+    if previous is not None and not overwrite:
+        # Finished clips are skipped on a rerun, so a rerun must ask for the same clips: never mix options.
+        now = json.loads(json.dumps(record))
+        changed = sorted(k for k in now if k != "num_clips" and previous.get(k) != now[k])
+        if changed:
+            raise InputError(f"folder holds clips made with other options ({', '.join(changed)}: "
+                             f"{', '.join(repr(previous.get(k)) for k in changed)}); use another folder or --overwrite",
+                             out)
+    _save_json(out / "synth.json", record)
 
     todo, skipped = [], []
     for job in mine:

@@ -1,0 +1,118 @@
+"""CLI misuse and batch behaviour found in review: bad choices, foreign OpenPose JSON, failing batch items, reruns
+with changed options, non-flow output folders. Every error is exactly one `error:` line (batches: a header plus one
+line per failed item), exit code 2, no traceback, nothing half-written."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from tests_helpers import dance_sequence
+from typer.testing import CliRunner
+
+from dancegen.cli import app
+from dancegen.io.video import write_video
+from dancegen.pose.openpose_json import write_openpose_folder
+
+runner = CliRunner()
+
+
+def _run(args):
+    r = runner.invoke(app, [str(a) for a in args], terminal_width=200)
+    return r.exit_code, r.output
+
+
+def _one_error_line(out: str) -> str:
+    lines = [ln for ln in out.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in out, out
+    return lines[0]
+
+
+@pytest.fixture
+def poses(tmp_path):
+    write_openpose_folder(dance_sequence(), tmp_path / "poses")
+    return tmp_path / "poses"
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["pose", "render", "{poses}", "-o", "{tmp}/x.avi"], "x.avi"),
+    (["pose", "retarget", "{poses}", "--ref", "{poses}", "-o", "{tmp}/r", "--root", "foot"], "--root"),
+    (["pose", "convert", "{poses}", "--to", "humanml3d22", "-o", "{tmp}/c.npz"], "humanml3d22"),
+    (["synth", "-o", "{tmp}/s", "--camera", "fly", "--frames", "4", "--size", "64"], "fly"),
+    (["synth", "-o", "{tmp}/s", "--size", "16", "--frames", "4"], "--size"),
+    (["--device", "tpu", "synth", "-o", "{tmp}/s"], "--device"),
+    (["flow", "{poses}", "-o", "{tmp}/f", "--shard", "3/2"], "--shard"),
+])
+def test_bad_choices_are_one_line_errors(tmp_path, poses, args, needle):
+    code, out = _run([a.format(poses=poses, tmp=tmp_path) for a in args])
+    assert code == 2, out
+    assert needle in _one_error_line(out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["poses"]  # nothing written
+
+
+def test_openpose_json_without_image_size_from_other_tools(tmp_path, poses):
+    (poses / "pose_meta.json").unlink()  # as OpenPose / controlnet_aux write them
+    code, out = _run(["flow", poses, "-o", tmp_path / "f"])
+    assert code == 2 and "image size unknown" in _one_error_line(out)
+    code, out = _run(["flow", poses, "-o", tmp_path / "f", "--image-size", "128x128"])
+    assert code == 0, out
+    assert json.loads((tmp_path / "f" / "report.json").read_text())["width"] == 128
+    code, out = _run(["pose", "render", poses, "-o", tmp_path / "r.mp4", "--width", "128", "--height", "128"])
+    assert code == 0, out
+    code, out = _run(["extract-pose", poses, "-o", tmp_path / "e", "--backend", "openpose-json",
+                      "--image-size", "128x128", "--no-video", "--no-maps"])
+    assert code == 0, out
+
+
+def _videos(folder, bad=True):
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    base = (rng.random((1, 32, 32, 3)) * 255).astype(np.uint8)
+    frames = np.concatenate([np.roll(base, t, axis=2) for t in range(4)])
+    write_video(folder / "a.mp4", frames, fps=8)
+    if bad:
+        (folder / "b.mp4").write_bytes(b"not a video" * 30)
+    return folder
+
+
+def test_batch_with_a_failing_item_exits_2_and_keeps_finished_items(tmp_path):
+    vids = _videos(tmp_path / "vids")
+    code, out = _run(["flow", vids, "-o", tmp_path / "f", "--method", "dis"])
+    assert code == 2 and "Traceback" not in out
+    lines = [ln for ln in out.strip().splitlines() if ln.strip()]
+    assert lines[0].startswith("error: 1 of 2 items failed") and "b.mp4" in lines[1]
+    assert (tmp_path / "f" / "a" / "report.json").is_file() and not (tmp_path / "f" / "b").exists()
+
+
+def test_batch_rerun_skips_same_options_and_redoes_changed_ones(tmp_path):
+    vids = _videos(tmp_path / "vids", bad=False)
+    assert _run(["flow", vids, "-o", tmp_path / "f", "--method", "dis"])[0] == 0
+    code, out = _run(["-v", "flow", vids, "-o", tmp_path / "f", "--method", "dis"])
+    assert code == 0 and "0 done, 1 skipped" in out, out
+    code, out = _run(["-v", "flow", vids, "-o", tmp_path / "f", "--method", "farneback"])
+    assert code == 0 and "1 done, 0 skipped" in out, out
+    assert json.loads((tmp_path / "f" / "a" / "report.json").read_text())["method"] == "farneback"
+
+
+def test_synth_rerun_with_other_options_is_refused(tmp_path):
+    assert _run(["synth", "-o", tmp_path / "s", "--size", "64", "--frames", "4"])[0] == 0
+    code, out = _run(["synth", "-o", tmp_path / "s", "--size", "96", "--frames", "4"])
+    assert code == 2 and "size" in _one_error_line(out)
+    assert json.loads((tmp_path / "s" / "synth.json").read_text())["size"] == [64, 64]
+    assert _run(["synth", "-o", tmp_path / "s", "--size", "96", "--frames", "4", "--overwrite"])[0] == 0
+
+
+def test_flow_never_replaces_a_folder_that_is_not_a_flow_output(tmp_path, poses):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.txt").write_text("precious")
+    code, out = _run(["flow", poses, "-o", tmp_path / "mine"])
+    assert code == 2 and "not a flow output" in _one_error_line(out)
+    assert (tmp_path / "mine" / "thesis.txt").read_text() == "precious"
+
+
+def test_synth_backward_flow_records_its_direction(tmp_path):
+    assert _run(["synth", "-o", tmp_path / "s", "--size", "64", "--frames", "4"])[0] == 0
+    clip = tmp_path / "s" / "clip_00000"
+    code, out = _run(["flow", clip / "openpose_json", "-o", tmp_path / "f", "--gt", clip / "flow_backward.npz"])
+    assert code == 2 and "backward" in _one_error_line(out)
