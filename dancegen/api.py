@@ -159,6 +159,8 @@ def pose_retarget(driving: PathLike, ref: PathLike, out: PathLike, mode: str = "
         raise InputError(f"--root must be 'neck' or 'mid_hip', got {root!r}")
     drv = load_poses(driving, size=size)
     reference = load_poses(ref, mode="image")
+    if not (reference.conf[:1] > 0.3).any():
+        raise InputError("no person found in the reference (no confident keypoint)", ref)
     if mode == "bones":
         seq = retarget(drv, reference, root=root)
     elif mode == "offset":
@@ -251,9 +253,10 @@ def flow(source: PathLike, out: PathLike, method: str = "pose", direction: str =
             return False
         same = rep.get("method") == method and rep.get("direction") == direction and (gt is None) == ("gt" not in rep)
         want = {"flo": "flo", "npz": "npz"}[output_format] if output_format in ("flo", "npz") else None
-        if size is not None:
-            h, w = (size, size) if isinstance(size, int) else size
-            same = same and (rep.get("height"), rep.get("width")) == (h, w)
+        if isinstance(size, tuple):
+            same = same and (rep.get("height"), rep.get("width")) == size
+        elif size is not None:
+            same = same and max(rep.get("height", 0), rep.get("width", 0)) == size
         return same and want in rep.get("outputs", {})
 
     return run_over_videos(source, out, one, shard=shard, finished=finished, progress=progress)

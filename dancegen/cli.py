@@ -415,7 +415,8 @@ def flow_cmd(
     out: Annotated[Path, typer.Option("--output", "-o", help="Output folder.")],
     method: Annotated[str, typer.Option(help="pose (from skeletons alone) | dis | farneback | raft.")] = "pose",
     direction: Annotated[str, typer.Option(help="forward (t -> t+1) | backward (t+1 -> t).")] = "forward",
-    size: Annotated[str | None, typer.Option(help="Work size: N (square) or WxH. Default: the source's.")] = None,
+    size: Annotated[str | None, typer.Option(help="Work size: N (longer side) or WxH. Default: the source's.")]
+    = None,
     weights: Annotated[Path | None, typer.Option(help="RAFT checkpoint (torchvision raft_large .pth).")] = None,
     gt: Annotated[Path | None, typer.Option(help="Ground-truth flows .npz: report end-point error.")] = None,
     fmt: Annotated[str, typer.Option("--format", help="flo (one .flo per pair) | npz (one flows.npz).")] = "flo",

@@ -27,12 +27,13 @@ def _is_pose_path(p: Path) -> bool:
     return p.suffix.lower() in (".json", ".npz")
 
 
-def _parse_size(size) -> tuple[int, int] | None:
-    """`size` as (height, width): an int (square) or a (h, w) pair."""
+def _parse_size(size, src_hw: tuple[int, int]) -> tuple[int, int] | None:
+    """`size` as (height, width): an int is the longer side (aspect kept, as in extract-pose), or a (h, w) pair."""
     if size is None:
         return None
     if isinstance(size, int | np.integer):
-        size = (int(size), int(size))
+        scale = int(size) / max(src_hw)
+        size = (max(1, round(src_hw[0] * scale)), max(1, round(src_hw[1] * scale)))
     h, w = (int(v) for v in size)
     if h < 8 or w < 8:
         raise InputError(f"size must be at least 8x8, got {h}x{w}")
@@ -84,7 +85,7 @@ def compute_flow(source, out_dir: str | os.PathLike, method: str = "pose", direc
             `flows.npz` plus `color/frame_00000.png ...` (`"npz"`), `preview.mp4` and `report.json`.
         method: "pose" (needs poses), "dis", "farneback" or "raft" (on video frames, or on rendered pose maps).
         direction: "forward" (flow[t]: t -> t+1) or "backward" (flow[t]: t+1 -> t).
-        size: Work at this size: int (square) or (height, width); default the source's size.
+        size: Work at this size: int (the longer side; aspect kept) or (height, width); default the source's size.
         weights: RAFT checkpoint (default `$DANCEGEN_WEIGHTS_DIR/raft/raft_large_C_T_SKHT_V2-ff5fadd5.pth`).
         gt: Ground-truth flows `.npz` (`save_flow_npz` layout); adds EPE statistics to the report. It is resized
             (vectors scaled) to `size` when the sizes differ; its direction must match.
@@ -111,8 +112,8 @@ def compute_flow(source, out_dir: str | os.PathLike, method: str = "pose", direc
         raise InputError(f"direction must be one of {', '.join(FLOW_DIRECTIONS)}, got {direction!r}")
     if output_format not in OUTPUT_FORMATS:
         raise InputError(f"output_format must be one of {', '.join(OUTPUT_FORMATS)}, got {output_format!r}")
-    size = _parse_size(size)
     seq, frames, fps = load_flow_source(source)
+    size = _parse_size(size, (seq.height, seq.width) if seq is not None else frames.shape[1:3])
     n = seq.num_frames if seq is not None else len(frames)
     if n < 2:
         raise InputError(f"flow needs at least 2 frames, the source has {n}")

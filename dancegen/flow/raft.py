@@ -315,7 +315,7 @@ def resolve_raft_weights(weights: str | os.PathLike | None = None, filename: str
     url = RAFT_LARGE_WEIGHTS.get(filename, f"https://download.pytorch.org/models/{filename}")
     raise MissingWeightsError(
         f"RAFT-large weights {filename} not found (looked in: {'; '.join(looked)}). They are published by "
-        f"torchvision (Raft_Large_Weights): download {url} into $DANCEGEN_WEIGHTS_DIR/raft/ or pass weights=<file>"
+        f"torchvision (Raft_Large_Weights): download {url} into $DANCEGEN_WEIGHTS_DIR/raft/ or pass --weights FILE"
     )
 
 
@@ -326,7 +326,8 @@ def load_raft(weights: str | os.PathLike | None = None, device: str | torch.devi
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a truncated or non-torch file
-        raise InputError(f"cannot read RAFT checkpoint: {e}", path) from None
+        raise InputError(f"not a readable PyTorch checkpoint ({e.__class__.__name__}); expected torchvision's "
+                         f"raft_large .pth", path) from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     model = RAFT()

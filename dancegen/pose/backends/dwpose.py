@@ -63,7 +63,7 @@ def require_dwpose(weights_dir: str | os.PathLike | None = None) -> dict[str, Pa
     if missing:
         raise MissingWeightsError(
             f"DWPose ONNX file(s) missing: {', '.join(missing)} (looked in {folder}; needs {DET_FILE} and "
-            f"{POSE_FILE}). Download them from {WEIGHTS_HELP} into that folder, or pass weights_dir= / set "
+            f"{POSE_FILE}). Download them from {WEIGHTS_HELP} into that folder, or pass --weights-dir DIR / set "
             "$DANCEGEN_WEIGHTS_DIR (files go in $DANCEGEN_WEIGHTS_DIR/dwpose/)"
         )
     return paths
