@@ -438,9 +438,12 @@ def flow_cmd(
     size_v = _parse_size(size)
     if isinstance(size_v, tuple):
         size_v = size_v[::-1]  # compute_flow takes (height, width)
-    rep = api.flow(source, out, method=method, direction=direction, size=size_v, weights=weights, gt=gt,
-                   output_format=fmt, preview=preview, iters=iters, device=state.device, shard=shard,
-                   image_size=_image_size(image_size))
+    from dancegen.console import spinner
+
+    with spinner(f"flow ({method})"):
+        rep = api.flow(source, out, method=method, direction=direction, size=size_v, weights=weights, gt=gt,
+                       output_format=fmt, preview=preview, iters=iters, device=state.device, shard=shard,
+                       image_size=_image_size(image_size))
     _report(rep, ("batch", "method", "num_pairs", "ms_per_pair", "gt"))
 
 

@@ -67,3 +67,17 @@ def progress_bar(total: int | None, description: str) -> Iterator[_Bar]:
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TimeRemainingColumn(), console=_console(), transient=False) as p:
         yield _Bar(p, p.add_task(description, total=total))
+
+
+@contextlib.contextmanager
+def spinner(description: str) -> Iterator[None]:
+    """A spinner with elapsed time on stderr for work whose length is not known up front (quiet: nothing)."""
+    if _VERBOSITY < 1 or not (sys.stderr.isatty() or _VERBOSITY >= 2):
+        yield
+        return
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=_console(),
+                  transient=True) as p:
+        p.add_task(description, total=None)
+        yield
