@@ -163,12 +163,10 @@ def pose_retarget(driving: PathLike, ref: PathLike, out: PathLike, mode: str = "
         raise InputError("no person found in the reference (no confident keypoint)", ref)
     if mode == "bones":
         seq = retarget(drv, reference, root=root)
-    elif mode == "offset":
+    else:
         # Algorithm 1 maps the *reference* skeletons onto the *source* person: here the source is the person in
         # the reference image and the skeletons to move are the driving ones.
         seq = skeleton_offset(reference, drv, mode=offset_mode)
-    else:
-        raise InputError(f"--mode must be 'bones' or 'offset', got {mode!r}")
     seq.meta.update({"retarget_mode": mode, "driving": str(driving), "reference": str(ref)})
     return {"frames": seq.num_frames, "mode": mode, **write_poses(seq, out)}
 
@@ -252,12 +250,11 @@ def flow(source: PathLike, out: PathLike, method: str = "pose", direction: str =
         except (OSError, ValueError):
             return False
         same = rep.get("method") == method and rep.get("direction") == direction and (gt is None) == ("gt" not in rep)
-        want = {"flo": "flo", "npz": "npz"}[output_format] if output_format in ("flo", "npz") else None
         if isinstance(size, tuple):
             same = same and (rep.get("height"), rep.get("width")) == size
         elif size is not None:
             same = same and max(rep.get("height", 0), rep.get("width", 0)) == size
-        return same and want in rep.get("outputs", {})
+        return same and output_format in rep.get("outputs", {})
 
     return run_over_videos(source, out, one, shard=shard, finished=finished, progress=progress)
 
@@ -319,7 +316,7 @@ def demo(out: PathLike, seed: int = 0, size: int = 256, seconds: float = 2.0, fp
 
     from dancegen.flow.compute import compute_flow
     from dancegen.flow.estimators import estimate_flow
-    from dancegen.flow.io import load_flow_npz
+    from dancegen.flow.io import load_flow_npz, read_flow_folder
     from dancegen.flow.pose_flow import pose_sequence_flow
     from dancegen.flow.vis import flows_to_colors
     from dancegen.flow.warp import flow_stats
@@ -356,7 +353,7 @@ def demo(out: PathLike, seed: int = 0, size: int = 256, seconds: float = 2.0, fp
 
     step("flow: pose flow of the retargeted motion")
     flow_rep = compute_flow(moved, out / "flow", method="pose")
-    moved_flow = load_flow_npz(out / "flow" / "flows.npz").flow if (out / "flow" / "flows.npz").exists() else None
+    moved_flow = read_flow_folder(out / "flow" / "flo").flow  # what was just computed, not a second computation
 
     step("flow accuracy on clip A")
     gt_flow = load_flow_npz(clip_a / "flow_forward.npz").flow
@@ -367,8 +364,6 @@ def demo(out: PathLike, seed: int = 0, size: int = 256, seconds: float = 2.0, fp
                                                                             ("zero", np.zeros_like(gt_flow)))}
 
     step("summary picture and video")
-    if moved_flow is None:
-        moved_flow = pose_sequence_flow(moved, "forward")
     maps_a = render_pose_sequence(poses_a)
     maps_moved = render_pose_sequence(moved)
     flow_rgb = flows_to_colors(moved_flow)
