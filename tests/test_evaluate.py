@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+from tests_helpers import save_tiny_clip
 
 from dancegen.errors import InputError, MissingWeightsError
 from dancegen.io.video import write_video
@@ -147,33 +148,9 @@ def test_pairing_by_name_and_single_pair(dirs):
         pair_inputs(pred, tmp / "gt2", require_gt=True)
 
 
-def _tiny_clip(path):
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer
-
-    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1, "!": 2}
-    for t in letters + [x + "</w>" for x in letters]:
-        vocab[t] = len(vocab)
-    path.mkdir()
-    (path / "vocab.json").write_text(json.dumps(vocab))
-    (path / "merges.txt").write_text("#version: 0.2\n")
-    cfg = CLIPConfig(text_config=dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
-                                      vocab_size=len(vocab), max_position_embeddings=77, bos_token_id=0,
-                                      eos_token_id=1, pad_token_id=1),
-                     vision_config=dict(hidden_size=32, intermediate_size=37, num_attention_heads=4,
-                                        num_hidden_layers=2, image_size=32, patch_size=8),
-                     projection_dim=16)
-    import torch
-
-    torch.manual_seed(0)
-    CLIPModel(cfg).save_pretrained(path)
-    CLIPTokenizer(str(path / "vocab.json"), str(path / "merges.txt")).save_pretrained(path)
-    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(path)
-
-
 def test_clip_text_and_frame_scores(dirs):
     tmp, pred, _, _ = dirs
-    _tiny_clip(tmp / "clip")
+    save_tiny_clip(tmp / "clip")
     still = np.repeat(_video(3, n=1), 3, axis=0)
     write_video(tmp / "still" / "s", still, fps=8)
     rep = evaluate(["clip-frame", "clip-text"], tmp / "still", prompt="a dancer", clip_model=str(tmp / "clip"))

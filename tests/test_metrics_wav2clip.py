@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tests_helpers import save_tiny_clip
 
 from dancegen.errors import DanceGenError, InputError, MissingWeightsError
 from dancegen.metrics.backbones import wav2clip as w2c
@@ -142,20 +143,6 @@ def test_clip_music_score_is_cosine_of_renormalised_mean():
         w2c.clip_music_score(frames, audio, 16000, _FixedClip(rng.normal(size=(3, 768))), m)
 
 
-def _tiny_clip_512(path: Path) -> None:
-    """A tiny CLIP of the real architecture whose projection is 512-d like ViT-B/32's (image side only)."""
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
-
-    cfg = CLIPConfig(text_config=dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=1,
-                                      vocab_size=64, max_position_embeddings=16),
-                     vision_config=dict(hidden_size=32, intermediate_size=37, num_attention_heads=4,
-                                        num_hidden_layers=2, image_size=32, patch_size=8),
-                     projection_dim=512)
-    torch.manual_seed(0)
-    CLIPModel(cfg).save_pretrained(path)
-    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(path)
-
-
 @pytest.fixture
 def dance(tmp_path, monkeypatch):
     from dancegen.io.video import write_video
@@ -165,7 +152,7 @@ def dance(tmp_path, monkeypatch):
     monkeypatch.delenv("DANCEGEN_WEIGHTS_DIR", raising=False)
     clip = render_clip(seed=3, size=64, num_frames=8)
     write_video(tmp_path / "pred" / "d.mp4", clip.frames, fps=clip.fps, audio=clip.audio, sample_rate=clip.sample_rate)
-    _tiny_clip_512(tmp_path / "clip")
+    save_tiny_clip(tmp_path / "clip", projection_dim=512)
     return tmp_path
 
 

@@ -22,3 +22,31 @@ def dance_sequence(num_frames=6, scale=1.0, shift=(0.0, 0.0)) -> PoseSequence:
         kps[t, :, :2] = xy
         kps[t, :, 2] = 0.9
     return PoseSequence(kps, "coco18", 128, 128, fps=10)
+
+
+def save_tiny_clip(path, projection_dim: int = 16) -> None:
+    """A tiny CLIP of the real architecture (text + vision towers, a-z tokenizer, 32 px processor) saved to `path`.
+
+    `projection_dim=512` gives ViT-B/32's embedding width (what Wav2CLIP's space needs)."""
+    import json
+
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer
+
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1, "!": 2}
+    for t in letters + [x + "</w>" for x in letters]:
+        vocab[t] = len(vocab)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "vocab.json").write_text(json.dumps(vocab))
+    (path / "merges.txt").write_text("#version: 0.2\n")
+    cfg = CLIPConfig(text_config=dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
+                                      vocab_size=len(vocab), max_position_embeddings=77, bos_token_id=0,
+                                      eos_token_id=1, pad_token_id=1),
+                     vision_config=dict(hidden_size=32, intermediate_size=37, num_attention_heads=4,
+                                        num_hidden_layers=2, image_size=32, patch_size=8),
+                     projection_dim=projection_dim)
+    torch.manual_seed(0)
+    CLIPModel(cfg).save_pretrained(path)
+    CLIPTokenizer(str(path / "vocab.json"), str(path / "merges.txt")).save_pretrained(path)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(path)
