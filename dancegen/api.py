@@ -436,6 +436,22 @@ def animate(ref: PathLike, poses: PathLike, out: PathLike, *, model: str | None 
               size=size, device=device, dtype=dtype, seed=seed, dry_run=dry_run, preview=preview, progress=progress)
 
 
+def music2dance(song: PathLike, ref: PathLike, out: PathLike, *, seconds: float | None = None, start: float = 0.0,
+                fps: float | None = None, model: str | None = None, steps: int | None = None,
+                sampler: str | None = None, overrides: list[str] | None = None, seed: int | None = None,
+                device: str = "auto", method: str = "dance-any-beat", progress=None) -> dict:
+    """A dance video of the person in `ref` for the music in `song`, with the music as its audio track.
+
+    See `dancegen.methods.dance_any_beat.music2dance.music2dance` for every argument; `method` picks a registered
+    method that implements `music2dance`.
+    """
+    from dancegen.registry import get_method
+
+    fn = get_method(method).load("music2dance")
+    return fn(song, ref, out, seconds=seconds, start=start, fps=fps, model=model, steps=steps, sampler=sampler,
+              overrides=overrides, seed=seed, device=device, progress=progress)
+
+
 def train(recipe: PathLike, overrides: list[str] | None = None, out: PathLike | None = None, resume: str = "auto",
           device: str | None = None, progress=None) -> dict:
     """Train a method from a recipe: the recipe's `method:` picks the method in the registry.

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from dancegen import __version__
-from dancegen.errors import DanceGenError
+from dancegen.errors import DanceGenError, InputError
 
 app = typer.Typer(
     name="dancegen",
@@ -489,6 +489,41 @@ def animate_cmd(
                       steps=steps, guidance_scale=guidance, size=size_v, device=state.device, dtype=dtype,
                       seed=state.seed, dry_run=dry_run, progress=lambda s: info(f"[cyan]>[/cyan] {s}"))
     _report(rep, ("output", "preview", "frames", "seconds", "kind", "variant", "size", "parameters", "dry_run"))
+
+
+@verb("music2dance")
+def music2dance_cmd(
+    song: Annotated[Path, typer.Argument(help="Music file (wav/flac/ogg/mp3/m4a, or a video's audio track).")],
+    ref: Annotated[Path, typer.Option("--ref", help="Photo of the person who dances (centre square crop).")],
+    out: Annotated[Path, typer.Option("--output", "-o", help="Output .mp4 (the music is its audio track).")],
+    seconds: Annotated[float | None, typer.Option(help="Use this many seconds of the song (default: all).")] = None,
+    start: Annotated[float, typer.Option(help="Start this many seconds into the song.")] = 0.0,
+    fps: Annotated[float | None, typer.Option(help="Output frame rate (default: the model's; other rates are "
+                                                   "interpolated in flow space).")] = None,
+    model: Annotated[str | None, typer.Option(help="Trained model folder (or `train` output) or bundled name. "
+                                                   "Default: the bundled dab-tiny.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Sampling steps (default: the model's recipe).")] = None,
+    sampler: Annotated[str | None, typer.Option(help="ddim | ddpm (default: the model's recipe).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Recipe override key=value, e.g. "
+                                                                 "inference.overlap=2 (repeatable).")] = None,
+):
+    """Make the person in a photo dance to a song: Dance Any Beat (DabFusion), music -> latent flows -> video.
+
+    The video lasts as long as the music (one clip of the model's length after another, overlapping so the motion
+    carries across the seams) and carries the music as its audio track. Writes OUT and OUT.recipe.yaml.
+
+    Example: [cyan]dancegen music2dance song.wav --ref photo.png -o dance.mp4 --seconds 10[/cyan]
+    """
+    from dancegen import api
+    from dancegen.console import progress_bar
+
+    if sampler is not None and sampler not in ("ddim", "ddpm"):
+        raise InputError(f"--sampler must be ddim or ddpm, got {sampler!r}")
+    with progress_bar(None, "music2dance") as bar:
+        rep = api.music2dance(song, ref, out, seconds=seconds, start=start, fps=fps, model=model, steps=steps,
+                              sampler=sampler, overrides=set_, seed=state.seed, device=state.device,
+                              progress=lambda i, n: bar.update(completed=i, total=n))
+    _report(rep, ("output", "frames", "fps", "seconds", "clips", "music_beats", "sampler", "steps", "total_s"))
 
 
 @verb("train")

@@ -61,6 +61,34 @@ def load_config(cls: type[T], path: str | os.PathLike | list | None = None, over
     return obj  # type: ignore[return-value]
 
 
+def load_recipe_chain(cls: type[T], path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> T:
+    """Load a recipe that may overlay others (`base: other.yaml`, relative to the file) into `cls`.
+
+    Each file of the chain is first checked alone (so an unknown key or a wrong type names the file it is in), then
+    the chain is merged base first and the `--set` overrides applied last. `cls` must have a `base` field, which is
+    set to None in the result (resolved).
+
+    Raises:
+        InputError: unknown key / wrong type (naming key and file), malformed YAML, a failed validation.
+    """
+    from dancegen.registry import recipe_chain
+
+    if path is None:
+        return load_config(cls, None, overrides)
+    chain = recipe_chain(path)
+    if len(chain) == 1:
+        return load_config(cls, chain[0], overrides)
+    for p in chain:  # keys and types of every file, each named in its own error
+        try:
+            load_config(cls, p)
+        except InputError as e:
+            if not e.message.startswith("invalid config:"):  # cross-field checks only apply to the merged recipe
+                raise
+    obj = load_config(cls, chain, overrides)
+    obj.base = None  # type: ignore[attr-defined]
+    return obj
+
+
 def _strip_base_keys(loaded):
     # Recipes may carry a free-text `description:`; nothing else is allowed beyond the schema.
     from omegaconf import OmegaConf

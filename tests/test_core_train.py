@@ -201,6 +201,12 @@ def test_lr_schedules():
     lin = LRSchedule("linear", warmup_steps=0, total_steps=4)
     assert [lin(s) for s in range(5)] == pytest.approx([1.0, 0.75, 0.5, 0.25, 0.0])
     assert LRSchedule("constant", 0, 4)(3) == 1.0
+    # LFDM / DabFusion: x0.1 at epochs 60, 90, 120 of 150 -> fractions 0.4, 0.6, 0.8
+    ms = LRSchedule("multistep", 0, 150, milestones=(0.4, 0.6, 0.8), gamma=0.1)
+    assert [ms(s) for s in (0, 59, 60, 89, 90, 119, 120, 149)] == pytest.approx(
+        [1.0, 1.0, 0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
+    with pytest.raises(ValueError, match="milestones"):
+        OptimConfig(lr_schedule="multistep", milestones=[0.6, 0.4])
 
 
 def test_sample_fn_is_called_and_does_not_perturb_training(tmp_path):

@@ -266,12 +266,14 @@ def build_optimizer(groups: list[_Group], optim: OptimConfig):
 @dataclass
 class LRSchedule:
     """lr multiplier per optimizer step: linear warmup ((step+1)/warmup), then constant, cosine or linear decay
-    to `min_ratio` at `total_steps`."""
+    to `min_ratio` at `total_steps`, or `gamma ** (milestones passed)` (multistep)."""
 
     kind: str
     warmup_steps: int
     total_steps: int
     min_ratio: float = 0.0
+    milestones: tuple[float, ...] = ()  # multistep: fractions of total_steps
+    gamma: float = 0.1
 
     def __call__(self, step: int) -> float:
         import math
@@ -280,6 +282,8 @@ class LRSchedule:
             return (step + 1) / self.warmup_steps
         if self.kind == "constant":
             return 1.0
+        if self.kind == "multistep":  # step decay at fixed points of the run (LFDM's MultiStepLR over epochs)
+            return self.gamma ** sum(step >= round(m * self.total_steps) for m in self.milestones)
         progress = min(1.0, (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps))
         shape = 0.5 * (1.0 + math.cos(math.pi * progress)) if self.kind == "cosine" else 1.0 - progress
         return self.min_ratio + (1.0 - self.min_ratio) * shape
@@ -288,7 +292,8 @@ class LRSchedule:
 def build_scheduler(optimizer, optim: OptimConfig, total_steps: int):
     import torch
 
-    schedule = LRSchedule(optim.lr_schedule, optim.warmup_steps, total_steps, optim.min_lr_ratio)
+    schedule = LRSchedule(optim.lr_schedule, optim.warmup_steps, total_steps, optim.min_lr_ratio,
+                          tuple(optim.milestones), optim.gamma)
 
     def factor(step: int) -> float:  # a plain function: LambdaLR then keeps only its step count in checkpoints,
         return schedule(step)  # so a resumed run follows its own config (e.g. a longer max_steps)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 
 OPTIMIZERS = ("adamw", "adam")
-LR_SCHEDULES = ("constant", "cosine", "linear")
+LR_SCHEDULES = ("constant", "cosine", "linear", "multistep")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 CHECKPOINT_WEIGHTS = ("trainable", "all")
 
@@ -52,9 +52,11 @@ class OptimConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
     grad_clip: float | None = 1.0  # max global L2 norm of the gradients; null or 0 disables clipping
-    lr_schedule: str = "constant"  # constant | cosine | linear (decay to min_lr_ratio * lr at max_steps)
+    lr_schedule: str = "constant"  # constant | cosine | linear (decay to min_lr_ratio * lr at max_steps) | multistep
     warmup_steps: int = 0  # linear warmup from lr/warmup_steps to lr, in optimizer steps
     min_lr_ratio: float = 0.0  # final lr of cosine/linear as a fraction of lr
+    milestones: list[float] = field(default_factory=list)  # multistep: lr *= gamma at each; fractions of max_steps
+    gamma: float = 0.1  # multistep decay factor (LFDM / DabFusion: x0.1)
 
     def __post_init__(self):
         if self.name not in OPTIMIZERS:
@@ -73,6 +75,11 @@ class OptimConfig:
             raise ValueError(f"optim.lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
         if self.warmup_steps < 0:
             raise ValueError(f"optim.warmup_steps must be >= 0, got {self.warmup_steps}")
+        if any(not 0.0 < m < 1.0 for m in self.milestones) or list(self.milestones) != sorted(self.milestones):
+            raise ValueError(f"optim.milestones must be increasing fractions of max_steps in (0, 1), got "
+                             f"{list(self.milestones)}")
+        if not 0.0 < self.gamma <= 1.0:
+            raise ValueError(f"optim.gamma must be in (0, 1], got {self.gamma}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ValueError(f"optim.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dancegen.registry import MethodSpec
 
 _DYL = "dancegen.methods.dance_your_latents"
+_DAB = "dancegen.methods.dance_any_beat"
 
 METHODS: dict[str, MethodSpec] = {
     "dance-your-latents": MethodSpec(
@@ -20,6 +21,16 @@ METHODS: dict[str, MethodSpec] = {
         load_config=f"{_DYL}.config:load_recipe",
         pipeline=f"{_DYL}.pipeline:DanceYourLatentsPipeline",
         verbs={"train": f"{_DYL}.train:train", "animate": f"{_DYL}.animate:animate"},
+    ),
+    "dance-any-beat": MethodSpec(
+        id="dance-any-beat",
+        description="Music-driven dance video from a photo (DabFusion): music-conditioned latent flow diffusion "
+        "warps the reference",
+        paper="dance-any-beat.txt",
+        config=f"{_DAB}.config:DanceAnyBeatConfig",
+        load_config=f"{_DAB}.config:load_recipe",
+        pipeline=f"{_DAB}.pipeline:sample_flows",
+        verbs={"train": f"{_DAB}.train:train", "music2dance": f"{_DAB}.music2dance:music2dance"},
     ),
 }
 

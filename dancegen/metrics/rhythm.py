@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from dancegen.audio.beats import beat_frames
 from dancegen.errors import InputError
 
 DIRECTIONS = ("music", "motion")
@@ -121,11 +122,7 @@ def motion_beats_from_keypoints(kps, fps: float, method: str = "bailando", smoot
 
 def music_beats(audio, sr: int, fps: float, start_bpm: float = 120.0, tightness: float = 100.0,
                 num_frames: int | None = None) -> np.ndarray:
-    """Music beat frames at the video fps, FACT's way: librosa beat tracking with one onset frame per video frame.
-
-    The audio (mono) is resampled to `fps * 512` Hz, its onset envelope computed with hop 512, and
-    `librosa.beat.beat_track(onset_envelope, sr=fps*512, hop_length=512, start_bpm, tightness=100)` gives beat
-    indices that are video frame indices. (librosa import costs a few seconds, and its first call JIT-compiles.)
+    """Music beat frames at the video fps (FACT settings); an alias of `dancegen.audio.beats.beat_frames`.
 
     Args:
         audio: `(N,)` or `(N, C)` float samples.
@@ -138,21 +135,7 @@ def music_beats(audio, sr: int, fps: float, start_bpm: float = 120.0, tightness:
     Returns:
         Sorted int64 frame indices.
     """
-    import librosa
-
-    y = np.asarray(audio, np.float32)
-    if y.ndim == 2:
-        y = y.mean(axis=1)
-    if y.ndim != 1 or y.size == 0:
-        raise InputError(f"audio must be (N,) or (N, C) samples, got shape {np.shape(audio)}")
-    target = int(round(fps * 512))
-    if sr != target:
-        y = librosa.resample(y, orig_sr=sr, target_sr=target)
-    env = librosa.onset.onset_strength(y=y, sr=target, hop_length=512)
-    _, beats = librosa.beat.beat_track(onset_envelope=env, sr=target, hop_length=512, start_bpm=start_bpm,
-                                       tightness=tightness)
-    beats = np.asarray(beats, np.int64)
-    return beats[beats < num_frames] if num_frames is not None else beats
+    return beat_frames(audio, sr, fps, num_frames=num_frames, start_bpm=start_bpm, tightness=tightness)
 
 
 def mm_align_2d(kps, music_beat_frames, fps: float, sigma: float = 3.0, size=None) -> float:

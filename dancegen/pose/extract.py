@@ -163,7 +163,7 @@ def _dwpose_frames(frames, weights_dir, on_frame):
 
 
 def estimate_poses(
-    source: str | os.PathLike,
+    source: str | os.PathLike | np.ndarray,
     backend: str = "blazepose",
     fmt: str = "coco18",
     mode: str = "auto",
@@ -172,8 +172,10 @@ def estimate_poses(
     min_detection: float = 0.5,
     min_presence: float = 0.5,
     max_frames: int | None = None,
+    fps: float | None = None,
 ):
-    """Poses of one dancer in a video, frame folder or image, in memory (no files written, no masks).
+    """Poses of one dancer in a video, frame folder, image or `(F, H, W, 3)` uint8 array, in memory (no files written,
+    no masks). `fps` labels an array's frames (default 24); a file's own rate is kept.
 
     `extract_poses` is the same with the on-disk layout, caching and masks; use this for a reference photo or a
     quick look. Frames without a person are all-zero (confidence 0).
@@ -187,10 +189,16 @@ def estimate_poses(
 
     if backend not in ("blazepose", "dwpose"):
         raise InputError(f"estimate_poses runs an estimator backend (blazepose or dwpose), got {backend!r}")
-    if mode == "auto":
-        mode = "image" if is_image_path(source) else "video"
-    video = read_video(source, max_frames=max_frames)
-    frames = video.frames
+    if isinstance(source, np.ndarray):  # frames already in memory: (F, H, W, 3) uint8 RGB
+        if source.ndim != 4 or source.shape[-1] != 3 or source.dtype != np.uint8:
+            raise InputError(f"frames must be (F, H, W, 3) uint8, got {source.shape} {source.dtype}")
+        frames, fps = source[:max_frames], float(fps or 24.0)
+        mode = "video" if mode == "auto" else mode
+    else:
+        if mode == "auto":
+            mode = "image" if is_image_path(source) else "video"
+        video = read_video(source, max_frames=max_frames)
+        frames, fps = video.frames, float(video.fps)
     if backend == "blazepose":
         kps, native, _, _ = _blazepose_frames(frames, mode, model_dir, min_detection, min_presence, False,
                                               lambda *a: None)
@@ -198,8 +206,9 @@ def estimate_poses(
         kps, native, _, _ = _dwpose_frames(frames, weights_dir, lambda *a: None)
     h, w = frames.shape[1:3]
     detected = (kps[..., 2] > 0).any(1)
-    seq = PoseSequence(kps, format=native, width=w, height=h, fps=float(video.fps),
-                       meta={"backend": backend, "source": str(source), "detection_rate": float(detected.mean())})
+    seq = PoseSequence(kps, format=native, width=w, height=h, fps=fps,
+                       meta={"backend": backend, "source": "<frames>" if isinstance(source, np.ndarray) else str(source),
+                             "detection_rate": float(detected.mean())})
     return convert(seq, fmt) if fmt != native else seq
 
 

@@ -12,8 +12,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from dancegen.errors import InputError
-
 METHOD_ID = "dance-your-latents"
 VARIANTS = ("disco", "vd", "vd_sa", "vd_sa_mf")
 ATTENTIONS = ("subspace", "temporal", "crossframe_first", "crossframe_middle", "crossframe_previous",
@@ -319,20 +317,6 @@ def load_recipe(path: str | os.PathLike | None = None, overrides: list[str] | No
     Raises:
         InputError: unknown key / wrong type (naming key and file), malformed YAML, a failed validation.
     """
-    from dancegen.config import load_config
-    from dancegen.registry import recipe_chain
+    from dancegen.config import load_recipe_chain
 
-    if path is None:
-        return load_config(DanceYourLatentsConfig, None, overrides)
-    chain = recipe_chain(path)
-    if len(chain) == 1:
-        return load_config(DanceYourLatentsConfig, chain[0], overrides)
-    for p in chain:  # keys and types of every file, each named in its own error
-        try:
-            load_config(DanceYourLatentsConfig, p)
-        except InputError as e:
-            if not e.message.startswith("invalid config:"):  # cross-field checks only apply to the merged recipe
-                raise
-    obj = load_config(DanceYourLatentsConfig, chain, overrides)
-    obj.base = None  # resolved
-    return obj
+    return load_recipe_chain(DanceYourLatentsConfig, path, overrides)

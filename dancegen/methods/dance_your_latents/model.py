@@ -204,7 +204,7 @@ class DanceYourLatentsModel(nn.Module):
         stored = load_recipe(folder / MODEL_FILE)
         if asdict(stored.model) != asdict(cfg.model):
             raise InputError("--set cannot change model.* of a trained model folder", path=folder / MODEL_FILE)
-        kw = {"torch_dtype": dtype} if dtype is not None else {}
+        kw = {"torch_dtype": dtype if dtype is not None else torch.float32}  # bundled models are stored in fp16
         unet = VideoUNet.from_pretrained(folder / "unet", **kw)
         vae = AutoencoderKL.from_pretrained(folder / "vae", **kw)
         pose = ControlNetModel.from_pretrained(folder / "controlnet_pose", **kw) \
@@ -346,7 +346,9 @@ def load_init_weights(model: DanceYourLatentsModel, source: str | os.PathLike) -
     """Initialise from a trained DYL model folder (DisCo baseline or an earlier stage), spec §3 "Init".
 
     The image UNet, both ControlNets and the CLIP projection must match exactly; temporal blocks are copied when
-    both models have the same ones and otherwise keep their (identity) initialisation.
+    both models have the same ones and otherwise keep their (identity) initialisation. A model on the ``tiny`` base
+    also takes the folder's VAE and CLIP image tower: they were trained from scratch with it (a real base keeps the
+    pretrained ones it loaded).
 
     Returns:
         Number of tensors loaded per part.
@@ -362,6 +364,8 @@ def load_init_weights(model: DanceYourLatentsModel, source: str | os.PathLike) -
     parts = [("unet", model.unet), ("controlnet_pose", model.controlnets.pose),
              ("controlnet_background", model.controlnets.background),
              ("reference_projection", model.reference.projection)]
+    if str(model.config.model.base) == "tiny":
+        parts += [("vae", model.vae), ("image_encoder", model.reference.image_encoder)]
     for sub, module in parts:
         if module is None or not (folder / sub).is_dir():
             continue
@@ -375,6 +379,12 @@ def load_init_weights(model: DanceYourLatentsModel, source: str | os.PathLike) -
             raise InputError(f"model.init_from: {sub} does not match this recipe's model ({len(missing)} missing, "
                              f"{len(unexpected)} unexpected tensors, e.g. {(missing + unexpected)[:2]})", path=folder)
         counts[sub] = len(sd)
+        if sub == "vae" and (folder / sub / "config.json").is_file():  # the trained latent scale goes with it
+            import json
+
+            scale = json.loads((folder / sub / "config.json").read_text()).get("scaling_factor")
+            if scale is not None:
+                module.register_to_config(scaling_factor=scale)
     return counts
 
 

@@ -14,8 +14,9 @@ timestep per clip and (``model.shared_noise.train``) one noise sample shared by 
 ``disco`` variant uses independent noise and timesteps per frame. The reference is dropped with probability
 ``train.ref_dropout`` (DisCo's CFG training).
 
-Outputs in ``output_dir``: ``recipe.yaml`` (resolved), ``stage-<k>-<name>/`` (metrics.jsonl, checkpoints/, samples/)
-and ``model/`` (the trained model folder: ``dancegen animate --model OUTPUT_DIR`` loads it).
+Outputs in ``output_dir``: ``recipe.yaml`` (resolved), ``stage-<k>-<name>/`` (metrics.jsonl, checkpoints/, samples/,
+and ``model/``, the model as that stage left it: another recipe's ``model.init_from`` can start from it) and
+``model/`` (the trained model folder: ``dancegen animate --model OUTPUT_DIR`` loads it).
 """
 
 from __future__ import annotations
@@ -233,6 +234,9 @@ def train(config: DanceYourLatentsConfig, output_dir: str | os.PathLike, resume:
             model.eval()
             report["stages"][stage.name]["scaling_factor"] = calibrate_vae_scaling(model, dataset)
             say(f"vae latent scaling factor {model.scaling_factor:.4g}")
+        if not (stage_dir / MODEL_SUBDIR).is_dir():  # each stage's model: the `model.init_from` of other recipes
+            model.save_pretrained(stage_dir / MODEL_SUBDIR)
+        report["stages"][stage.name]["model"] = str(stage_dir / MODEL_SUBDIR)
     model.eval().requires_grad_(False)
     model.to("cpu")
     model.save_pretrained(out / MODEL_SUBDIR)

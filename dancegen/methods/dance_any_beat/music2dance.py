@@ -1,0 +1,96 @@
+"""`dancegen music2dance SONG --ref IMG -o OUT.mp4`: a dance video of the person in IMG for the song.
+
+1. Load the model (bundled `dab-tiny` by default), the song (mono, 22.05 kHz for analysis; silent / too short files
+   are refused) and the reference photo (centre square crop at the model's resolution).
+2. Per-frame music features and beats of the whole song at the model's fps; the video has one frame per 1/fps s of
+   music (frame 0 is the reference itself), so its length matches the music.
+3. Sample the latent flows clip by clip with overlap (`pipeline.sample_flows`), resample them in flow space to the
+   output fps when asked, warp and decode.
+4. Write the mp4 atomically with the song as its audio track, plus `<out>.recipe.yaml` (the resolved recipe).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from dancegen.errors import InputError
+
+
+def music2dance(song: str | os.PathLike, ref: str | os.PathLike, out: str | os.PathLike, *, seconds: float | None = None,
+                start: float = 0.0, fps: float | None = None, model: str | None = None, steps: int | None = None,
+                sampler: str | None = None, overrides: list[str] | None = None, seed: int | None = None,
+                device: str = "auto", progress=None) -> dict:
+    """Generate and write the video; returns a report (frames, seconds, clips, beats, timings, paths)."""
+    import torch
+
+    from dancegen.audio.features import frame_features
+    from dancegen.audio.song import frame_count, load_song
+    from dancegen.config import save_config
+    from dancegen.io.audio import read_audio
+    from dancegen.io.video import read_image, write_video
+    from dancegen.methods.dance_any_beat.model import DanceAnyBeatModel, resolve_model_folder
+    from dancegen.methods.dance_any_beat.pipeline import (
+        clip_starts,
+        decode_frames,
+        music_inputs,
+        ref_tensor,
+        resample_flows,
+        sample_flows,
+    )
+    from dancegen.runtime import resolve_device
+
+    t0 = time.perf_counter()
+    out = Path(out)
+    if out.suffix.lower() not in (".mp4", ".mov"):
+        raise InputError("music2dance writes an mp4 (the music is its audio track); give -o NAME.mp4", out)
+    folder = resolve_model_folder(model)
+    dev = resolve_device(device)
+    m = DanceAnyBeatModel.from_pretrained(folder, overrides=overrides, device=dev)
+    cfg = m.config
+    mfps = float(cfg.data.fps)
+    out_fps = float(fps or mfps)
+    if out_fps <= 0 or out_fps > 120:
+        raise InputError(f"--fps must be in (0, 120], got {out_fps:g}")
+    if start < 0 or (seconds is not None and seconds <= 0):
+        raise InputError("--start must be >= 0 and --seconds > 0")
+
+    s = load_song(song, sr=cfg.music.sample_rate, min_seconds=max(1.0 / mfps, 0.5))
+    a, b = int(round(start * s.sr)), None if seconds is None else int(round((start + seconds) * s.sr))
+    samples = s.samples[a:b]
+    duration = samples.size / s.sr
+    if duration < 2.0 / mfps:
+        raise InputError(f"only {duration:.2f} s of audio after --start {start:g} s; need at least {2 / mfps:.2f} s",
+                         song)
+    n_model = frame_count(duration, mfps)  # frames at the model's rate, frame 0 = the reference
+    n_out = frame_count(duration, out_fps)
+    image = read_image(ref)
+    x0 = ref_tensor(image, cfg.data.resolution, dev)
+    feats = frame_features(samples, s.sr, mfps, num_frames=n_model, n_mels=cfg.music.n_mels,
+                           tempogram_bins=cfg.music.tempogram_bins, beats=True, start_bpm=cfg.music.start_bpm)
+    f, beats = music_inputs(feats, 1, n_model - 1, cfg.music)
+    gen = torch.Generator().manual_seed(int(cfg.inference.seed if seed is None else seed))
+    t1 = time.perf_counter()
+    a0 = sample_flows(m, x0, f, beats, steps=steps, sampler=sampler, generator=gen,
+                      progress=(lambda i, n: progress(i, n)) if progress else None)
+    if out_fps != mfps:
+        a0 = resample_flows(a0, mfps, out_fps, n_out - 1)
+    frames = decode_frames(m, x0, a0)
+    ref_frame = (x0[0].permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
+    video = np.concatenate([ref_frame[None], frames])
+    t2 = time.perf_counter()
+
+    track, track_sr = read_audio(song, mono=False)
+    a2, b2 = int(round(start * track_sr)), int(round((start + duration) * track_sr))
+    write_video(out, video, fps=out_fps, audio=track[a2:b2], sample_rate=track_sr)
+    save_config(cfg, out.with_suffix(".recipe.yaml"))
+    n = cfg.data.num_frames
+    return {"output": str(out), "model": str(folder), "frames": int(video.shape[0]), "fps": out_fps,
+            "seconds": duration, "video_seconds": video.shape[0] / out_fps, "resolution": int(cfg.data.resolution),
+            "clips": len(clip_starts(n_model - 1, n, cfg.inference.overlap)), "clip_frames": n,
+            "music_beats": int(beats.sum().round()) if not cfg.music.beat_sigma else None,
+            "sampler": sampler or cfg.inference.sampler, "steps": int(steps or cfg.inference.steps),
+            "generate_s": t2 - t1, "total_s": time.perf_counter() - t0}
