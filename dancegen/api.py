@@ -310,7 +310,9 @@ def demo(out: PathLike, seed: int = 0, size: int = 256, seconds: float = 2.0, fp
     2. `extract-pose` on A's video with the default backend; PCK against A's true joints.
     3. `pose retarget`: A's extracted motion onto B's body (B's pose is extracted from the reference photo).
     4. `flow --method pose` on the retargeted poses; and, on clip A, pose flow and DIS against the true flow.
-    5. `summary.png` (one row per sampled time), `summary.mp4` and `report.json`.
+    5. `animate` with the bundled Dance-Your-Latents model: B's photo dances A's retargeted motion.
+    6. `music2dance` with the bundled Dance Any Beat model: B's photo dances to A's music.
+    7. `summary.png` (one row per sampled time), `summary.mp4` and `report.json`.
     """
     import numpy as np
 
@@ -363,6 +365,17 @@ def demo(out: PathLike, seed: int = 0, size: int = 256, seconds: float = 2.0, fp
     epe = {name: flow_stats(f, gt_flow, mask=body)["epe"] for name, f in (("pose", pose_fw), ("dis", dis_fw),
                                                                             ("zero", np.zeros_like(gt_flow)))}
 
+    import cv2
+
+    step("animate: B dances A's motion (bundled dyl-tiny)")
+    anim = animate(out / "reference.png", out / "retargeted" / "openpose_json", out / "animated.mp4",
+                   retarget=False, preview=False, device="cpu", seed=seed)
+    animated = read_video(out / "animated.mp4").frames
+
+    step("music2dance: B dances to A's music (bundled dab-tiny)")
+    m2d = music2dance(clip_a / "audio.wav", out / "reference.png", out / "music_dance.mp4", device="cpu", seed=seed)
+    music_video = read_video(out / "music_dance.mp4")
+
     step("summary picture and video")
     maps_a = render_pose_sequence(poses_a)
     maps_moved = render_pose_sequence(moved)
@@ -370,12 +383,18 @@ def demo(out: PathLike, seed: int = 0, size: int = 256, seconds: float = 2.0, fp
     n = video_a.num_frames
     refs = np.repeat(ref_img[None], n, axis=0)
 
+    def big(img: np.ndarray) -> np.ndarray:  # the bundled models work at 64 px
+        return cv2.resize(img, (size, size), interpolation=cv2.INTER_NEAREST) if img.shape[0] != size else img
+
     def panel(t: int) -> list:
         ft = min(t, n - 2)
+        mt = min(int(t / video_a.fps * music_video.fps), music_video.num_frames - 1)
         return [montage.label(video_a.frames[t], f"A t={t}"),
                 montage.label(montage.overlay(video_a.frames[t], maps_a[t]), "extracted pose"),
                 montage.label(montage.overlay(refs[t], maps_moved[t]), "retargeted onto B"),
-                montage.label(flow_rgb[ft], "pose flow")]
+                montage.label(flow_rgb[ft], "pose flow"),
+                montage.label(big(animated[min(t, len(animated) - 1)]), "animate (dyl-tiny)"),
+                montage.label(big(music_video.frames[mt]), "music2dance (dab-tiny)")]
 
     rows = [panel(t) for t in np.linspace(0, n - 1, 4).round().astype(int)]
     write_image(out / "summary.png", montage.grid(rows, height=min(size, 192)))
@@ -390,7 +409,10 @@ def demo(out: PathLike, seed: int = 0, size: int = 256, seconds: float = 2.0, fp
         "retargeted_frames": moved.num_frames,
         "flow_ms_per_pair": flow_rep.get("ms_per_pair"),
         "flow_epe_on_body_A": epe,
+        "animate": {k: anim.get(k) for k in ("output", "frames", "seconds", "model")},
+        "music2dance": {k: m2d.get(k) for k in ("output", "frames", "fps", "clips", "generate_s", "model")},
         "outputs": {"summary": str(out / "summary.png"), "summary_video": str(out / "summary.mp4"),
+                    "animated": str(out / "animated.mp4"), "music_dance": str(out / "music_dance.mp4"),
                     "poses_A": str(out / "poses_A"), "retargeted": str(out / "retargeted"),
                     "flow": str(out / "flow")},
     }
@@ -439,6 +461,7 @@ def animate(ref: PathLike, poses: PathLike, out: PathLike, *, model: str | None 
 def music2dance(song: PathLike, ref: PathLike, out: PathLike, *, seconds: float | None = None, start: float = 0.0,
                 fps: float | None = None, model: str | None = None, steps: int | None = None,
                 sampler: str | None = None, overrides: list[str] | None = None, seed: int | None = None,
+                scene: PathLike | None = None, ref_mask: str = "auto", scene_mask: str = "auto",
                 device: str = "auto", method: str = "dance-any-beat", progress=None) -> dict:
     """A dance video of the person in `ref` for the music in `song`, with the music as its audio track.
 
@@ -449,7 +472,8 @@ def music2dance(song: PathLike, ref: PathLike, out: PathLike, *, seconds: float 
 
     fn = get_method(method).load("music2dance")
     return fn(song, ref, out, seconds=seconds, start=start, fps=fps, model=model, steps=steps, sampler=sampler,
-              overrides=overrides, seed=seed, device=device, progress=progress)
+              overrides=overrides, seed=seed, scene=scene, ref_mask=ref_mask, scene_mask=scene_mask, device=device,
+              progress=progress)
 
 
 def train(recipe: PathLike, overrides: list[str] | None = None, out: PathLike | None = None, resume: str = "auto",

@@ -506,6 +506,10 @@ def music2dance_cmd(
     sampler: Annotated[str | None, typer.Option(help="ddim | ddpm (default: the model's recipe).")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Recipe override key=value, e.g. "
                                                                  "inference.overlap=2 (repeatable).")] = None,
+    scene: Annotated[Path | None, typer.Option(help="Choreograph anyone: a dance-scene frame whose dancer the "
+                                                    "person of --ref replaces.")] = None,
+    ref_mask: Annotated[str, typer.Option(help="With --scene: person mask of --ref (PATH or auto).")] = "auto",
+    scene_mask: Annotated[str, typer.Option(help="With --scene: dancer mask of the scene (PATH or auto).")] = "auto",
 ):
     """Make the person in a photo dance to a song: Dance Any Beat (DabFusion), music -> latent flows -> video.
 
@@ -521,7 +525,8 @@ def music2dance_cmd(
         raise InputError(f"--sampler must be ddim or ddpm, got {sampler!r}")
     with progress_bar(None, "music2dance") as bar:
         rep = api.music2dance(song, ref, out, seconds=seconds, start=start, fps=fps, model=model, steps=steps,
-                              sampler=sampler, overrides=set_, seed=state.seed, device=state.device,
+                              sampler=sampler, overrides=set_, seed=state.seed, scene=scene, ref_mask=ref_mask,
+                              scene_mask=scene_mask, device=state.device,
                               progress=lambda i, n: bar.update(completed=i, total=n))
     _report(rep, ("output", "frames", "fps", "seconds", "clips", "music_beats", "sampler", "steps", "total_s"))
 

@@ -206,6 +206,17 @@ def test_music2dance_cli_length_audio_and_bad_inputs(trained, world, tmp_path):
                             "--model", trained["model"], "--fps", "25", "--seconds", "1"])
     assert r.exit_code == 0, r.output
     assert video_info(tmp_path / "d25.mp4")["num_frames"] == 25
+    # choreograph anyone: the person of --ref replaces the scene's dancer; the composite is saved and used
+    box = np.zeros((32, 32, 3), np.uint8)
+    box[6:30, 10:22] = 255
+    write_image(tmp_path / "m.png", box)
+    r = runner.invoke(app, ["music2dance", str(song), "--ref", str(img), "-o", str(tmp_path / "anyone.mp4"),
+                            "--model", trained["model"], "--seconds", "1", "--scene", str(img),
+                            "--ref-mask", str(tmp_path / "m.png"), "--scene-mask", str(tmp_path / "m.png")])
+    assert r.exit_code == 0, r.output
+    from dancegen.io.video import read_image
+
+    assert read_image(tmp_path / "anyone.reference.png").shape == (32, 32, 3)
     cases = [(_tone(tmp_path / "silent.wav", 2.0, silent=True), "silent"),
              (_tone(tmp_path / "short.wav", 0.2), "too short"),
              (tmp_path / "missing.wav", "not found")]

@@ -212,6 +212,21 @@ def estimate_poses(
     return convert(seq, fmt) if fmt != native else seq
 
 
+def person_mask(image: np.ndarray, model_dir: str | os.PathLike | None = None, threshold: float = 0.5) -> np.ndarray:
+    """`(H, W)` bool mask of the person in an `(H, W, 3)` uint8 photo (BlazePose's segmentation, image mode).
+
+    Raises:
+        InputError: no person found.
+    """
+    got: list = []
+    _blazepose_frames(np.asarray(image)[None], "image", model_dir, 0.5, 0.5, True, lambda i, m, dt: got.append(m))
+    mask = got[0] if got else None
+    if mask is None or not (np.asarray(mask) > threshold).any():
+        raise InputError("no person found in the image (BlazePose); pass a mask file instead")
+    m = np.asarray(mask)
+    return (m > threshold) if m.dtype != np.uint8 else (m > int(255 * threshold))
+
+
 def extract_poses(
     source: str | os.PathLike,
     out_dir: str | os.PathLike,

@@ -472,6 +472,7 @@ def generate(
     flow: bool = True,
     camera_motion: str | None = None,
     bpm_range: tuple[float, float] = (90.0, 150.0),
+    only: list[int] | None = None,
 ) -> dict:
     """Render `num_clips` synthetic clips into `out_dir` in a dataset layout; resumable and shardable.
 
@@ -492,6 +493,8 @@ def generate(
         flow: Write the dense flow files (clips layout; the largest files).
         camera_motion: Force "static", "pan", "zoom" or "shake" for every clip.
         bpm_range: Music tempo range.
+        only: Render only these clip indices of the run (e.g. its held-out split: the same clips, the same split
+            files, without rendering the training clips).
 
     Returns:
         Summary dict: layout, out_dir, total, done, skipped (names), frames, seconds (wall), cpu_seconds,
@@ -528,6 +531,9 @@ def generate(
     out.mkdir(parents=True, exist_ok=True)
     jobs = _job_list(num_clips, layout, seed)
     mine = jobs if shard_t is None else jobs[shard_t[0] - 1 :: shard_t[1]]
+    if only is not None:
+        keep = {int(i) for i in only}
+        mine = [j for j in mine if j["index"] in keep]
     opts = {
         "size": (w, h),
         "num_frames": num_frames,

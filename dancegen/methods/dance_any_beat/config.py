@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 METHOD_ID = "dance-any-beat"
 ENCODERS = ("scratch", "clap", "wav2clip", "clap+wav2clip")
-STAGE_NAMES = ("lfae", "diffusion")
+STAGE_NAMES = ("adapters", "lfae", "diffusion")
 SAMPLERS = ("ddpm", "ddim")
 LAYOUTS = ("aist",)
 
@@ -73,7 +73,9 @@ class MusicConfig:
     tempogram_bins: int = 16
     start_bpm: float = 120.0  # beat_track tempo prior (AIST++ names give it per track when known) [F]
     clap: str | None = None  # local folder or hub id of a transformers ClapModel (e.g. laion/clap-htsat-unfused)
-    wav2clip: str | None = None  # Wav2CLIP checkpoint file
+    wav2clip: str | None = None  # Wav2CLIP checkpoint file (null: looked up in the weights folders)
+    embed_dim: int = 512  # width of the frozen CLAP / Wav2CLIP embeddings (both 512 for the released models)
+    clip: str = "openai/clip-vit-base-patch32"  # CLIP image model: the Wav2CLIP adapter's target [A] spec §2.2
     adapter_epochs: int = 100  # [P]
     sample_rate: int = 22050  # analysis rate for librosa features and beats [T]
 
@@ -82,6 +84,8 @@ class MusicConfig:
             raise ValueError(f"music.encoder must be one of {', '.join(ENCODERS)}, got {self.encoder!r}")
         if self.dim < 1 or self.layers < 1 or self.n_mels < 1 or self.tempogram_bins < 1:
             raise ValueError("music: dim, layers, n_mels and tempogram_bins must be >= 1")
+        if self.embed_dim < 1 or self.adapter_epochs < 0:
+            raise ValueError("music: embed_dim >= 1 and adapter_epochs >= 0 are required")
 
 
 @dataclass
@@ -158,7 +162,12 @@ class ModelConfig:
 
 @dataclass
 class StageConfig:
-    """One training stage: `lfae` (stage 1) or `diffusion` (stage 2, LFAE frozen)."""
+    """One training stage: `adapters`, `lfae` (stage 1) or `diffusion` (stage 2, LFAE and adapters frozen).
+
+    `adapters` fits the contrastive MLP adapters of the pretrained music branches (G3) for `music.adapter_epochs`
+    epochs with Adam at `lr` on batches of `batch_size` pairs; its `steps`, `betas`, `milestones`, `gamma` and
+    `grad_clip` are not used (an epoch count fixes its length, as in the paper).
+    """
 
     name: str
     steps: int
@@ -197,6 +206,9 @@ class TrainConfig:
         unknown = [r for r in self.run if r != "all" and r not in names]
         if unknown:
             raise ValueError(f"train.run names stages {unknown} that train.stages does not define ({names})")
+        if "adapters" in names and "diffusion" in names and names.index("adapters") > names.index("diffusion"):
+            raise ValueError(f"train.stages: adapters must come before diffusion (the diffusion model is "
+                             f"conditioned on the adapted embeddings), got {names}")
 
     def selected_stages(self) -> list[StageConfig]:
         return list(self.stages) if list(self.run) == ["all"] else [s for s in self.stages if s.name in self.run]

@@ -8,11 +8,16 @@ The split is by music [P]: the ten `data.test_music` tracks are the test set, ev
   square and resized (INTER_AREA) to `resolution` [A, G10]; kept in memory as uint8.
 - Music: `dancegen.audio.features.frame_features` of the whole track at `fps`, computed once per track and sliced
   per clip, so a clip's features are exactly those of the same frames of the song.
+- Pretrained music branches (`music.encoder` clap / wav2clip): the frozen embedding of each clip's audio window
+  (`pretrained.audio_window`: [(s+1)/fps, (s+1+N)/fps) s of the wav at its own rate), computed once per
+  (music, start), kept in memory and in the on-disk cache `<data.root>/.dancegen_cache/` (`pretrained.cache_path`),
+  so a second run reads it instead of running the backbones.
 
 Datasets (items are dicts of tensors; images in [0, 1], the LFAE's convention):
 - `FramePairs`: stage 1, two frames of one video (x_ref, x_dri), drawn with a per-index seed.
 - `MusicClips`: stage 2 and evaluation, windows of N + 1 frames: the reference x0 = frame s, the N driving frames
-  s+1 .. s+N, and the music of those N frames (features (N, D), beats (N,)).
+  s+1 .. s+N, and the music of those N frames (features (N, D), beats (N,), and the frozen `clap` / `wav2clip`
+  embeddings (embed_dim,) when the recipe uses them).
 """
 
 from __future__ import annotations
@@ -119,12 +124,68 @@ def song_features(wav: str | os.PathLike, fps: float, music, num_frames: int | N
 
 
 class _AistCache:
-    """Decoded frames per video and features per track, shared by the datasets of one run."""
+    """Decoded frames per video, features per track and frozen embeddings per clip window, shared by one run.
+
+    The pretrained backbones (`pretrained.FrozenMusicEncoders`) load on the first embedding that is not cached.
+    """
 
     def __init__(self, root: Path, cfg):
         self.root, self.cfg = root, cfg
         self.frames: dict[str, np.ndarray] = {}
         self.music: dict[str, object] = {}
+        self.songs: dict[str, tuple[np.ndarray, int]] = {}
+        self.embeds: dict[tuple[str, str], dict[str, np.ndarray]] = {}  # (branch, music) -> window key -> (D,)
+        self._encoders = None
+        self._unwritable = False
+
+    @property
+    def encoders(self):
+        """The run's `FrozenMusicEncoders` (created on first use; its backbones load lazily too)."""
+        if self._encoders is None:
+            from dancegen.methods.dance_any_beat.pretrained import FrozenMusicEncoders
+            from dancegen.runtime import resolve_device
+
+            self._encoders = FrozenMusicEncoders(self.cfg.music, resolve_device(self.cfg.train.device))
+        return self._encoders
+
+    def _wav(self, music: str) -> Path:
+        wav = self.root / "wavs" / f"{music}.wav"
+        if not wav.is_file():
+            raise InputError(f"music {music} has no wav in wavs/", wav)
+        return wav
+
+    def song(self, music: str) -> tuple[np.ndarray, int]:
+        """The track as mono float32 at its own sample rate (the embedding functions resample per backbone)."""
+        if music not in self.songs:
+            from dancegen.io.audio import read_audio
+
+            samples, sr = read_audio(self._wav(music), sr=None, mono=True)
+            self.songs[music] = (np.asarray(samples, np.float32), int(sr))
+        return self.songs[music]
+
+    def embedding(self, branch: str, music: str, start: int) -> np.ndarray:
+        """Frozen `branch` embedding `(music.embed_dim,)` of the clip of `music` whose reference is frame `start`.
+
+        Looked up in memory, then in the on-disk cache; computed (and the song's cache file rewritten atomically)
+        only when neither has it.
+        """
+        from dancegen.methods.dance_any_beat import pretrained as pt
+
+        d = self.cfg.data
+        path = pt.cache_path(self.root, branch, pt.branch_ref(self.cfg.music, branch), music)
+        store = self.embeds.get((branch, music))
+        if store is None:
+            store = self.embeds[(branch, music)] = pt.read_cache(path)
+        key = pt.window_key(start, d.num_frames, d.fps)
+        if key not in store:
+            samples, sr = self.song(music)
+            store[key] = self.encoders.embed(branch, pt.audio_window(samples, sr, start + 1, d.num_frames, d.fps), sr)
+            if not self._unwritable and not pt.write_cache(path, store):
+                from dancegen.console import info
+
+                self._unwritable = True
+                info(f"note: cannot write the embedding cache under {path.parent.parent}; embeddings stay in memory")
+        return pt.check_width(store[key], self.cfg.music, branch)
 
     def video(self, v: AistVideo) -> np.ndarray:
         if v.name not in self.frames:
@@ -133,10 +194,7 @@ class _AistCache:
 
     def features(self, music: str):
         if music not in self.music:
-            wav = self.root / "wavs" / f"{music}.wav"
-            if not wav.is_file():
-                raise InputError(f"music {music} has no wav in wavs/", wav)
-            self.music[music] = song_features(wav, self.cfg.data.fps, self.cfg.music)
+            self.music[music] = song_features(self._wav(music), self.cfg.data.fps, self.cfg.music)
         return self.music[music]
 
 
@@ -167,7 +225,8 @@ class MusicClips(Dataset):
     """Stage 2 / evaluation items: windows of N + 1 frames with the music of frames 1..N.
 
     Items: ``ref`` (3, H, W), ``frames`` (N, 3, H, W) (frames s+1..s+N), ``features`` (N, D) float32, ``beats`` (N,)
-    float32 (the "beat" slice of the features), ``video`` / ``start`` (int).
+    float32 (the "beat" slice of the features), ``video`` / ``start`` (int), and for each pretrained branch of
+    `music.encoder` ``clap`` / ``wav2clip`` (embed_dim,) float32, the frozen embedding of the clip's audio.
     """
 
     def __init__(self, cfg, split: str = "train", stride: int | None = None, starts: str = "all",
@@ -177,6 +236,9 @@ class MusicClips(Dataset):
         self.videos = list_aist_videos(d.root, split, d.test_music, cameras or d.cameras, genres)
         self.cache = cache or _AistCache(Path(d.root), cfg)
         stride = int(stride or d.window_stride)
+        from dancegen.methods.dance_any_beat.pretrained import pretrained_branches
+
+        self.branches = pretrained_branches(cfg.music)
         self.index: list[tuple[int, int]] = []
         for vi, v in enumerate(self.videos):
             total = self._length(v)
@@ -196,14 +258,25 @@ class MusicClips(Dataset):
     def __len__(self) -> int:
         return len(self.index)
 
+    def precompute_embeddings(self) -> int:
+        """Compute (or read from the cache) the frozen embeddings of every item now, in this process, so data-loader
+        workers never load a backbone. Returns the number of (branch, clip) embeddings."""
+        for vi, s in self.index:
+            for branch in self.branches:
+                self.cache.embedding(branch, self.videos[vi].music, s)
+        return len(self.index) * len(self.branches)
+
     def __getitem__(self, i: int) -> dict:
         vi, s = self.index[i]
         v = self.videos[vi]
         frames = self.cache.video(v)
         feats = self.cache.features(v.music)
         vals, beats = clip_music(feats, s + 1, self.n, self.cfg.music)
-        return {"ref": _to_tensor(frames[s]), "frames": _to_tensor(frames[s + 1:s + 1 + self.n]),
+        item = {"ref": _to_tensor(frames[s]), "frames": _to_tensor(frames[s + 1:s + 1 + self.n]),
                 "features": torch.from_numpy(vals), "beats": torch.from_numpy(beats), "video": vi, "start": s}
+        for branch in self.branches:
+            item[branch] = torch.from_numpy(self.cache.embedding(branch, v.music, s).copy())
+        return item
 
 
 def clip_music(feats, start: int, n: int, music) -> tuple[np.ndarray, np.ndarray]:

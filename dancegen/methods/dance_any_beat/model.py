@@ -49,7 +49,12 @@ class DanceAnyBeatModel(nn.Module):
         from dancegen.methods.dance_any_beat.diffusion import GaussianDiffusion
         from dancegen.methods.dance_any_beat.flow_unet import FlowUNet3D
         from dancegen.methods.dance_any_beat.lfae import LFAE
-        from dancegen.methods.dance_any_beat.music import MLPAdapter, ScratchMusicEncoder, music_embedding_dims
+        from dancegen.methods.dance_any_beat.music import (
+            EMBED_DIM,
+            MLPAdapter,
+            ScratchMusicEncoder,
+            music_embedding_dims,
+        )
 
         self.config = config
         m, u = config.music, config.model.unet
@@ -57,8 +62,9 @@ class DanceAnyBeatModel(nn.Module):
         parts = m.encoder.split("+")
         self.music = ScratchMusicEncoder(feature_dim(config), m.dim, m.layers) if uses_scratch_encoder(config) \
             else None
-        self.clap_adapter = MLPAdapter(512, 512, 512) if "clap" in parts else None
-        self.wav2clip_adapter = MLPAdapter(512, 512, 512) if "wav2clip" in parts else None
+        # frozen embed_dim-wide embeddings in, the paper's 512-d e_c / e_w out (music_embedding_dims counts 512 each)
+        self.clap_adapter = MLPAdapter(m.embed_dim, EMBED_DIM, EMBED_DIM) if "clap" in parts else None
+        self.wav2clip_adapter = MLPAdapter(m.embed_dim, EMBED_DIM, EMBED_DIM) if "wav2clip" in parts else None
         self.cond_dim = music_embedding_dims(m.encoder, m.dim, config.data.num_frames, m.beats)
         self.frame_cond_dim = m.dim if m.per_frame else 0
         self.unet = FlowUNet3D(dim=u.dim, dim_mults=tuple(u.dim_mults), channels=3,
@@ -85,8 +91,8 @@ class DanceAnyBeatModel(nn.Module):
 
         Args:
             music: ``features`` (B, N, D) per-frame librosa features (the beat column last when beats are on),
-                ``beats`` (B, N) the beat vector e_b, and for the pretrained encoders ``clap`` / ``wav2clip`` (B, 512)
-                frozen embeddings of the clip's audio.
+                ``beats`` (B, N) the beat vector e_b, and for the pretrained encoders ``clap`` / ``wav2clip``
+                (B, music.embed_dim) frozen embeddings of the clip's audio (`pretrained.FrozenMusicEncoders`).
         """
         m = self.config.music
         pieces, frame = [], None
@@ -99,7 +105,7 @@ class DanceAnyBeatModel(nn.Module):
             if adapter is not None:
                 if key not in music:
                     raise InputError(f"music.encoder {m.encoder} needs {key} embeddings of the audio")
-                pieces.append(adapter(music[key]))
+                pieces.append(nn.functional.normalize(adapter(music[key]), dim=-1))  # as trained (cosine space)
         if m.beats:
             pieces.append(music["beats"])
         return torch.cat(pieces, dim=-1), frame
@@ -155,8 +161,9 @@ class DanceAnyBeatModel(nn.Module):
             raise InputError(f"not a Dance Any Beat model folder (no {MODEL_FILE} and {WEIGHTS_FILE})", path=folder)
         cfg = load_recipe(found / MODEL_FILE, overrides)
         stored = load_recipe(found / MODEL_FILE)
-        if _asdict(stored.model) != _asdict(cfg.model) or _asdict(stored.music) != _asdict(cfg.music):
-            raise InputError("--set cannot change model.* or music.* of a trained model folder", path=found)
+        if _asdict(stored.model) != _asdict(cfg.model) or _music_arch(stored) != _music_arch(cfg):
+            raise InputError("--set cannot change model.* or music.* (other than where the frozen music backbones "
+                             "are: music.clap, music.wav2clip, music.clip) of a trained model folder", path=found)
         model = cls(cfg)
         sd = {k: v.float() if v.is_floating_point() else v for k, v in load_file(found / WEIGHTS_FILE).items()}
         missing, unexpected = model.load_state_dict(sd, strict=False)
@@ -165,6 +172,12 @@ class DanceAnyBeatModel(nn.Module):
                              f"e.g. {(list(missing) + list(unexpected))[:2]})", path=found / WEIGHTS_FILE)
         model.eval().requires_grad_(False)
         return model.to(device) if device is not None else model
+
+
+def _music_arch(cfg: DanceAnyBeatConfig) -> dict:
+    """`music.*` without the locations of the frozen backbones (a model folder moved to another machine may find
+    the same CLAP / Wav2CLIP / CLIP weights elsewhere: `--set music.clap=PATH` is allowed)."""
+    return {k: v for k, v in asdict(cfg.music).items() if k not in ("clap", "wav2clip", "clip")}
 
 
 def model_folder(path: str | os.PathLike) -> Path | None:

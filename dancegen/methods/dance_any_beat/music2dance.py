@@ -3,7 +3,8 @@
 1. Load the model (bundled `dab-tiny` by default), the song (mono, 22.05 kHz for analysis; silent / too short files
    are refused) and the reference photo (centre square crop at the model's resolution).
 2. Per-frame music features and beats of the whole song at the model's fps; the video has one frame per 1/fps s of
-   music (frame 0 is the reference itself), so its length matches the music.
+   music (frame 0 is the reference itself), so its length matches the music. A model with pretrained music branches
+   (CLAP / Wav2CLIP) also gets the song at its own rate, for each clip's frozen embeddings.
 3. Sample the latent flows clip by clip with overlap (`pipeline.sample_flows`), resample them in flow space to the
    output fps when asked, warp and decode.
 4. Write the mp4 atomically with the song as its audio track, plus `<out>.recipe.yaml` (the resolved recipe).
@@ -23,8 +24,14 @@ from dancegen.errors import InputError
 def music2dance(song: str | os.PathLike, ref: str | os.PathLike, out: str | os.PathLike, *, seconds: float | None = None,
                 start: float = 0.0, fps: float | None = None, model: str | None = None, steps: int | None = None,
                 sampler: str | None = None, overrides: list[str] | None = None, seed: int | None = None,
+                scene: str | os.PathLike | None = None, ref_mask: str = "auto", scene_mask: str = "auto",
                 device: str = "auto", progress=None) -> dict:
-    """Generate and write the video; returns a report (frames, seconds, clips, beats, timings, paths)."""
+    """Generate and write the video; returns a report (frames, seconds, clips, beats, timings, paths).
+
+    With `scene` ("choreograph anyone", `composite.place_person`), the person of `ref` (mask: `ref_mask`, a file or
+    "auto") replaces the dancer of the scene image (`scene_mask`), and the composite, saved as
+    ``<out>.reference.png``, is the reference.
+    """
     import torch
 
     from dancegen.audio.features import frame_features
@@ -68,14 +75,28 @@ def music2dance(song: str | os.PathLike, ref: str | os.PathLike, out: str | os.P
     n_model = frame_count(duration, mfps)  # frames at the model's rate, frame 0 = the reference
     n_out = frame_count(duration, out_fps)
     image = read_image(ref)
+    composite_path = None
+    if scene is not None:
+        from dancegen.io.video import write_image
+        from dancegen.methods.dance_any_beat.composite import load_mask, place_person
+
+        scene_img = read_image(scene)
+        image = place_person(image, load_mask(ref_mask, image, f"--ref {ref}"), scene_img,
+                             load_mask(scene_mask, scene_img, f"--scene {scene}"))
+        composite_path = out.with_suffix(".reference.png")
     x0 = ref_tensor(image, cfg.data.resolution, dev)
     feats = frame_features(samples, s.sr, mfps, num_frames=n_model, n_mels=cfg.music.n_mels,
                            tempogram_bins=cfg.music.tempogram_bins, beats=True, start_bpm=cfg.music.start_bpm)
     f, beats = music_inputs(feats, 1, n_model - 1, cfg.music)
+    track, track_sr = read_audio(song, mono=False)
+    a2, b2 = int(round(start * track_sr)), int(round((start + duration) * track_sr))
+    clip = track[a2:b2]
     gen = torch.Generator().manual_seed(int(cfg.inference.seed if seed is None else seed))
     t1 = time.perf_counter()
+    # the song at its own rate, frame 0 (the reference) at t = 0: the embedding functions resample per backbone
     a0 = sample_flows(m, x0, f, beats, steps=steps, sampler=sampler, generator=gen,
-                      progress=(lambda i, n: progress(i, n)) if progress else None)
+                      progress=(lambda i, n: progress(i, n)) if progress else None,
+                      audio=(clip.mean(axis=1) if clip.ndim == 2 else clip, track_sr))
     if out_fps != mfps:
         a0 = resample_flows(a0, mfps, out_fps, n_out - 1)
     frames = decode_frames(m, x0, a0)
@@ -83,9 +104,9 @@ def music2dance(song: str | os.PathLike, ref: str | os.PathLike, out: str | os.P
     video = np.concatenate([ref_frame[None], frames])
     t2 = time.perf_counter()
 
-    track, track_sr = read_audio(song, mono=False)
-    a2, b2 = int(round(start * track_sr)), int(round((start + duration) * track_sr))
-    write_video(out, video, fps=out_fps, audio=track[a2:b2], sample_rate=track_sr)
+    write_video(out, video, fps=out_fps, audio=clip, sample_rate=track_sr)
+    if composite_path is not None:
+        write_image(composite_path, image)
     save_config(cfg, out.with_suffix(".recipe.yaml"))
     n = cfg.data.num_frames
     return {"output": str(out), "model": str(folder), "frames": int(video.shape[0]), "fps": out_fps,
@@ -93,4 +114,5 @@ def music2dance(song: str | os.PathLike, ref: str | os.PathLike, out: str | os.P
             "clips": len(clip_starts(n_model - 1, n, cfg.inference.overlap)), "clip_frames": n,
             "music_beats": int(beats.sum().round()) if not cfg.music.beat_sigma else None,
             "sampler": sampler or cfg.inference.sampler, "steps": int(steps or cfg.inference.steps),
-            "generate_s": t2 - t1, "total_s": time.perf_counter() - t0}
+            "generate_s": t2 - t1, "total_s": time.perf_counter() - t0,
+            "reference": str(composite_path) if composite_path else str(ref)}

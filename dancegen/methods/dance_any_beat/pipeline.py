@@ -7,6 +7,10 @@ paper's chaining feeds the last generated frame back as the next x0 and reports 
 `overlap` frames of each new clip are fixed to the previous clip's last ones while it is sampled (RePaint-style
 replacement in `GaussianDiffusion`), so the motion continues across the seam instead of restarting.
 
+With a pretrained music branch (CLAP / Wav2CLIP) each clip's frozen embeddings come from the song's audio window of its
+frames, by the training data's rule (`pretrained.audio_window`): the clip of generated frames s+1 .. s+N gets
+[(s+1)/fps, (s+1+N)/fps) s, so `sample_flows` needs the song (`audio=`).
+
 A different output frame rate than the model's is made in flow space: the grids and occlusion maps of neighbouring
 generated frames are interpolated linearly, then decoded, so in-between frames are real warps of the reference.
 """
@@ -16,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from dancegen.errors import InputError
 from dancegen.methods.dance_any_beat.data import clip_music
 
 
@@ -33,7 +38,8 @@ def clip_starts(total: int, n: int, overlap: int) -> list[int]:
 @torch.no_grad()
 def sample_flows(model, ref: torch.Tensor, features: np.ndarray, beats: np.ndarray, *, steps: int | None = None,
                  sampler: str | None = None, eta: float | None = None, overlap: int | None = None,
-                 generator: torch.Generator | None = None, progress=None, condition: str = "music") -> torch.Tensor:
+                 generator: torch.Generator | None = None, progress=None, condition: str = "music",
+                 audio: tuple[np.ndarray, int] | None = None, encoders=None) -> torch.Tensor:
     """Latent flow/occlusion sequence a0 `(1, 3, T, h, w)` for T frames of music after the reference.
 
     Args:
@@ -44,8 +50,20 @@ def sample_flows(model, ref: torch.Tensor, features: np.ndarray, beats: np.ndarr
         generator: CPU generator for the noise.
         progress: optional `progress(done, total)` over all denoising steps of all clips.
         condition: "music" (normal), "null" (the unconditional model: all-zero condition).
+        audio: `(samples (S,) mono, sr)` of the whole song, the reference at t = 0 (row j of `features` is frame
+            j + 1); needed when the model uses a pretrained music branch (clap / wav2clip).
+        encoders: a `pretrained.FrozenMusicEncoders` to reuse (default: one for this call, loaded on first use).
+
+    Raises:
+        InputError: a pretrained branch without `audio`.
     """
+    from dancegen.methods.dance_any_beat.pretrained import FrozenMusicEncoders, pretrained_branches
+
     cfg = model.config
+    branches = pretrained_branches(cfg.music)
+    if branches and condition != "null" and audio is None:
+        raise InputError(f"music.encoder {cfg.music.encoder} embeds each clip's audio with "
+                         f"{' and '.join(branches)}: pass the song as audio=(samples, sample_rate)")
     inf = cfg.inference
     n = cfg.data.num_frames
     sampler = sampler or inf.sampler
@@ -59,6 +77,15 @@ def sample_flows(model, ref: torch.Tensor, features: np.ndarray, beats: np.ndarr
     starts = clip_starts(total, n, overlap)
     out = torch.zeros(1, 3, starts[-1] + n, h, w, device=device)
     per_clip = steps if sampler == "ddim" else cfg.model.diffusion.timesteps
+    embeds: dict[str, np.ndarray] = {}
+    if branches:
+        if condition == "null":  # the condition is zeroed anyway: no backbone needed
+            embeds = {b: np.zeros((len(starts), cfg.music.embed_dim), np.float32) for b in branches}
+        else:
+            enc = encoders or FrozenMusicEncoders(cfg.music, str(device))
+            samples, sr = np.asarray(audio[0], np.float32), int(audio[1])
+            samples = samples.mean(axis=1) if samples.ndim == 2 else samples  # (S, C) -> mono
+            embeds = enc.window_embeddings(samples, sr, starts, n, cfg.data.fps)
     done = 0
     for j, s in enumerate(starts):
         f = np.zeros((n, features.shape[1]), np.float32)
@@ -66,6 +93,7 @@ def sample_flows(model, ref: torch.Tensor, features: np.ndarray, beats: np.ndarr
         m = min(n, total - s)
         f[:m], b[:m] = features[s:s + m], beats[s:s + m]
         music = {"features": torch.from_numpy(f)[None].to(device), "beats": torch.from_numpy(b)[None].to(device)}
+        music.update({k: torch.from_numpy(v[j:j + 1]).to(device) for k, v in embeds.items()})
         cond, frame = model.condition(music)
         if condition == "null":
             cond = torch.zeros_like(cond)
