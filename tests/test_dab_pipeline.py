@@ -232,3 +232,35 @@ def test_music2dance_cli_length_audio_and_bad_inputs(trained, world, tmp_path):
     r = runner.invoke(app, ["music2dance", str(song), "--ref", str(img), "-o", str(tmp_path / "x.gif"),
                             "--model", trained["model"]])
     assert r.exit_code == 2 and "mp4" in r.output
+
+
+def test_music2dance_long_mono_16k_song_keeps_its_length(trained, world, tmp_path):
+    """A 75 s mono 16 kHz track: 750 frames from 125 chained clips, audio and video as long as the music."""
+    from dancegen import api
+    from dancegen.io.video import read_video, write_image
+
+    img = tmp_path / "ref.png"
+    write_image(img, read_video(next((world / "videos").glob("*.mp4")), max_frames=1).frames[0])
+    song = _tone(tmp_path / "long.wav", 75.0, sr=16000)
+    rep = api.music2dance(song, img, tmp_path / "long.mp4", model=trained["model"], steps=1)
+    assert rep["frames"] == 750 and rep["clips"] == 125
+    v = read_video(tmp_path / "long.mp4", with_audio=True)
+    assert len(v.frames) == 750 and abs(v.audio.shape[0] / v.sample_rate - 75.0) < 0.05
+
+
+def test_bundle_tool_halves_weights_and_loads_back(trained, tmp_path):
+    from safetensors.torch import load_file
+
+    from dancegen.core.bundle import bundle_model
+    from dancegen.methods.dance_any_beat.model import DanceAnyBeatModel
+
+    out = bundle_model(trained["model"], "dab-test", root=tmp_path)
+    half = load_file(out / "model.safetensors")
+    assert all(v.dtype == torch.float16 for v in half.values() if v.is_floating_point())
+    full = load_file(Path(trained["model"]) / "model.safetensors")
+    assert (out / "model.safetensors").stat().st_size < 0.6 * (Path(trained["model"]) / "model.safetensors").stat().st_size
+    assert set(half) == set(full) and all(torch.equal(half[k], full[k]) for k in full if not full[k].is_floating_point())
+    a, b = DanceAnyBeatModel.from_pretrained(trained["model"]), DanceAnyBeatModel.from_pretrained(out)
+    assert next(b.parameters()).dtype == torch.float32  # cast back on load
+    x = torch.rand(1, 3, 32, 32)
+    torch.testing.assert_close(b.lfae.encode(x), a.lfae.encode(x), atol=2e-2, rtol=2e-2)

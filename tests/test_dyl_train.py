@@ -136,7 +136,8 @@ def test_animate_without_bundled_model_says_how_to_train_it(tmp_path, monkeypatc
     with pytest.raises(MissingWeightsError) as e:
         api.animate(tmp_path / "ref.png", tmp_path / "poses", tmp_path / "out.mp4")
     msg = str(e.value)
-    assert "dyl-tiny" in msg and "dancegen train --recipe recipes/dance_your_latents/tiny_synth.yaml" in msg
+    assert "dyl-tiny" in msg and "dancegen train --recipe recipes/dance_your_latents/tiny_synth_disco.yaml" in msg
+    assert "recipes/dance_your_latents/tiny_synth.yaml" in msg
     assert "\n" not in msg
     with pytest.raises(InputError, match="not a SD-1.5|missing unet"):
         api.animate(tmp_path / "ref.png", tmp_path / "poses", tmp_path / "out.mp4", model=str(tmp_path))

@@ -42,6 +42,8 @@ def test_demo_runs_and_scores_against_ground_truth(models, tmp_path):
     assert epe["pose"] < 0.5 * epe["zero"] and epe["dis"] < epe["zero"]
     for p in rep["outputs"].values():
         assert (tmp_path / "demo" / p.split("/demo/")[-1]).exists()
+    # music2dance (bundled dab-tiny) on clip A's music: 1 s at the model's 10 fps
+    assert rep["music2dance"]["frames"] == 10 and rep["music2dance"]["fps"] == 10
     saved = json.loads((tmp_path / "demo" / "report.json").read_text())
     assert saved["retargeted_frames"] == rep["retargeted_frames"] == 24
     # The retargeted poses sit on dancer B's body: in the first frame with a neck, it is B's neck, not A's.

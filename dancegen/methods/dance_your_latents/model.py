@@ -31,6 +31,7 @@ MODEL_FILE = "dance_your_latents.yaml"
 MODEL_SUBDIR = "model"  # where `train` exports the model inside its output folder
 BUNDLED_MODEL = "dyl-tiny"
 TINY_RECIPE = "recipes/dance_your_latents/tiny_synth.yaml"
+TINY_DISCO_RECIPE = "recipes/dance_your_latents/tiny_synth_disco.yaml"
 SUBFOLDERS = ("unet", "vae", "controlnet_pose", "controlnet_background", "image_encoder", "reference_projection",
               "scheduler")
 
@@ -241,8 +242,9 @@ def missing_bundled_model_error() -> MissingWeightsError:
     where = bundled_model_path()
     return MissingWeightsError(
         f"the bundled Dance-Your-Latents model {BUNDLED_MODEL!r} is not installed (looked in {where}); train it with "
-        f"`dancegen train --recipe {TINY_RECIPE} -o runs/dyl-tiny` and copy runs/dyl-tiny/model to {where}, or pass "
-        "--model with a trained model folder or an sd-image-variations folder")
+        f"`dancegen train --recipe {TINY_DISCO_RECIPE} -o runs/dyl-tiny-disco`, then `dancegen train --recipe "
+        f"{TINY_RECIPE} -o runs/dyl-tiny` and `python -m dancegen.core.bundle runs/dyl-tiny/model {BUNDLED_MODEL}`, "
+        "or pass --model with a trained model folder or an sd-image-variations folder")
 
 
 # ------------------------------------------------------------------------------------------------ building

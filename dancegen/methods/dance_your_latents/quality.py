@@ -4,7 +4,8 @@ For every clip of a split (TikTok layout, e.g. the `test.txt` clips of `dancegen
 animates the clip's first frame (the reference, with its background from the person mask) with the clip's own
 ground-truth poses, so the output can be compared with the real frames:
 
-- fidelity: PSNR ("correct" mode) and SSIM (TikTok protocol) of the generated frames against the ground truth;
+- fidelity: PSNR ("correct" mode) and SSIM (TikTok protocol) of the generated frames 1.. against the ground truth
+  (frame 0 is the reference itself);
 - pose: the poses the default estimator (BlazePose) finds on the generated frames against those it finds on the
   ground-truth frames, mean keypoint distance in image-size units. Comparing detections with detections cancels the
   estimator's own error on these 64 px synthetic dancers (about 0.01-0.03 on ground truth vs. drawn skeletons);
@@ -49,17 +50,17 @@ def clip_scores(pred: np.ndarray, gt: np.ndarray, gt_flows=None, pose_fn=None) -
 
     if gt_flows is None:
         gt_flows = _flows(gt, "dis")
-    out = {
-        "psnr": float(psnr(pred, gt, mode="correct")),
-        "ssim": float(ssim(pred, gt, mode="tiktok")),
+    out = {  # fidelity on frames 1.. (frame 0 is the reference the model was given)
+        "psnr": float(psnr(pred[1:], gt[1:], mode="correct")),
+        "ssim": float(ssim(pred[1:], gt[1:], mode="tiktok")),
         "warp_error": float(warping_error(pred, flow=gt_flows[0], backward_flow=gt_flows[1])),
         "adjacent_mse": float(adjacent_frame_mse(pred)),
     }
     if pose_fn is not None:
         from dancegen.metrics.pose_metrics import pose_keypoint_error
 
-        found = pose_fn(pred)
-        out["pose_error"] = float(pose_keypoint_error(found, pose_fn(gt), normalise="size"))
+        found = pose_fn(pred[1:])
+        out["pose_error"] = float(pose_keypoint_error(found, pose_fn(gt[1:]), normalise="size"))
         out["detection_rate"] = float(found.meta.get("detection_rate", np.nan))
     return out
 
