@@ -29,7 +29,7 @@ METHODS: dict[str, MethodSpec] = {
         paper="dance-any-beat.txt",
         config=f"{_DAB}.config:DanceAnyBeatConfig",
         load_config=f"{_DAB}.config:load_recipe",
-        pipeline=f"{_DAB}.pipeline:sample_flows",
+        pipeline=None,  # sampling is `pipeline.sample_flows` (a function; diffusers has no latent-flow pipeline)
         verbs={"train": f"{_DAB}.train:train", "music2dance": f"{_DAB}.music2dance:music2dance"},
     ),
 }
