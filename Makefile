@@ -31,7 +31,7 @@ install: $(STAMP) $(MODELS_STAMP)  ## Create .venv and fetch the default pose mo
 
 models: $(MODELS_STAMP)  ## Fetch the default pose models only
 
-demo: install  ## Synthetic clip -> poses -> retarget onto another dancer -> motion flow, in $(DEMO_OUT)/
+demo: install  ## Synthetic clips -> poses -> retarget -> motion flow -> music2dance (bundled models), in $(DEMO_OUT)/
 	$(BIN)/dancegen demo -o $(DEMO_OUT)
 
 test: install  ## Fast offline test suite (CI)

@@ -233,7 +233,9 @@ def demo_cmd(
     seconds: Annotated[float, typer.Option(help="Clip length.")] = 2.0,
 ):
     """Run the main job on the embedded default: synthesise two dancers, extract dancer A's poses, retarget them
-    onto dancer B, compute the motion flow, and score each step against the synthetic ground truth.
+    onto dancer B, compute the motion flow, score each step against the synthetic ground truth, then make B dance
+    to A's music with the bundled Dance Any Beat model (and A's motion with the bundled Dance-Your-Latents model once
+    one is installed).
 
     Look at OUT/summary.png (one picture of every stage) and OUT/summary.mp4; numbers are in OUT/report.json.
 
@@ -254,6 +256,9 @@ def demo_cmd(
     table.add_row("retargeted frames", str(rep["retargeted_frames"]))
     for k, v in rep["flow_epe_on_body_A"].items():
         table.add_row(f"flow EPE on body, {k} (px)", f"{v:.2f}")
+    m2d = rep["music2dance"]
+    table.add_row("music2dance (dab-tiny)", f"{m2d['frames']} frames, {m2d['clips']} clip(s), {m2d['generate_s']:.1f} s")
+    table.add_row("animate (dyl-tiny)", rep["animate"].get("skipped") or f"{rep['animate']['frames']} frames")
     table.add_row("summary picture", rep["outputs"]["summary"])
     Console(stderr=True).print(table)
 

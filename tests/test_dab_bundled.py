@@ -5,7 +5,7 @@ hit key poses on the beats. Its held-out tracks are the recipe's `data.test_musi
 seeds (only those clips). `quality.heldout_rhythm` makes the model dance each clip's first frame to the clip's music,
 to another held-out track's music (shuffled) and to its music without beat information, and scores 2D-MM Align
 against the clip's own music beats, next to the ground-truth dancer. This is the direction of the paper's Table 6 at
-toy scale, which dab-tiny does not reach yet (measured: right music 0.469, shuffled 0.450, beat-free 0.473, ground
+toy scale, which dab-tiny does not reach yet (measured: right music 0.386, shuffled 0.397, beat-free 0.397, ground
 truth 0.639, ground truth against another track's beats 0.509): that test is a strict xfail until a model passes it.
 """
 
@@ -19,7 +19,7 @@ from dancegen.core.weights import BUNDLED_ROOT
 
 MODEL = BUNDLED_ROOT / "dab-tiny"
 VIDEOS = 4
-STEPS = 10  # DDIM steps (the recipe's 25 cost 2.5x the time and scored the same)
+STEPS = 10  # DDIM steps (the recipe's 25 cost 2.5x the time)
 
 
 @pytest.fixture(scope="module")
