@@ -146,34 +146,15 @@ def test_music_embedding_dims():
 
 
 # ---- frozen CLAP / Wav2CLIP -----------------------------------------------------------------------------------------
-def _tiny_tokenizer():
-    from transformers import RobertaTokenizer
-
-    letters = "abcdefghijklmnopqrstuvwxyz"
-    vocab = {t: i for i, t in enumerate(["<s>", "<pad>", "</s>", "<unk>", "<mask>", *letters, "\u0120"])}
-    vocab.update({"\u0120" + c: len(vocab) + i for i, c in enumerate(letters)})
-    return RobertaTokenizer(vocab=vocab, merges=[("\u0120", c) for c in letters])
-
-
 @pytest.fixture(scope="module")
 def tiny_clap(tmp_path_factory):
-    """A random tiny ClapModel (HTSAT 64x64 spectrogram image, 1-layer RoBERTa, 32-d joint space) + processor."""
-    from transformers import ClapConfig, ClapFeatureExtractor, ClapModel, ClapProcessor
+    """A random tiny ClapModel (32-d joint space) with its processor, and a copy with only the feature extractor."""
+    from tests_helpers import save_tiny_clap
 
     root = tmp_path_factory.mktemp("clap")
-    text = dict(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-                max_position_embeddings=40, pad_token_id=1, bos_token_id=0, eos_token_id=2)
-    audio = dict(spec_size=64, num_mel_bins=16, window_size=4, patch_size=4, patch_stride=(4, 4), hidden_size=16,
-                 patch_embeds_hidden_size=8, depths=[1, 1], num_attention_heads=[2, 2])
-    torch.manual_seed(0)
-    model = ClapModel(ClapConfig(text_config=text, audio_config=audio, projection_dim=32)).eval()
-    fe = ClapFeatureExtractor(feature_size=16, sampling_rate=48000, hop_length=480, max_length_s=1,
-                              truncation="rand_trunc", padding="repeatpad")
     full, audio_only = root / "full", root / "audio_only"
-    model.save_pretrained(full)
-    ClapProcessor(feature_extractor=fe, tokenizer=_tiny_tokenizer()).save_pretrained(full)
-    model.save_pretrained(audio_only)
-    fe.save_pretrained(audio_only)
+    save_tiny_clap(full, 32)
+    save_tiny_clap(audio_only, 32, tokenizer=False)
     return full, audio_only
 
 
@@ -225,7 +206,9 @@ def test_clap_text_embedding_tiny(tiny_clap):
     emb = mu.clap_text_embedding(texts, full)
     assert emb.shape == (2, 32) and np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
     model = ClapModel.from_pretrained(full, local_files_only=True).eval()
-    tok = _tiny_tokenizer()(texts, padding=True, return_tensors="pt")
+    from tests_helpers import _tiny_roberta_tokenizer
+
+    tok = _tiny_roberta_tokenizer()(texts, padding=True, return_tensors="pt")
     with torch.no_grad():
         out = model.get_text_features(input_ids=tok["input_ids"], attention_mask=tok["attention_mask"])
     ref = F.normalize(getattr(out, "pooler_output", out), dim=-1).numpy()

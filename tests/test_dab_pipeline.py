@@ -31,11 +31,9 @@ TINY = [
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """4 synthetic AIST++-layout clips (32 px, 3.2 s at 10 fps): mBR0 is the test track, the others train."""
-    from dancegen.synth import generate
+    from tests_helpers import synth_aist_world
 
-    root = tmp_path_factory.mktemp("aist")
-    generate(root, num_clips=4, layout="aist", seed=0, size=32, num_frames=32, fps=10.0, camera_motion="static")
-    return root
+    return synth_aist_world(tmp_path_factory.mktemp("aist"))
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_dab_music import _tiny_tokenizer
 from test_dab_pipeline import TINY, _tone
 from tests_helpers import save_tiny_clip
 
@@ -33,30 +32,20 @@ STAGES = ("train.stages=[{name: adapters, steps: 1, lr: 2.0e-3, batch_size: 6}, 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """4 synthetic AIST++-layout clips (4 genres and tracks, 32 px, 3.2 s at 10 fps); mBR0 is the test track."""
-    from dancegen.synth import generate
+    from tests_helpers import synth_aist_world
 
-    root = tmp_path_factory.mktemp("aist")
-    generate(root, num_clips=4, layout="aist", seed=0, size=32, num_frames=32, fps=10.0, camera_motion="static")
-    return root
+    return synth_aist_world(tmp_path_factory.mktemp("aist"))
 
 
 @pytest.fixture(scope="module")
 def backbones(tmp_path_factory):
     """Folders / files of a tiny random CLAP (512-d joint space), Wav2CLIP (random init) and CLIP (16-d)."""
-    from transformers import ClapConfig, ClapFeatureExtractor, ClapModel, ClapProcessor
+    from tests_helpers import save_tiny_clap
 
     from dancegen.metrics.backbones.wav2clip import Wav2CLIP
 
     root = tmp_path_factory.mktemp("backbones")
-    text = dict(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-                max_position_embeddings=40, pad_token_id=1, bos_token_id=0, eos_token_id=2)
-    audio = dict(spec_size=64, num_mel_bins=16, window_size=4, patch_size=4, patch_stride=(4, 4), hidden_size=16,
-                 patch_embeds_hidden_size=8, depths=[1, 1], num_attention_heads=[2, 2])
-    torch.manual_seed(0)
-    ClapModel(ClapConfig(text_config=text, audio_config=audio, projection_dim=512)).save_pretrained(root / "clap")
-    fe = ClapFeatureExtractor(feature_size=16, sampling_rate=48000, hop_length=480, max_length_s=1,
-                              truncation="rand_trunc", padding="repeatpad")
-    ClapProcessor(feature_extractor=fe, tokenizer=_tiny_tokenizer()).save_pretrained(root / "clap")
+    save_tiny_clap(root / "clap", 512)
     torch.manual_seed(0)
     torch.save(Wav2CLIP().state_dict(), root / "Wav2CLIP.pt")
     save_tiny_clip(root / "clip", projection_dim=16)

@@ -50,3 +50,43 @@ def save_tiny_clip(path, projection_dim: int = 16) -> None:
     CLIPModel(cfg).save_pretrained(path)
     CLIPTokenizer(str(path / "vocab.json"), str(path / "merges.txt")).save_pretrained(path)
     CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(path)
+
+
+def synth_aist_world(root, num_clips: int = 4):
+    """Synthetic AIST++-layout clips (32 px, 3.2 s at 10 fps); clip 0's track, mBR0, is a test track."""
+    from dancegen.synth import generate
+
+    generate(root, num_clips=num_clips, layout="aist", seed=0, size=32, num_frames=32, fps=10.0,
+             camera_motion="static")
+    return root
+
+
+def _tiny_roberta_tokenizer():
+    from transformers import RobertaTokenizer
+
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    vocab = {t: i for i, t in enumerate(["<s>", "<pad>", "</s>", "<unk>", "<mask>", *letters, "\u0120"])}
+    vocab.update({"\u0120" + c: len(vocab) + i for i, c in enumerate(letters)})
+    return RobertaTokenizer(vocab=vocab, merges=[("\u0120", c) for c in letters])
+
+
+def save_tiny_clap(folder, projection_dim: int, tokenizer: bool = True):
+    """A random tiny ClapModel (HTSAT on a 64x64 spectrogram image, 1-layer RoBERTa) and its processor (or only the
+    feature extractor) in `folder`; returns (model, feature_extractor)."""
+    import torch
+    from transformers import ClapConfig, ClapFeatureExtractor, ClapModel, ClapProcessor
+
+    text = dict(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                max_position_embeddings=40, pad_token_id=1, bos_token_id=0, eos_token_id=2)
+    audio = dict(spec_size=64, num_mel_bins=16, window_size=4, patch_size=4, patch_stride=(4, 4), hidden_size=16,
+                 patch_embeds_hidden_size=8, depths=[1, 1], num_attention_heads=[2, 2])
+    torch.manual_seed(0)
+    model = ClapModel(ClapConfig(text_config=text, audio_config=audio, projection_dim=projection_dim)).eval()
+    fe = ClapFeatureExtractor(feature_size=16, sampling_rate=48000, hop_length=480, max_length_s=1,
+                              truncation="rand_trunc", padding="repeatpad")
+    model.save_pretrained(folder)
+    if tokenizer:
+        ClapProcessor(feature_extractor=fe, tokenizer=_tiny_roberta_tokenizer()).save_pretrained(folder)
+    else:
+        fe.save_pretrained(folder)
+    return model, fe
