@@ -43,14 +43,15 @@ def generate(model, samples: np.ndarray, sr: int, steps: int):
     """features -> chained flow sampling -> decoding, as music2dance does (without file I/O)."""
     from dancegen.audio.features import frame_features
     from dancegen.audio.song import frame_count
-    from dancegen.methods.dance_any_beat.pipeline import decode_frames, music_inputs, sample_flows
+    from dancegen.methods.dance_any_beat.data import clip_music
+    from dancegen.methods.dance_any_beat.pipeline import decode_frames, sample_flows
 
     cfg = model.config
     fps = cfg.data.fps
     n = frame_count(samples.size / sr, fps)
     feats = frame_features(samples, sr, fps, num_frames=n, n_mels=cfg.music.n_mels,
                            tempogram_bins=cfg.music.tempogram_bins, start_bpm=cfg.music.start_bpm)
-    f, b = music_inputs(feats, 1, n - 1, cfg.music)
+    f, b = clip_music(feats, 1, n - 1, cfg.music)
     ref = torch.rand(1, 3, cfg.data.resolution, cfg.data.resolution, generator=torch.Generator().manual_seed(0))
 
     @torch.no_grad()

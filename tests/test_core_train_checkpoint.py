@@ -187,3 +187,14 @@ def test_trainer_writes_trainable_weights_at_the_end(tmp_path):
     saved = load_file(res.weights)
     assert set(saved) == {"head.weight", "head.bias"}
     assert torch.equal(saved["head.weight"], tr.model.head.weight.detach())
+
+
+def test_stage_resume_sends_a_checkpoint_path_to_its_stage(tmp_path):
+    from dancegen.core.checkpoint import stage_resume
+
+    dirs = [tmp_path / "stage-1-a", tmp_path / "stage-2-b", tmp_path / "stage-3-c"]
+    ck = dirs[1] / "checkpoints" / "checkpoint-00000010"
+    assert [stage_resume("auto", dirs, k) for k in range(3)] == ["auto"] * 3
+    assert [stage_resume("never", dirs, k) for k in range(3)] == ["never"] * 3
+    assert [stage_resume(str(ck), dirs, k) for k in range(3)] == ["auto", str(ck.resolve()), "never"]
+    assert [stage_resume(str(tmp_path / "elsewhere"), dirs, k) for k in range(3)] == ["auto"] * 3

@@ -86,6 +86,23 @@ def load_song(path: str | os.PathLike, sr: int = DEFAULT_SR, max_seconds: float 
         if header is not None and header > max_seconds:
             raise InputError(f"too long: {header:.2f} s, at most {max_seconds:g} s allowed", path)
     samples, rate = read_audio(path, sr=sr, mono=True)
+    return checked_song(samples, rate, path, min_seconds, max_seconds)
+
+
+def song_from_track(track: np.ndarray, track_sr: int, path: str | os.PathLike, sr: int = DEFAULT_SR,
+                    min_seconds: float = 0.5, max_seconds: float | None = None) -> Song:
+    """`load_song` for audio already decoded by `read_audio(path, mono=False)` (e.g. kept to be muxed into a
+    video): the same mono mix, resampling and checks, without decoding the file again."""
+    from dancegen.io.audio import resample
+
+    mono = track.mean(axis=1) if track.ndim == 2 else track
+    samples = np.ascontiguousarray(resample(mono, int(track_sr), int(sr)), dtype=np.float32)
+    return checked_song(samples, int(sr), Path(path), min_seconds, max_seconds)
+
+
+def checked_song(samples: np.ndarray, rate: int, path: Path, min_seconds: float = 0.5,
+                 max_seconds: float | None = None) -> Song:
+    """A `Song` of mono samples, refused (InputError naming `path`) when too short, too long or silent."""
     song = Song(samples, rate, os.fspath(path))
     if song.duration < min_seconds:
         raise InputError(f"too short: {song.duration:.2f} s, need at least {min_seconds:g} s", path)

@@ -82,6 +82,22 @@ def resolve_resume(output_dir: str | os.PathLike, resume: str) -> Path | None:
     return latest
 
 
+def stage_resume(resume: str, stage_dirs: list, index: int) -> str:
+    """`--resume` of a multi-stage run for stage `index` (whose output folder is `stage_dirs[index]`).
+
+    "auto" and "never" apply to every stage as given. A checkpoint PATH goes to the stage whose folder holds it;
+    stages before that one resume "auto" (they are finished), stages after it start over ("never"); when no stage
+    holds the path, every stage resumes "auto".
+    """
+    if resume in ("auto", "never"):
+        return resume
+    p = Path(resume).resolve()
+    holder = next((i for i, d in enumerate(stage_dirs) if Path(d).resolve() in p.parents), None)
+    if holder is None or index < holder:
+        return "auto"
+    return str(p) if index == holder else "never"
+
+
 def save_checkpoint(accelerator, output_dir: str | os.PathLike, step: int, state: dict[str, Any],
                     keep: int = 0) -> Path:
     """Save the full training state after step `step`, atomically, then prune old checkpoints.

@@ -150,8 +150,6 @@ class DanceAnyBeatModel(nn.Module):
     def from_pretrained(cls, folder: str | os.PathLike, overrides: list[str] | None = None,
                         device=None) -> DanceAnyBeatModel:
         """Load a model folder (or a `train` output folder holding one in `model/`); weights in float32."""
-        from dataclasses import asdict as _asdict
-
         from safetensors.torch import load_file
 
         from dancegen.methods.dance_any_beat.config import load_recipe
@@ -161,7 +159,7 @@ class DanceAnyBeatModel(nn.Module):
             raise InputError(f"not a Dance Any Beat model folder (no {MODEL_FILE} and {WEIGHTS_FILE})", path=folder)
         cfg = load_recipe(found / MODEL_FILE, overrides)
         stored = load_recipe(found / MODEL_FILE)
-        if _asdict(stored.model) != _asdict(cfg.model) or _music_arch(stored) != _music_arch(cfg):
+        if asdict(stored.model) != asdict(cfg.model) or _music_arch(stored) != _music_arch(cfg):
             raise InputError("--set cannot change model.* or music.* (other than where the frozen music backbones "
                              "are: music.clap, music.wav2clip, music.clip) of a trained model folder", path=found)
         model = cls(cfg)

@@ -35,15 +35,15 @@ def music2dance(song: str | os.PathLike, ref: str | os.PathLike, out: str | os.P
     import torch
 
     from dancegen.audio.features import frame_features
-    from dancegen.audio.song import frame_count, load_song
+    from dancegen.audio.song import frame_count, song_from_track
     from dancegen.config import save_config
     from dancegen.io.audio import read_audio
     from dancegen.io.video import read_image, write_video
+    from dancegen.methods.dance_any_beat.data import clip_music
     from dancegen.methods.dance_any_beat.model import DanceAnyBeatModel, resolve_model_folder
     from dancegen.methods.dance_any_beat.pipeline import (
         clip_starts,
         decode_frames,
-        music_inputs,
         ref_tensor,
         resample_flows,
         sample_flows,
@@ -65,7 +65,8 @@ def music2dance(song: str | os.PathLike, ref: str | os.PathLike, out: str | os.P
     if start < 0 or (seconds is not None and seconds <= 0):
         raise InputError("--start must be >= 0 and --seconds > 0")
 
-    s = load_song(song, sr=cfg.music.sample_rate, min_seconds=max(1.0 / mfps, 0.5))
+    track, track_sr = read_audio(song, mono=False)  # decoded once: analysed (mono, 22.05 kHz) and muxed as is
+    s = song_from_track(track, track_sr, song, sr=cfg.music.sample_rate, min_seconds=max(1.0 / mfps, 0.5))
     a, b = int(round(start * s.sr)), None if seconds is None else int(round((start + seconds) * s.sr))
     samples = s.samples[a:b]
     duration = samples.size / s.sr
@@ -87,8 +88,7 @@ def music2dance(song: str | os.PathLike, ref: str | os.PathLike, out: str | os.P
     x0 = ref_tensor(image, cfg.data.resolution, dev)
     feats = frame_features(samples, s.sr, mfps, num_frames=n_model, n_mels=cfg.music.n_mels,
                            tempogram_bins=cfg.music.tempogram_bins, beats=True, start_bpm=cfg.music.start_bpm)
-    f, beats = music_inputs(feats, 1, n_model - 1, cfg.music)
-    track, track_sr = read_audio(song, mono=False)
+    f, beats = clip_music(feats, 1, n_model - 1, cfg.music)
     a2, b2 = int(round(start * track_sr)), int(round((start + duration) * track_sr))
     clip = track[a2:b2]
     gen = torch.Generator().manual_seed(int(cfg.inference.seed if seed is None else seed))

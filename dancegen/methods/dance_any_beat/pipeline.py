@@ -21,7 +21,6 @@ import numpy as np
 import torch
 
 from dancegen.errors import InputError
-from dancegen.methods.dance_any_beat.data import clip_music
 
 
 def clip_starts(total: int, n: int, overlap: int) -> list[int]:
@@ -155,8 +154,3 @@ def ref_tensor(image: np.ndarray, size: int, device="cpu") -> torch.Tensor:
 
     sq = center_square(image, size)
     return torch.from_numpy(np.array(sq)).permute(2, 0, 1)[None].float().div(255).to(device)
-
-
-def music_inputs(feats, start: int, count: int, music_cfg) -> tuple[np.ndarray, np.ndarray]:
-    """Per-frame model inputs for `count` frames of a song from frame `start` (see `data.clip_music`)."""
-    return clip_music(feats, start, count, music_cfg)

@@ -78,10 +78,7 @@ def make_diffusion_loss(cfg: DanceAnyBeatConfig, cache_targets: bool = True):
     def loss_fn(m, batch):
         z0, a0 = targets(m, batch)
         cond, frame = m.condition(batch)
-        if p_null > 0:  # the null condition is all zeros [L], the same rows for both
-            keep = (torch.rand(cond.shape[0], device=cond.device) >= p_null).to(cond.dtype)
-            cond = cond * keep[:, None]
-            frame = frame * keep[:, None, None] if frame is not None else None
+        cond, frame = m.diffusion.drop_condition((cond, frame), p_null)  # zeros [L], the same rows for both
         return m.diffusion.training_loss(m.denoiser(z0, cond, frame), a0)
 
     return loss_fn
@@ -100,6 +97,7 @@ def train(config: DanceAnyBeatConfig, output_dir: str | os.PathLike, resume: str
         Report: output_dir, model folder, per stage steps / last loss / trainable parameter count.
     """
     from dancegen.config import save_config
+    from dancegen.core.checkpoint import stage_resume
     from dancegen.core.train import Trainer
     from dancegen.methods.dance_any_beat.data import FramePairs, MusicClips, _AistCache, ensure_synth_data
 
@@ -123,12 +121,14 @@ def train(config: DanceAnyBeatConfig, output_dir: str | os.PathLike, resume: str
     cache = _AistCache(Path(config.data.root), config)
     report: dict = {"output_dir": str(out), "stages": {}}
     t = config.train
+    stage_dirs = [out / f"stage-{k + 1}-{s.name}" for k, s in enumerate(config.train.stages)]
     for k, stage in enumerate(config.train.stages):
         if stage not in stages:
             continue
-        stage_dir = out / f"stage-{k + 1}-{stage.name}"
+        stage_dir = stage_dirs[k]
+        resume_k = stage_resume(resume, stage_dirs, k)
         if stage.name == "adapters":
-            report["stages"]["adapters"] = fit_music_adapters(model, config, stage, stage_dir, cache, resume, say)
+            report["stages"]["adapters"] = fit_music_adapters(model, config, stage, stage_dir, cache, resume_k, say)
             model.save_pretrained(stage_dir / MODEL_SUBDIR)
             continue
         if stage.name == "lfae":
@@ -144,7 +144,7 @@ def train(config: DanceAnyBeatConfig, output_dir: str | os.PathLike, resume: str
             model.lfae_frozen = True
         say(f"stage {stage.name}: {stage.steps} steps at lr {stage.lr:g} on {len(data)} items")
         trainable = [p for p in TRAINABLE[stage.name] if p != "music" or model.music is not None]
-        loop = _loop_config(stage, t, config.seed, stage_dir, resume, trainable)
+        loop = _loop_config(stage, t, config.seed, stage_dir, resume_k, trainable)
         trainer = Trainer(model, loss_fn, data, loop)
         result = trainer.fit()
         model = trainer.accelerator.unwrap_model(trainer.model)
@@ -278,14 +278,11 @@ def fit_music_adapters(model: DanceAnyBeatModel, config: DanceAnyBeatConfig, sta
 def _loop_config(stage: StageConfig, t, seed: int, stage_dir: Path, resume: str, trainable: list[str]):
     from dancegen.core.train_config import OptimConfig, TrainLoopConfig
 
-    stage_resume = resume
-    if resume not in ("auto", "never"):
-        stage_resume = resume if stage_dir.resolve() in Path(resume).resolve().parents else "auto"
     return TrainLoopConfig(
         max_steps=stage.steps, batch_size=stage.batch_size, mixed_precision=t.mixed_precision, seed=seed,
         device=t.device, num_workers=t.num_workers, log_every=min(t.log_every, stage.steps),
         checkpoint_every=min(t.checkpoint_every, stage.steps), keep_checkpoints=t.keep_checkpoints,
-        output_dir=str(stage_dir), resume=stage_resume, trainable=trainable,
+        output_dir=str(stage_dir), resume=resume, trainable=trainable,
         optim=OptimConfig(name="adam", lr=stage.lr, betas=tuple(stage.betas), weight_decay=0.0,
                           grad_clip=stage.grad_clip, lr_schedule="multistep" if stage.milestones else "constant",
                           milestones=list(stage.milestones), gamma=stage.gamma))

@@ -152,16 +152,6 @@ def make_sample_fn(cfg: DanceYourLatentsConfig, dataset):
     return sample_fn
 
 
-def _stage_resume(resume: str, stage_dir: Path, later_than_path: bool) -> str:
-    """Resume value for one stage: "auto"/"never" as given; a checkpoint PATH goes to the stage that holds it."""
-    if resume in ("auto", "never"):
-        return resume
-    p = Path(resume).resolve()
-    if stage_dir.resolve() in p.parents:
-        return str(p)
-    return "never" if later_than_path else "auto"
-
-
 def train(config: DanceYourLatentsConfig, output_dir: str | os.PathLike, resume: str = "auto",
           progress=None) -> dict:
     """Run the selected stages (`train.run`) of a recipe and export the model.
@@ -181,6 +171,7 @@ def train(config: DanceYourLatentsConfig, output_dir: str | os.PathLike, resume:
         Report dict: output_dir, model folder, per stage its steps, last loss, trainable parameter count.
     """
     from dancegen.config import save_config
+    from dancegen.core.checkpoint import stage_resume
     from dancegen.core.train import Trainer
     from dancegen.core.train_config import OptimConfig, TrainLoopConfig
     from dancegen.methods.dance_your_latents.data import dataset_from_config, ensure_synth_data
@@ -204,26 +195,24 @@ def train(config: DanceYourLatentsConfig, output_dir: str | os.PathLike, resume:
     if not stages:
         raise InputError("train.run selects no stage")
     report = {"output_dir": str(out), "stages": {}, "num_clips": len(dataset)}
-    passed_path = False
     t = config.train
+    stage_dirs = [out / f"stage-{k + 1}-{s.name}" for k, s in enumerate(config.train.stages)]
     for k, stage in enumerate(config.train.stages):
         if stage not in stages:
             continue
         trainable, frozen = stage_patterns(stage, model)
-        stage_dir = out / f"stage-{k + 1}-{stage.name}"
+        stage_dir = stage_dirs[k]
         if not trainable:
             say(f"stage {stage.name}: skipped, this variant has no parameters it trains")
             report["stages"][stage.name] = {"skipped": "no trainable parameters for this variant"}
             continue
-        stage_resume = _stage_resume(resume, stage_dir, passed_path)
-        if resume not in ("auto", "never") and stage_resume == str(Path(resume).resolve()):
-            passed_path = True
         loop = TrainLoopConfig(
             max_steps=stage.steps, batch_size=t.batch_size, grad_accum=t.grad_accum,
             mixed_precision=t.mixed_precision, gradient_checkpointing=t.gradient_checkpointing, seed=config.seed,
             device=t.device, num_workers=t.num_workers, log_every=min(t.log_every, stage.steps),
             sample_every=t.sample_every, checkpoint_every=min(t.checkpoint_every, stage.steps),
-            keep_checkpoints=t.keep_checkpoints, output_dir=str(stage_dir), resume=stage_resume,
+            keep_checkpoints=t.keep_checkpoints, output_dir=str(stage_dir),
+            resume=stage_resume(resume, stage_dirs, k),
             trainable=trainable, frozen=frozen,
             optim=OptimConfig(name=t.optimizer, lr=stage.lr, weight_decay=t.weight_decay, grad_clip=t.grad_clip))
         say(f"stage {stage.name}: {stage.steps} steps at lr {stage.lr:g}")
