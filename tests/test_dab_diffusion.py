@@ -89,6 +89,7 @@ def test_dynamic_threshold():
     torch.testing.assert_close(out[1], x[1])  # the other sample is untouched (per-sample s)
     assert d.dynamic_threshold(x * 0 + 4.0).max().item() == pytest.approx(1.0)
     assert GaussianDiffusion(timesteps=10, dynamic_threshold=None).dynamic_threshold(x).abs().max() == 1.0
+    assert torch.equal(GaussianDiffusion(timesteps=10, clip_x0=False).dynamic_threshold(x * 7), x * 7)
 
 
 # ---------------------------------------------------------------------------------------------------- UNet

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from typer.testing import CliRunner
 
 from dancegen.cli import app
@@ -153,6 +154,47 @@ def test_chained_clips_continue_across_seams(trained):
     # the second clip was sampled with its first 2 frames fixed to the first clip's last 2: recompute clip 1 alone
     one = sample_flows(m, ref, feats[:8], beats[:8], generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(a0[:, :, :8], one)
+
+
+def test_normalized_targets_train_save_and_chain(world, tmp_path):
+    """`model.diffusion.target: normalized`: train fills in the statistics, the targets come out standardised, the
+    mapping inverts, and chained clips still hold the previous clip's frames exactly (in a0 space)."""
+    from torch.utils.data import default_collate
+
+    from dancegen import api
+    from dancegen.methods.dance_any_beat.data import MusicClips
+    from dancegen.methods.dance_any_beat.lfae import identity_grid
+    from dancegen.methods.dance_any_beat.model import DanceAnyBeatModel
+    from dancegen.methods.dance_any_beat.pipeline import sample_flows
+    from dancegen.methods.dance_any_beat.train import target_statistics
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("method: dance-any-beat\nmodel: {diffusion: {target: normalized}}\n")
+    rep = api.train(recipe, overrides=TINY + [f"data.root={world}"], out=tmp_path / "run")
+    m = DanceAnyBeatModel.from_pretrained(rep["model"])
+    stats = m.config.model.diffusion.target_stats
+    assert stats is not None and stats[0] > 0 and stats[2] > 0 and -1 <= stats[1] <= 1
+    saved = yaml.safe_load((tmp_path / "run" / "recipe.yaml").read_text())
+    assert saved["model"]["diffusion"]["target_stats"] == pytest.approx(stats)
+    assert not m.diffusion.clip_x0
+    data = MusicClips(m.config, "train")
+    assert target_statistics(m, data) == pytest.approx(stats, rel=1e-6)  # deterministic: a resume agrees
+    clips = default_collate([data[i] for i in range(len(data))])  # the tiny world has fewer than 64 clips: all
+    with torch.no_grad():
+        x = m.to_diffusion(m.flow_targets(clips["ref"], clips["frames"])[1])
+    assert x[:, :2].pow(2).mean().sqrt().item() == pytest.approx(1.0, rel=1e-4)
+    assert x[:, 2].mean().item() == pytest.approx(0.0, abs=1e-4) and x[:, 2].std().item() == pytest.approx(1, rel=1e-3)
+    ident = torch.cat([identity_grid(8, 8).permute(0, 3, 1, 2), torch.ones(1, 1, 8, 8)], 1)[:, :, None]
+    still = m.to_diffusion(ident)  # no motion, all visible: zero flow offset
+    assert still[:, :2].abs().max().item() < 1e-4
+    torch.testing.assert_close(m.from_diffusion(still), ident)
+    feats = np.random.default_rng(1).random((14, m.music.config.in_dim)).astype(np.float32)
+    beats = (np.arange(14) % 4 == 0).astype(np.float32)
+    ref = torch.rand(1, 3, 32, 32)
+    a0 = sample_flows(m, ref, feats, beats, generator=torch.Generator().manual_seed(0))
+    one = sample_flows(m, ref, feats[:8], beats[:8], generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(a0[:, :, :8], one)  # clip 2 started from clip 1's frames 6, 7 ...
+    assert a0.shape == (1, 3, 14, 8, 8) and torch.isfinite(a0).all()
 
 
 def test_flow_space_resampling():

@@ -143,10 +143,22 @@ class DiffusionConfig:
     schedule: str = "cosine"
     dynamic_threshold: float = 0.9
     null_cond_prob: float = 0.1  # [L] condition dropout for classifier-free guidance
+    # What the diffusion model generates [A]. "grid": the paper's / LFDM's a0 = [sampling grid, 2 occ - 1] as it is.
+    # "normalized": the flow's offset from the identity grid divided by its standard deviation, and 2 occ - 1 minus its
+    # mean over its standard deviation (statistics of the training targets, like SD's latent scaling factor), with no
+    # thresholding of x0 (the values are not bounded). For small motions (64 px toy dancers: offsets of std 0.025),
+    # "grid" leaves the denoiser to redraw an almost constant identity ramp through unit-variance noise.
+    target: str = "grid"
+    target_stats: list[float] | None = None  # [flow_std, occlusion_mean, occlusion_std]; filled in by `train`
 
     def __post_init__(self):
         if self.schedule != "cosine":
             raise ValueError(f"diffusion.schedule: only cosine is implemented (the paper's), got {self.schedule!r}")
+        if self.target not in ("grid", "normalized"):
+            raise ValueError(f"diffusion.target must be grid or normalized, got {self.target!r}")
+        if self.target_stats is not None and (len(self.target_stats) != 3 or min(self.target_stats[0],
+                                                                                 self.target_stats[2]) <= 0):
+            raise ValueError("diffusion.target_stats must be [flow_std > 0, occlusion_mean, occlusion_std > 0]")
         if not 0.0 < self.dynamic_threshold <= 1.0 or not 0.0 <= self.null_cond_prob < 1.0:
             raise ValueError("diffusion: dynamic_threshold in (0, 1] and null_cond_prob in [0, 1) are required")
 

@@ -105,10 +105,12 @@ class GaussianDiffusion:
             to [-1, 1] instead.
         null_cond_prob: probability of the null condition in training (LFDM: 0.1), the default of
             ``drop_condition``.
+        clip_x0: threshold / clip the predicted x0 at all (the paper: yes; its targets lie in [-1, 1]). False for
+            unbounded targets such as the normalised flows of ``model.diffusion.target: normalized`` [A].
     """
 
     def __init__(self, timesteps: int = 1000, schedule: str = "cosine", dynamic_threshold: float | None = 0.9,
-                 null_cond_prob: float = 0.1):
+                 null_cond_prob: float = 0.1, clip_x0: bool = True):
         if schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
         if dynamic_threshold is not None and not 0 < dynamic_threshold <= 1:
@@ -118,6 +120,7 @@ class GaussianDiffusion:
         self.num_timesteps = int(timesteps)
         self.schedule = schedule
         self.threshold_quantile = dynamic_threshold
+        self.clip_x0 = bool(clip_x0)
         self.null_cond_prob = float(null_cond_prob)
         betas = cosine_betas(self.num_timesteps) if schedule == "cosine" else linear_betas(self.num_timesteps)
         alphas_bar = torch.cumprod(1 - betas, dim=0)
@@ -191,8 +194,11 @@ class GaussianDiffusion:
     def dynamic_threshold(self, x0: torch.Tensor) -> torch.Tensor:
         """Imagen's dynamic thresholding [P, L]: s = max(1, quantile_q(|x0|)) per sample, x0 <- clip(x0, -s, s) / s.
 
-        Samples already inside [-1, 1] are unchanged. With ``dynamic_threshold=None``, plain clipping to [-1, 1].
+        Samples already inside [-1, 1] are unchanged. With ``dynamic_threshold=None``, plain clipping to [-1, 1];
+        with ``clip_x0=False``, x0 is returned as it is.
         """
+        if not self.clip_x0:
+            return x0
         if self.threshold_quantile is None:
             return x0.clamp(-1, 1)
         flat = x0.detach().reshape(x0.shape[0], -1).abs().float()

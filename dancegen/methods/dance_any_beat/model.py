@@ -8,7 +8,9 @@
 - ``unet.*``: the denoiser; `diffusion` (no parameters) holds the noise schedule and samplers.
 
 The diffusion target of a clip is ``a0 = [flow (2), 2 * occlusion - 1 (1)]`` per frame, ``(B, 3, N, h, w)``, with the
-flow an absolute sampling grid in [-1, 1] (LFDM). A model folder holds ``model.safetensors`` and
+flow an absolute sampling grid in [-1, 1] (LFDM). The diffusion model generates it as it is (``model.diffusion.target:
+grid``, the paper's) or normalised (``normalized`` [A]: `to_diffusion` / `from_diffusion` map between the two; every
+other part of the code sees a0). A model folder holds ``model.safetensors`` and
 ``dance_any_beat.yaml`` (the resolved recipe, which rebuilds the architecture).
 """
 
@@ -75,7 +77,8 @@ class DanceAnyBeatModel(nn.Module):
                                use_temporal_attention=u.use_temporal_attention, out_channels=3)
         d = config.model.diffusion
         self.diffusion = GaussianDiffusion(timesteps=d.timesteps, schedule=d.schedule,
-                                           dynamic_threshold=d.dynamic_threshold, null_cond_prob=d.null_cond_prob)
+                                           dynamic_threshold=d.dynamic_threshold, null_cond_prob=d.null_cond_prob,
+                                           clip_x0=d.target == "grid")
 
     lfae_frozen = False  # stage 2: the LFAE stays in eval mode (BatchNorm statistics fixed) while the rest trains
 
@@ -120,6 +123,32 @@ class DanceAnyBeatModel(nn.Module):
         grid, occ = self.lfae.flow(refs, frames.reshape(b * n, *frames.shape[2:]))[:2]
         a0 = torch.cat([grid.permute(0, 3, 1, 2), occ * 2 - 1], dim=1)  # (B*N, 3, h, w)
         return z0, a0.reshape(b, n, 3, *a0.shape[2:]).permute(0, 2, 1, 3, 4).contiguous()
+
+    def _target_affine(self, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(offset, scale) with diffusion value = (a0 - offset) / scale, shaped to broadcast over (B, 3, N, h, w)."""
+        d = self.config.model.diffusion
+        if d.target == "grid":
+            return None
+        if d.target_stats is None:
+            raise InputError("model.diffusion.target is normalized but target_stats is unset (train fills it in)")
+        from dancegen.methods.dance_any_beat.lfae import identity_grid
+
+        flow_std, occ_mean, occ_std = d.target_stats
+        h, w = a.shape[-2:]
+        ident = identity_grid(h, w, device=a.device, dtype=a.dtype).permute(0, 3, 1, 2)  # (1, 2, h, w)
+        offset = torch.cat([ident, torch.full((1, 1, h, w), occ_mean, device=a.device, dtype=a.dtype)], dim=1)
+        scale = torch.tensor([flow_std, flow_std, occ_std], device=a.device, dtype=a.dtype).view(1, 3, 1, 1)
+        return offset[:, :, None], scale[:, :, None]
+
+    def to_diffusion(self, a0: torch.Tensor) -> torch.Tensor:
+        """a0 (B, 3, N, h, w) -> what the diffusion model generates (`model.diffusion.target`)."""
+        aff = self._target_affine(a0)
+        return a0 if aff is None else (a0 - aff[0]) / aff[1]
+
+    def from_diffusion(self, x: torch.Tensor) -> torch.Tensor:
+        """The inverse of `to_diffusion`."""
+        aff = self._target_affine(x)
+        return x if aff is None else x * aff[1] + aff[0]
 
     def denoiser(self, z0: torch.Tensor, cond: torch.Tensor | None, frame_cond: torch.Tensor | None):
         """``model_fn(x_t, t) -> eps`` for the samplers, closed over the condition."""

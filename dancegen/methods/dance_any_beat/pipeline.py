@@ -103,7 +103,7 @@ def sample_flows(model, ref: torch.Tensor, features: np.ndarray, beats: np.ndarr
 
             null_frame = torch.zeros_like(frame) if frame is not None else None
             fn = guided(fn, model.denoiser(z0, torch.zeros_like(cond), null_frame), inf.cond_scale)
-        known = (out[:, :, s:s + overlap], overlap) if j > 0 and overlap > 0 else None
+        known = (model.to_diffusion(out[:, :, s:s + overlap]), overlap) if j > 0 and overlap > 0 else None
 
         def tick(i, k, base=done):
             if progress:
@@ -115,7 +115,7 @@ def sample_flows(model, ref: torch.Tensor, features: np.ndarray, beats: np.ndarr
                                              known=known)
         else:
             a0 = model.diffusion.ddpm_sample(fn, shape, generator=generator, progress=tick, known=known)
-        out[:, :, s:s + n] = a0
+        out[:, :, s:s + n] = model.from_diffusion(a0)
         done += per_clip
     return out[:, :, :total]
 

@@ -79,7 +79,7 @@ def make_diffusion_loss(cfg: DanceAnyBeatConfig, cache_targets: bool = True):
         z0, a0 = targets(m, batch)
         cond, frame = m.condition(batch)
         cond, frame = m.diffusion.drop_condition((cond, frame), p_null)  # zeros [L], the same rows for both
-        return m.diffusion.training_loss(m.denoiser(z0, cond, frame), a0)
+        return m.diffusion.training_loss(m.denoiser(z0, cond, frame), m.to_diffusion(a0))
 
     return loss_fn
 
@@ -142,6 +142,12 @@ def train(config: DanceAnyBeatConfig, output_dir: str | os.PathLike, resume: str
                 say(f"stage {stage.name}: {data.precompute_embeddings()} frozen music embeddings ready")
             loss_fn = make_diffusion_loss(config)
             model.lfae_frozen = True
+            d = config.model.diffusion
+            if d.target == "normalized" and d.target_stats is None:
+                d.target_stats = target_statistics(model.eval(), data)  # the same numbers again on a resume
+                say("stage {}: normalized targets, flow std {:.5f}, occlusion mean {:.5f} std {:.5f}".format(
+                    stage.name, *d.target_stats))
+                save_config(config, out / "recipe.yaml")
         say(f"stage {stage.name}: {stage.steps} steps at lr {stage.lr:g} on {len(data)} items")
         trainable = [p for p in TRAINABLE[stage.name] if p != "music" or model.music is not None]
         loop = _loop_config(stage, t, config.seed, stage_dir, resume_k, trainable)
@@ -157,6 +163,31 @@ def train(config: DanceAnyBeatConfig, output_dir: str | os.PathLike, resume: str
     model.save_pretrained(out / MODEL_SUBDIR)
     report["model"] = str(out / MODEL_SUBDIR)
     return report
+
+
+@torch.no_grad()
+def target_statistics(model: DanceAnyBeatModel, data, count: int = 64, chunk: int = 8) -> list[float]:
+    """[flow_std, occlusion_mean, occlusion_std] of the LFAE's targets a0 on `count` evenly spaced training clips.
+
+    flow_std is the standard deviation of the sampling grid's offset from the identity (both axes together, about a
+    zero mean), the occlusion numbers are those of 2 occ - 1: `model.diffusion.target: normalized` divides by them.
+    Deterministic (fixed clips, frozen LFAE), so a resumed run computes the same values.
+    """
+    from torch.utils.data import default_collate
+
+    from dancegen.methods.dance_any_beat.lfae import identity_grid
+
+    idx = np.unique(np.linspace(0, len(data) - 1, min(count, len(data))).round().astype(int))
+    device = next(model.parameters()).device
+    sq, occ = [], []
+    for s in range(0, len(idx), chunk):
+        batch = default_collate([data[int(i)] for i in idx[s:s + chunk]])
+        _, a0 = model.flow_targets(batch["ref"].to(device), batch["frames"].to(device))
+        ident = identity_grid(*a0.shape[-2:], device=a0.device).permute(0, 3, 1, 2)[:, :, None]
+        sq.append(((a0[:, :2] - ident) ** 2).flatten().double().cpu())
+        occ.append(a0[:, 2].flatten().double().cpu())
+    sq_all, occ_all = torch.cat(sq), torch.cat(occ)
+    return [float(sq_all.mean().sqrt().clamp(min=1e-4)), float(occ_all.mean()), float(occ_all.std().clamp(min=1e-4))]
 
 
 def check_adapters_trained(config: DanceAnyBeatConfig, run: list[str], from_init: set[str]) -> None:
