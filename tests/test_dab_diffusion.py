@@ -68,6 +68,19 @@ def test_q_sample_statistics_and_predict_x0_inverse():
         t = torch.tensor(steps)
         rec = d.predict_x0(d.q_sample(x0, t, noise), t, noise)
         torch.testing.assert_close(rec, x0, atol=2e-4, rtol=1e-4)
+    # v-prediction: the v target inverts too, at every step including T - 1 (where alphas_bar ~ 2e-9) ...
+    v = GaussianDiffusion(timesteps=1000, prediction="v")
+    t = torch.tensor([0, 500, 990, 999])
+    rec = v.predict_x0(v.q_sample(x0, t, noise), t, v.target(x0, t, noise))
+    torch.testing.assert_close(rec, x0, atol=2e-4, rtol=1e-4)
+    # ... and an output error of 0.01 stays <= 0.01 in x0, where the same error in eps becomes ~2e2 at T - 1
+    t = torch.tensor([999] * 4)
+    xt = d.q_sample(x0, t, noise)
+    err_v = (v.predict_x0(xt, t, v.target(x0, t, noise) + 0.01) - x0).abs().max().item()
+    err_eps = (d.predict_x0(xt, t, noise + 0.01) - x0).abs().max().item()
+    assert err_v <= 0.01 + 1e-6 and err_eps > 100
+    with pytest.raises(ValueError, match="prediction"):
+        GaussianDiffusion(prediction="x0")
     # the noise argument is used as given: the same noise gives the same x_t
     torch.testing.assert_close(d.q_sample(x0, t, noise), d.q_sample(x0, t, noise.clone()))
 
@@ -89,7 +102,9 @@ def test_dynamic_threshold():
     torch.testing.assert_close(out[1], x[1])  # the other sample is untouched (per-sample s)
     assert d.dynamic_threshold(x * 0 + 4.0).max().item() == pytest.approx(1.0)
     assert GaussianDiffusion(timesteps=10, dynamic_threshold=None).dynamic_threshold(x).abs().max() == 1.0
-    assert torch.equal(GaussianDiffusion(timesteps=10, clip_x0=False).dynamic_threshold(x * 7), x * 7)
+    halved = GaussianDiffusion(timesteps=10, data_space=(lambda v: v / 2, lambda v: v * 2))  # thresholds x0 / 2
+    torch.testing.assert_close(halved.dynamic_threshold(x), 2 * d.dynamic_threshold(x / 2))
+    assert torch.equal(halved.dynamic_threshold(inside), inside)
 
 
 # ---------------------------------------------------------------------------------------------------- UNet
@@ -243,18 +258,20 @@ def test_drop_condition_and_guidance():
 
 # ---------------------------------------------------------------------------------------------------- samplers
 def _oracle(diffusion: GaussianDiffusion, target: torch.Tensor):
-    """The exact eps of a one-point data distribution at ``target``."""
+    """The exact eps (or v, by the diffusion's prediction) of a one-point data distribution at ``target``."""
 
     def fn(x, t):
         ab = diffusion.alphas_bar[t].float().view(-1, 1, 1, 1, 1)
-        return (x - ab.sqrt() * target) / (1 - ab).sqrt()
+        eps = (x - ab.sqrt() * target) / (1 - ab).sqrt()
+        return ab.sqrt() * eps - (1 - ab).sqrt() * target if diffusion.prediction == "v" else eps
 
     return fn
 
 
-@pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "ddpm_v", "ddim_v"])
 def test_samplers_recover_a_point_distribution(sampler):
-    d = GaussianDiffusion(timesteps=100)
+    d = GaussianDiffusion(timesteps=100, prediction="v" if sampler.endswith("_v") else "eps")
+    sampler = sampler.removesuffix("_v")
     target = torch.rand(2, 3, 4, 8, 8, generator=gen(5)) * 1.6 - 0.8
     run = (lambda **kw: d.ddpm_sample(**kw)) if sampler == "ddpm" else (lambda **kw: d.ddim_sample(steps=10, **kw))
     out = run(model_fn=_oracle(d, target), shape=target.shape, generator=gen(0))

@@ -176,7 +176,8 @@ def test_normalized_targets_train_save_and_chain(world, tmp_path):
     assert stats is not None and stats[0] > 0 and stats[2] > 0 and -1 <= stats[1] <= 1
     saved = yaml.safe_load((tmp_path / "run" / "recipe.yaml").read_text())
     assert saved["model"]["diffusion"]["target_stats"] == pytest.approx(stats)
-    assert not m.diffusion.clip_x0
+    big = torch.full((1, 3, 2, 8, 8), 1e3)  # x0 far outside: thresholded as a0 (each value back inside [-1, 1])
+    assert m.from_diffusion(m.diffusion.dynamic_threshold(big)).abs().max().item() == pytest.approx(1.0, abs=1e-5)
     data = MusicClips(m.config, "train")
     assert target_statistics(m, data) == pytest.approx(stats, rel=1e-6)  # deterministic: a resume agrees
     clips = default_collate([data[i] for i in range(len(data))])  # the tiny world has fewer than 64 clips: all

@@ -145,15 +145,18 @@ class DiffusionConfig:
     null_cond_prob: float = 0.1  # [L] condition dropout for classifier-free guidance
     # What the diffusion model generates [A]. "grid": the paper's / LFDM's a0 = [sampling grid, 2 occ - 1] as it is.
     # "normalized": the flow's offset from the identity grid divided by its standard deviation, and 2 occ - 1 minus its
-    # mean over its standard deviation (statistics of the training targets, like SD's latent scaling factor), with no
-    # thresholding of x0 (the values are not bounded). For small motions (64 px toy dancers: offsets of std 0.025),
+    # mean over its standard deviation (statistics of the training targets, like SD's latent scaling factor); the
+    # dynamic thresholding still acts on a0 itself (mapped back and forth). For small motions (64 px toy dancers: offsets of std 0.025),
     # "grid" leaves the denoiser to redraw an almost constant identity ramp through unit-variance noise.
     target: str = "grid"
     target_stats: list[float] | None = None  # [flow_std, occlusion_mean, occlusion_std]; filled in by `train`
+    prediction: str = "eps"  # the paper's (Eq. 6); "v" [A]: see diffusion.GaussianDiffusion
 
     def __post_init__(self):
         if self.schedule != "cosine":
             raise ValueError(f"diffusion.schedule: only cosine is implemented (the paper's), got {self.schedule!r}")
+        if self.prediction not in ("eps", "v"):
+            raise ValueError(f"diffusion.prediction must be eps or v, got {self.prediction!r}")
         if self.target not in ("grid", "normalized"):
             raise ValueError(f"diffusion.target must be grid or normalized, got {self.target!r}")
         if self.target_stats is not None and (len(self.target_stats) != 3 or min(self.target_stats[0],

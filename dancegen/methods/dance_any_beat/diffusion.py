@@ -25,6 +25,7 @@ import torch
 
 ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 ProgressFn = Callable[[int, int], None]
+PREDICTIONS = ("eps", "v")
 Known = tuple[torch.Tensor, int]
 SCHEDULES = ("cosine", "linear")
 
@@ -105,12 +106,18 @@ class GaussianDiffusion:
             to [-1, 1] instead.
         null_cond_prob: probability of the null condition in training (LFDM: 0.1), the default of
             ``drop_condition``.
-        clip_x0: threshold / clip the predicted x0 at all (the paper: yes; its targets lie in [-1, 1]). False for
-            unbounded targets such as the normalised flows of ``model.diffusion.target: normalized`` [A].
+        data_space: ``(to_data, from_data)`` when the diffusion runs on a transform of the data (the normalised flows
+            of ``model.diffusion.target: normalized`` [A]): x0 is thresholded in data space, where the rule's
+            [-1, 1] range holds, i.e. ``from_data(threshold(to_data(x0)))``. None: x0 is the data.
+        prediction: what the model outputs: "eps" (the paper's, Eq. 6) or "v" = sqrt(a_t) eps - sqrt(1 - a_t) x0
+            (Salimans & Ho 2022) [A]. The cosine schedule ends at alphas_bar ~ 2e-9, where x0 from an eps
+            prediction multiplies its error by 1 / sqrt(alphas_bar) ~ 2e4 and only the thresholding keeps the first
+            sampling step in range; from v, x0 = sqrt(a_t) x_t - sqrt(1 - a_t) v stays well conditioned at every t.
     """
 
     def __init__(self, timesteps: int = 1000, schedule: str = "cosine", dynamic_threshold: float | None = 0.9,
-                 null_cond_prob: float = 0.1, clip_x0: bool = True):
+                 null_cond_prob: float = 0.1, data_space: tuple[Callable, Callable] | None = None,
+                 prediction: str = "eps"):
         if schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
         if dynamic_threshold is not None and not 0 < dynamic_threshold <= 1:
@@ -120,7 +127,10 @@ class GaussianDiffusion:
         self.num_timesteps = int(timesteps)
         self.schedule = schedule
         self.threshold_quantile = dynamic_threshold
-        self.clip_x0 = bool(clip_x0)
+        self.data_space = data_space
+        if prediction not in PREDICTIONS:
+            raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
+        self.prediction = prediction
         self.null_cond_prob = float(null_cond_prob)
         betas = cosine_betas(self.num_timesteps) if schedule == "cosine" else linear_betas(self.num_timesteps)
         alphas_bar = torch.cumprod(1 - betas, dim=0)
@@ -163,14 +173,24 @@ class GaussianDiffusion:
             noise = _randn(x0.shape, generator, x0.device, x0.dtype)
         return self._at(self.alphas_bar.sqrt(), t, x0) * x0 + self._at((1 - self.alphas_bar).sqrt(), t, x0) * noise
 
-    def predict_x0(self, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-        """x0 = (x_t - sqrt(1 - alphas_bar_t) eps) / sqrt(alphas_bar_t): inverts ``q_sample`` given the noise."""
+    def predict_x0(self, x_t: torch.Tensor, t: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """x0 from the model output: with eps, (x_t - sqrt(1 - alphas_bar_t) eps) / sqrt(alphas_bar_t) (inverts
+        ``q_sample`` given the noise); with v, sqrt(alphas_bar_t) x_t - sqrt(1 - alphas_bar_t) v."""
+        if self.prediction == "v":
+            return self._at(self.alphas_bar.sqrt(), t, x_t) * x_t - self._at((1 - self.alphas_bar).sqrt(), t, x_t) * out
         return self._at((1 / self.alphas_bar).sqrt(), t, x_t) * x_t - self._at((1 / self.alphas_bar - 1).sqrt(), t,
-                                                                             x_t) * eps
+                                                                             x_t) * out
+
+    def target(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """What the model learns to output for x_t = q_sample(x0, t, noise): the noise, or v."""
+        if self.prediction == "v":
+            return self._at(self.alphas_bar.sqrt(), t, x0) * noise - self._at((1 - self.alphas_bar).sqrt(), t, x0) * x0
+        return noise
 
     def training_loss(self, model_fn: ModelFn, x0: torch.Tensor, generator: torch.Generator | None = None,
                       t: torch.Tensor | None = None) -> torch.Tensor:
-        """Eps-prediction MSE, L = E_{t, x0, eps} ||eps - eps_theta(x_t, t)||^2 [P Eq. 6].
+        """Eps-prediction MSE, L = E_{t, x0, eps} ||eps - eps_theta(x_t, t)||^2 [P Eq. 6] (the v-MSE with
+        ``prediction="v"``).
 
         Args:
             model_fn: ``(x_t, t) -> eps``; the caller closes over z0 / conditions (and drops them with
@@ -187,18 +207,22 @@ class GaussianDiffusion:
             gen_device = generator.device if generator is not None else x0.device
             t = torch.randint(0, self.num_timesteps, (b,), generator=generator, device=gen_device).to(x0.device)
         noise = _randn(x0.shape, generator, x0.device, x0.dtype)
-        eps = model_fn(self.q_sample(x0, t, noise), t)
-        return torch.mean((eps.float() - noise.float()) ** 2)
+        out = model_fn(self.q_sample(x0, t, noise), t)
+        return torch.mean((out.float() - self.target(x0, t, noise).float()) ** 2)
 
     # ---------------------------------------------------------------- sampling
     def dynamic_threshold(self, x0: torch.Tensor) -> torch.Tensor:
         """Imagen's dynamic thresholding [P, L]: s = max(1, quantile_q(|x0|)) per sample, x0 <- clip(x0, -s, s) / s.
 
-        Samples already inside [-1, 1] are unchanged. With ``dynamic_threshold=None``, plain clipping to [-1, 1];
-        with ``clip_x0=False``, x0 is returned as it is.
+        Samples already inside [-1, 1] are unchanged. With ``dynamic_threshold=None``, plain clipping to [-1, 1].
+        With ``data_space``, the rule applies to ``to_data(x0)`` and the result is mapped back.
         """
-        if not self.clip_x0:
-            return x0
+        if self.data_space is not None:
+            to_data, from_data = self.data_space
+            return from_data(self._threshold(to_data(x0)))
+        return self._threshold(x0)
+
+    def _threshold(self, x0: torch.Tensor) -> torch.Tensor:
         if self.threshold_quantile is None:
             return x0.clamp(-1, 1)
         flat = x0.detach().reshape(x0.shape[0], -1).abs().float()

@@ -78,7 +78,9 @@ class DanceAnyBeatModel(nn.Module):
         d = config.model.diffusion
         self.diffusion = GaussianDiffusion(timesteps=d.timesteps, schedule=d.schedule,
                                            dynamic_threshold=d.dynamic_threshold, null_cond_prob=d.null_cond_prob,
-                                           clip_x0=d.target == "grid")
+                                           data_space=None if d.target == "grid" else
+                                           (self.from_diffusion, self.to_diffusion),  # threshold a0 itself
+                                           prediction=d.prediction)
 
     lfae_frozen = False  # stage 2: the LFAE stays in eval mode (BatchNorm statistics fixed) while the rest trains
 
@@ -151,7 +153,7 @@ class DanceAnyBeatModel(nn.Module):
         return x if aff is None else x * aff[1] + aff[0]
 
     def denoiser(self, z0: torch.Tensor, cond: torch.Tensor | None, frame_cond: torch.Tensor | None):
-        """``model_fn(x_t, t) -> eps`` for the samplers, closed over the condition."""
+        """``model_fn(x_t, t) -> eps`` (or v) for the samplers, closed over the condition."""
         return lambda x, t: self.unet(x, t, z0, cond=cond, frame_cond=frame_cond)
 
     def decode(self, ref: torch.Tensor, a0: torch.Tensor) -> torch.Tensor:

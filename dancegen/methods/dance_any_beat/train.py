@@ -11,7 +11,7 @@ model (paper §3.2-3.4).
   `LFAELoss` (VGG-19 pyramid perceptual + equivariance, or the stated pixel substitute without VGG weights).
   Trainable: ``lfae.*``.
 - `diffusion`: clips of N + 1 frames; the frozen LFAE turns them into targets a0 = [flow, 2 occ - 1]; the U-Net
-  learns eps-prediction (Eq. 6) conditioned on the reference latent and the music (condition dropped with
+  learns eps-prediction (Eq. 6; v with `model.diffusion.prediction: v`) on them (`model.diffusion.target`) conditioned on the reference latent and the music (condition dropped with
   `model.diffusion.null_cond_prob` for guidance [L]). Trainable: ``unet.*`` and the scratch music encoder
   ``music.*``; the CLAP / Wav2CLIP adapters come from the `adapters` stage (or `model.init_from`) and stay frozen.
 
@@ -56,7 +56,7 @@ def make_lfae_loss(cfg: DanceAnyBeatConfig):
 
 
 def make_diffusion_loss(cfg: DanceAnyBeatConfig, cache_targets: bool = True):
-    """`loss_fn(model, batch)` of stage 2: eps-MSE on LFAE flow targets with condition dropout.
+    """`loss_fn(model, batch)` of stage 2: eps- (or v-) MSE on LFAE flow targets with condition dropout.
 
     The LFAE is frozen (eval mode), so a clip's targets never change: with `cache_targets` they are computed the first
     time a clip is drawn and reused (on CPU memory) afterwards (spec §2.4: caching offline is fine).
