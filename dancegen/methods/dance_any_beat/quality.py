@@ -18,7 +18,8 @@ the mean over kinematic beats of exp(-d^2 / 2 sigma^2), d the distance to the ne
 frames at 60 fps expressed at this fps (0.05 s), but never below one frame (`beat_sigma`; at 10 fps the beats
 librosa finds are quantised to 0.1 s and come out about one frame late on click tracks). AV-Align (TempoTokens) is
 reported too. Frames are scored for sharpness by the LFAE's reconstruction PSNR: each ground-truth frame rebuilt from the
-first one through the autoencoder (`lfae_psnr`).
+first one through the autoencoder (`lfae_psnr`). The size of the motion is `flow_offset`, the mean distance of the
+flows from the identity grid, for generated flows and for the LFAE's flows of the real frames (``ground_truth``).
 """
 
 from __future__ import annotations
@@ -78,6 +79,15 @@ def lfae_psnr(model, frames: np.ndarray) -> tuple[float, float]:
     return psnr(pred), psnr(ref)
 
 
+def flow_offset(a0) -> float:
+    """Mean |sampling grid - identity| of a0 `(1, 3, T, h, w)` (grid units, 2 = the latent's width): how far the
+    flows move content; real motion and generated motion should be of the same size."""
+    from dancegen.methods.dance_any_beat.lfae import identity_grid
+
+    ident = identity_grid(*a0.shape[-2:], device=a0.device, dtype=a0.dtype).permute(0, 3, 1, 2)[:, :, None]
+    return float((a0[:, :2] - ident).abs().mean())
+
+
 def heldout_rhythm(model, data_root=None, seconds: float = 6.0, max_videos: int | None = None,
                    conditions=CONDITIONS, steps: int | None = None, seed: int = 0, av: bool = False,
                    progress=None) -> dict:
@@ -123,6 +133,9 @@ def heldout_rhythm(model, data_root=None, seconds: float = 6.0, max_videos: int 
         psnrs.append(p)
         copies.append(c)
         ref = torch.from_numpy(np.ascontiguousarray(frames[0])).permute(2, 0, 1)[None].float() / 255.0
+        with torch.no_grad():  # the LFAE's flows of the real frames: the size generated motion should have
+            real = torch.from_numpy(np.ascontiguousarray(frames[1:])).permute(0, 3, 1, 2)[None].float() / 255.0
+            per["ground_truth"][v.name]["flow_offset"] = flow_offset(model.flow_targets(ref, real)[1])
         for cond in conditions:
             src = videos[(k + 1) % len(videos)] if cond == "shuffled" else v
             f, b = clip_music(cache.features(src.music), 1, t - 1, cfg.music)
@@ -135,6 +148,7 @@ def heldout_rhythm(model, data_root=None, seconds: float = 6.0, max_videos: int 
             a0 = sample_flows(model, ref, f, b, steps=steps, generator=gen)
             video = np.concatenate([frames[:1], decode_frames(model, ref, a0)])
             per[cond][v.name] = rhythm_scores(video, music_beats, fps, audio, 22050)
+            per[cond][v.name]["flow_offset"] = flow_offset(a0)
     mean = {c: {m: float(np.mean([r[m] for r in rows.values()])) for m in next(iter(rows.values()))
                 if all(m in r for r in rows.values())} for c, rows in per.items() if rows}
     return {"videos": [v.name for v in videos], "mean": mean, "per_video": per,

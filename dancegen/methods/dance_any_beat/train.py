@@ -10,9 +10,10 @@ model (paper §3.2-3.4).
 - `lfae`: two frames of one video (x_ref, x_dri); the LFAE reconstructs x_dri by warping x_ref's latent; loss
   `LFAELoss` (VGG-19 pyramid perceptual + equivariance, or the stated pixel substitute without VGG weights).
   Trainable: ``lfae.*``.
-- `diffusion`: clips of N + 1 frames; the frozen LFAE turns them into targets a0 = [flow, 2 occ - 1]; the U-Net
-  learns eps-prediction (Eq. 6; v with `model.diffusion.prediction: v`) on them (`model.diffusion.target`) conditioned on the reference latent and the music (condition dropped with
-  `model.diffusion.null_cond_prob` for guidance [L]). Trainable: ``unet.*`` and the scratch music encoder
+- `diffusion`: clips of N + 1 frames; the frozen LFAE turns them into targets a0 = [flow, 2 occ - 1] (as they are or
+  normalised, `model.diffusion.target`); the U-Net learns eps-prediction (Eq. 6; v with `model.diffusion.prediction:
+  v`) conditioned on the reference latent and the music (condition dropped with `model.diffusion.null_cond_prob` for
+  guidance [L]). Trainable: ``unet.*`` and the scratch music encoder
   ``music.*``; the CLAP / Wav2CLIP adapters come from the `adapters` stage (or `model.init_from`) and stay frozen.
 
 Outputs in ``output_dir``: ``recipe.yaml``, ``stage-<k>-<name>/`` (metrics.jsonl, checkpoints/, model/) and
