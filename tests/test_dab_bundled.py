@@ -7,8 +7,9 @@ to another held-out track's music (shuffled) and to its music without beat infor
 against the clip's own music beats, next to the ground-truth dancer. This is the direction of the paper's Table 6 at
 toy scale, which dab-tiny does not reach yet (measured: right music 0.468, shuffled 0.456, beat-free 0.493, ground
 truth 0.639, ground truth against another track's beats 0.509): that test is a strict xfail until a model passes it.
-What it does reach: motion of the real size (mean flow offset 0.0044 generated vs 0.0078 real; the previous dab-tiny,
-trained on raw sampling grids with eps-prediction, drew flows about 0.15 from the identity and smeared the dancer).
+What it does reach: motion of the real order of size (mean flow offset 0.0044 generated vs 0.0078 real; the previous
+dab-tiny, trained on raw sampling grids with eps-prediction, drew flows about 0.15 from the identity and smeared the
+dancer).
 """
 
 from __future__ import annotations
