@@ -25,6 +25,30 @@ class _NoNetwork(socket.socket):
 socket.socket = _NoNetwork  # type: ignore[misc]
 
 
+def pytest_configure(config):
+    """Compile librosa's numba functions once, in the main process, before `pytest -n 2` starts its workers.
+
+    librosa caches them on disk (`cache=True`); two workers compiling the same guvectorized function at once can pair
+    the cache files of different processes and segfault later (numba/numba#10128, librosa/librosa#1998). On a fresh
+    install that crashed `make test` in `beat_track`; a warm cache is only read, which is safe.
+    """
+    if hasattr(config, "workerinput"):  # an xdist worker: the main process has warmed the cache
+        return
+    import numpy as np
+
+    from dancegen.audio.features import frame_features
+    from dancegen.audio.song import Song
+
+    sr = 22050
+    t = np.arange(3 * sr) / sr
+    clicks = (0.5 * np.sin(2 * np.pi * 440 * t) * (np.mod(t, 0.5) < 0.05)).astype(np.float32)
+    frame_features(Song(clicks, sr), fps=10.0)  # mel, onset strength, tempogram, beat tracking
+
+    import librosa
+
+    librosa.onset.onset_detect(y=clicks, sr=sr, units="frames")
+
+
 def pytest_collection_modifyitems(config, items):
     run_slow = os.environ.get("DANCEGEN_RUN_SLOW") == "1"
     has_cuda = False
