@@ -146,8 +146,8 @@ class DiffusionConfig:
     # What the diffusion model generates [A]. "grid": the paper's / LFDM's a0 = [sampling grid, 2 occ - 1] as it is.
     # "normalized": the flow's offset from the identity grid divided by its standard deviation, and 2 occ - 1 minus its
     # mean over its standard deviation (statistics of the training targets, like SD's latent scaling factor); the
-    # dynamic thresholding still acts on a0 itself (mapped back and forth). For small motions (64 px toy dancers: offsets of std 0.025),
-    # "grid" leaves the denoiser to redraw an almost constant identity ramp through unit-variance noise.
+    # dynamic thresholding still acts on a0 itself (mapped back and forth). For small motions (64 px toy dancers:
+    # offsets of std 0.03), "grid" leaves the denoiser to redraw an almost constant identity ramp through unit noise.
     target: str = "grid"
     target_stats: list[float] | None = None  # [flow_std, occlusion_mean, occlusion_std]; filled in by `train`
     prediction: str = "eps"  # the paper's (Eq. 6); "v" [A]: see diffusion.GaussianDiffusion

@@ -39,6 +39,14 @@ def feature_dim(cfg: DanceAnyBeatConfig) -> int:
     return m.n_mels + 1 + m.tempogram_bins + (1 if m.beats else 0)
 
 
+def identity_a0(h: int, w: int, device=None, dtype=None) -> torch.Tensor:
+    """The a0 of no motion, `(1, 3, 1, h, w)`: the identity sampling grid and full visibility (2 * 1 - 1 = 1)."""
+    from dancegen.methods.dance_any_beat.lfae import identity_grid
+
+    ident = identity_grid(h, w, device=device, dtype=dtype).permute(0, 3, 1, 2)  # (1, 2, h, w)
+    return torch.cat([ident, torch.ones_like(ident[:, :1])], dim=1)[:, :, None]
+
+
 def uses_scratch_encoder(cfg: DanceAnyBeatConfig) -> bool:
     return cfg.music.encoder == "scratch" or cfg.music.per_frame
 
@@ -133,14 +141,11 @@ class DanceAnyBeatModel(nn.Module):
             return None
         if d.target_stats is None:
             raise InputError("model.diffusion.target is normalized but target_stats is unset (train fills it in)")
-        from dancegen.methods.dance_any_beat.lfae import identity_grid
-
         flow_std, occ_mean, occ_std = d.target_stats
-        h, w = a.shape[-2:]
-        ident = identity_grid(h, w, device=a.device, dtype=a.dtype).permute(0, 3, 1, 2)  # (1, 2, h, w)
-        offset = torch.cat([ident, torch.full((1, 1, h, w), occ_mean, device=a.device, dtype=a.dtype)], dim=1)
-        scale = torch.tensor([flow_std, flow_std, occ_std], device=a.device, dtype=a.dtype).view(1, 3, 1, 1)
-        return offset[:, :, None], scale[:, :, None]
+        offset = identity_a0(*a.shape[-2:], device=a.device, dtype=a.dtype)
+        offset[:, 2] = occ_mean
+        scale = torch.tensor([flow_std, flow_std, occ_std], device=a.device, dtype=a.dtype).view(1, 3, 1, 1, 1)
+        return offset, scale
 
     def to_diffusion(self, a0: torch.Tensor) -> torch.Tensor:
         """a0 (B, 3, N, h, w) -> what the diffusion model generates (`model.diffusion.target`)."""

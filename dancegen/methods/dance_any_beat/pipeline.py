@@ -124,12 +124,10 @@ def resample_flows(a0: torch.Tensor, src_fps: float, dst_fps: float, num_frames:
     """Linear interpolation in time of a `(1, 3, T, h, w)` sequence whose frame i (0-based) is at time (i + 1) /
     src_fps, with the identity grid / full visibility at time 0 (the reference), to `num_frames` frames at
     times (k + 1) / dst_fps."""
-    from dancegen.methods.dance_any_beat.lfae import identity_grid
+    from dancegen.methods.dance_any_beat.model import identity_a0
 
-    h, w = a0.shape[-2:]
-    ident = torch.cat([identity_grid(h, w, device=a0.device, dtype=a0.dtype).permute(0, 3, 1, 2),
-                       torch.ones(1, 1, h, w, device=a0.device, dtype=a0.dtype)], dim=1)[:, :, None]
-    seq = torch.cat([ident, a0], dim=2)  # frame 0 = the reference itself
+    still = identity_a0(*a0.shape[-2:], device=a0.device, dtype=a0.dtype)
+    seq = torch.cat([still, a0], dim=2)  # frame 0 = the reference itself
     t = (np.arange(num_frames) + 1) / dst_fps * src_fps  # positions in `seq` units
     t = np.clip(t, 0, seq.shape[2] - 1)
     lo = np.floor(t).astype(int)

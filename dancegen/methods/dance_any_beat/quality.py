@@ -82,10 +82,14 @@ def lfae_psnr(model, frames: np.ndarray) -> tuple[float, float]:
 def flow_offset(a0) -> float:
     """Mean |sampling grid - identity| of a0 `(1, 3, T, h, w)` (grid units, 2 = the latent's width): how far the
     flows move content; real motion and generated motion should be of the same size."""
-    from dancegen.methods.dance_any_beat.lfae import identity_grid
+    from dancegen.methods.dance_any_beat.model import identity_a0
 
-    ident = identity_grid(*a0.shape[-2:], device=a0.device, dtype=a0.dtype).permute(0, 3, 1, 2)[:, :, None]
-    return float((a0[:, :2] - ident).abs().mean())
+    return float((a0 - identity_a0(*a0.shape[-2:], device=a0.device, dtype=a0.dtype))[:, :2].abs().mean())
+
+
+def beat_frames_of(features, t: int) -> np.ndarray:
+    """Frame indices (0 .. t-1) where a song's per-frame beat column (`audio.features.MusicFeatures`) marks a beat."""
+    return np.nonzero(features.window(0, t)[:, features.slices["beat"]].max(axis=1) > 0.5)[0]
 
 
 def heldout_rhythm(model, data_root=None, seconds: float = 6.0, max_videos: int | None = None,
@@ -118,16 +122,14 @@ def heldout_rhythm(model, data_root=None, seconds: float = 6.0, max_videos: int 
             progress(f"video {k + 1}/{len(videos)}: {v.name}")
         frames = cache.video(v)[:n_frames]
         t = len(frames)
-        feats = cache.features(v.music)
-        beats_all = feats.window(0, t)[:, feats.slices["beat"]].max(axis=1)
-        music_beats = np.nonzero(beats_all > 0.5)[0]
+        music_beats = beat_frames_of(cache.features(v.music), t)
         audio = None
         if av:
             song = load_song(root / "wavs" / f"{v.music}.wav", sr=22050)
             audio = song.samples[: int(round(t / fps * song.sr))]
         per["ground_truth"][v.name] = rhythm_scores(frames, music_beats, fps, audio, 22050)
-        other = cache.features(videos[(k + 1) % len(videos)].music)  # the protocol's floor: the right dancer, the
-        other_beats = np.nonzero(other.window(0, t)[:, other.slices["beat"]].max(axis=1) > 0.5)[0]  # wrong music
+        # the protocol's floor: the right dancer scored against the wrong music's beats
+        other_beats = beat_frames_of(cache.features(videos[(k + 1) % len(videos)].music), t)
         per["ground_truth_shuffled"][v.name] = rhythm_scores(frames, other_beats, fps)
         p, c = lfae_psnr(model, frames)
         psnrs.append(p)

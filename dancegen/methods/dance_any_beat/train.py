@@ -176,7 +176,7 @@ def target_statistics(model: DanceAnyBeatModel, data, count: int = 64, chunk: in
     """
     from torch.utils.data import default_collate
 
-    from dancegen.methods.dance_any_beat.lfae import identity_grid
+    from dancegen.methods.dance_any_beat.model import identity_a0
 
     idx = np.unique(np.linspace(0, len(data) - 1, min(count, len(data))).round().astype(int))
     device = next(model.parameters()).device
@@ -184,8 +184,8 @@ def target_statistics(model: DanceAnyBeatModel, data, count: int = 64, chunk: in
     for s in range(0, len(idx), chunk):
         batch = default_collate([data[int(i)] for i in idx[s:s + chunk]])
         _, a0 = model.flow_targets(batch["ref"].to(device), batch["frames"].to(device))
-        ident = identity_grid(*a0.shape[-2:], device=a0.device).permute(0, 3, 1, 2)[:, :, None]
-        sq.append(((a0[:, :2] - ident) ** 2).flatten().double().cpu())
+        offsets = (a0 - identity_a0(*a0.shape[-2:], device=a0.device))[:, :2]
+        sq.append((offsets ** 2).flatten().double().cpu())
         occ.append(a0[:, 2].flatten().double().cpu())
     sq_all, occ_all = torch.cat(sq), torch.cat(occ)
     return [float(sq_all.mean().sqrt().clamp(min=1e-4)), float(occ_all.mean()), float(occ_all.std().clamp(min=1e-4))]
