@@ -236,6 +236,30 @@ def test_training_loss_falls_on_a_small_dataset():
     assert end < 0.5 * start, (start, end)
 
 
+@pytest.mark.parametrize("prediction", ["eps", "v"])
+def test_velocity_term_prices_timing_errors_not_constant_ones(prediction):
+    """The frame-difference term: an output off by the same amount in every frame costs the plain MSE only; an
+    output whose error alternates over frames (a motion stopping on the wrong frame) costs lambda * mean(diff^2) more;
+    with lambda = 0 the loss is the paper's MSE whatever the error's shape."""
+    x0 = torch.randn(2, 3, 6, 4, 4, generator=gen(0))
+    t = torch.tensor([100, 700])
+    noise = torch.randn(x0.shape, generator=gen(1))
+    plain = GaussianDiffusion(prediction=prediction)
+    weighted = GaussianDiffusion(prediction=prediction, velocity_weight=2.0)
+    target = plain.target(x0, t, noise)
+    constant = torch.full_like(x0, 0.3)
+    alternating = 0.3 * torch.tensor([1.0, -1.0] * 3).view(1, 1, 6, 1, 1).expand_as(x0)
+
+    def loss(d, err):  # the same generator seed: training_loss draws the same noise, so the target is `target`
+        return d.training_loss(lambda x, tt: target + err, x0, generator=gen(1), t=t).item()
+
+    assert loss(plain, constant) == pytest.approx(0.09, rel=1e-5)
+    assert loss(weighted, constant) == pytest.approx(0.09, rel=1e-5)
+    assert loss(plain, alternating) == pytest.approx(0.09, rel=1e-5)
+    assert loss(weighted, alternating) == pytest.approx(0.09 + 2.0 * 0.36, rel=1e-5)  # (0.3 - -0.3)^2 = 0.36
+    with pytest.raises(ValueError, match="velocity_weight"):
+        GaussianDiffusion(velocity_weight=-1.0)
+
 def test_drop_condition_and_guidance():
     cond = torch.ones(2000, 3)
     dropped = drop_condition(cond, 0.1, gen(0))

@@ -151,6 +151,9 @@ class DiffusionConfig:
     target: str = "grid"
     target_stats: list[float] | None = None  # [flow_std, occlusion_mean, occlusion_std]; filled in by `train`
     prediction: str = "eps"  # the paper's (Eq. 6); "v" [A]: see diffusion.GaussianDiffusion
+    # [A] weight of the frame-difference term of the loss (MDM's velocity loss on the prediction error; see
+    # diffusion.GaussianDiffusion). 0 = the paper's loss. Beat timing lives in the flows' frame differences.
+    velocity_weight: float = 0.0
 
     def __post_init__(self):
         if self.schedule != "cosine":
@@ -162,6 +165,8 @@ class DiffusionConfig:
         if self.target_stats is not None and (len(self.target_stats) != 3 or min(self.target_stats[0],
                                                                                  self.target_stats[2]) <= 0):
             raise ValueError("diffusion.target_stats must be [flow_std > 0, occlusion_mean, occlusion_std > 0]")
+        if self.velocity_weight < 0:
+            raise ValueError(f"diffusion.velocity_weight must be >= 0, got {self.velocity_weight}")
         if not 0.0 < self.dynamic_threshold <= 1.0 or not 0.0 <= self.null_cond_prob < 1.0:
             raise ValueError("diffusion: dynamic_threshold in (0, 1] and null_cond_prob in [0, 1) are required")
 

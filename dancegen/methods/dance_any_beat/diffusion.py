@@ -113,11 +113,19 @@ class GaussianDiffusion:
             (Salimans & Ho 2022) [A]. The cosine schedule ends at alphas_bar ~ 2e-9, where x0 from an eps
             prediction multiplies its error by 1 / sqrt(alphas_bar) ~ 2e4 and only the thresholding keeps the first
             sampling step in range; from v, x0 = sqrt(a_t) x_t - sqrt(1 - a_t) v stays well conditioned at every t.
+        velocity_weight: lambda of a temporal-difference term added to the loss [A],
+            ``lambda * mean((err[:, :, 1:] - err[:, :, :-1]) ** 2)`` with err = output - target over the frame axis
+            (dim 2): MDM's velocity loss (Tevet et al. 2023) written on the prediction error, which is x0's error
+            times a per-sample constant for eps and v alike. An error constant over frames costs nothing there; an
+            error in when the motion stops and starts does. 0: the paper's loss.
     """
 
     def __init__(self, timesteps: int = 1000, schedule: str = "cosine", dynamic_threshold: float | None = 0.9,
                  null_cond_prob: float = 0.1, data_space: tuple[Callable, Callable] | None = None,
-                 prediction: str = "eps"):
+                 prediction: str = "eps", velocity_weight: float = 0.0):
+        if velocity_weight < 0:
+            raise ValueError(f"velocity_weight must be >= 0, got {velocity_weight}")
+        self.velocity_weight = float(velocity_weight)
         if schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
         if dynamic_threshold is not None and not 0 < dynamic_threshold <= 1:
@@ -190,7 +198,7 @@ class GaussianDiffusion:
     def training_loss(self, model_fn: ModelFn, x0: torch.Tensor, generator: torch.Generator | None = None,
                       t: torch.Tensor | None = None) -> torch.Tensor:
         """Eps-prediction MSE, L = E_{t, x0, eps} ||eps - eps_theta(x_t, t)||^2 [P Eq. 6] (the v-MSE with
-        ``prediction="v"``).
+        ``prediction="v"``), plus ``velocity_weight`` times the MSE of the error's frame-to-frame differences.
 
         Args:
             model_fn: ``(x_t, t) -> eps``; the caller closes over z0 / conditions (and drops them with
@@ -208,7 +216,11 @@ class GaussianDiffusion:
             t = torch.randint(0, self.num_timesteps, (b,), generator=generator, device=gen_device).to(x0.device)
         noise = _randn(x0.shape, generator, x0.device, x0.dtype)
         out = model_fn(self.q_sample(x0, t, noise), t)
-        return torch.mean((out.float() - self.target(x0, t, noise).float()) ** 2)
+        err = out.float() - self.target(x0, t, noise).float()
+        loss = torch.mean(err**2)
+        if self.velocity_weight and err.shape[2] > 1:
+            loss = loss + self.velocity_weight * torch.mean((err[:, :, 1:] - err[:, :, :-1]) ** 2)
+        return loss
 
     # ---------------------------------------------------------------- sampling
     def dynamic_threshold(self, x0: torch.Tensor) -> torch.Tensor:

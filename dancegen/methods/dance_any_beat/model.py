@@ -88,7 +88,7 @@ class DanceAnyBeatModel(nn.Module):
                                            dynamic_threshold=d.dynamic_threshold, null_cond_prob=d.null_cond_prob,
                                            data_space=None if d.target == "grid" else
                                            (self.from_diffusion, self.to_diffusion),  # threshold a0 itself
-                                           prediction=d.prediction)
+                                           prediction=d.prediction, velocity_weight=d.velocity_weight)
 
     lfae_frozen = False  # stage 2: the LFAE stays in eval mode (BatchNorm statistics fixed) while the rest trains
 

@@ -20,6 +20,11 @@ librosa finds are quantised to 0.1 s and come out about one frame late on click 
 reported too. Frames are scored for sharpness by the LFAE's reconstruction PSNR: each ground-truth frame rebuilt from the
 first one through the autoencoder (`lfae_psnr`). The size of the motion is `flow_offset`, the mean distance of the
 flows from the identity grid, for generated flows and for the LFAE's flows of the real frames (``ground_truth``).
+Beat timing is also read off the flows themselves, without decoding (`beat_speed`): the mean frame-to-frame change of
+the flow on the frames up to each music beat, relative to its mean over the clip. The synthetic dancers come to rest on
+every key pose, so the real flows slow down there (about 0.6; librosa's beats are about a frame late at 10 fps, hence
+the two frames); a dance that ignores the beats stays near 1. It averages over every frame of every clip, so it is much
+less noisy than 2D-MM Align over a few clips.
 """
 
 from __future__ import annotations
@@ -87,6 +92,36 @@ def flow_offset(a0) -> float:
     return float((a0 - identity_a0(*a0.shape[-2:], device=a0.device, dtype=a0.dtype))[:, :2].abs().mean())
 
 
+def flow_speed(a0) -> np.ndarray:
+    """`(T,)` mean |flow(i) - flow(i - 1)| of a0 `(1, 3, T, h, w)`, the flows of frames 1..T; before frame 1 comes the
+    reference frame 0, whose flow is the identity. Entry i is the speed into frame i + 1."""
+    import torch
+
+    from dancegen.methods.dance_any_beat.model import identity_a0
+
+    ident = identity_a0(*a0.shape[-2:], device=a0.device, dtype=a0.dtype)[:, :2, :1]
+    grid = torch.cat([ident.expand(a0.shape[0], -1, -1, -1, -1), a0[:, :2]], dim=2)
+    return (grid[:, :, 1:] - grid[:, :, :-1]).abs().mean(dim=(0, 1, 3, 4)).double().cpu().numpy()
+
+
+def beat_speed(a0, beats) -> float:
+    """Mean flow speed on the frames up to a beat (the beat frame and the one before it) over the mean speed.
+
+    Args:
+        a0: `(1, 3, T, h, w)` flows of frames 1..T (frame 0 is the reference: its flow is the identity).
+        beats: music beat frame indices of the video (frame 0 = the reference).
+
+    Returns:
+        The ratio (1.0: no slowing down on the beats); nan without beats in range.
+    """
+    speed = flow_speed(a0)
+    frames = np.arange(1, len(speed) + 1)
+    near = np.isin(frames, beats) | np.isin(frames + 1, beats)
+    if not near.any() or speed.mean() <= 0:
+        return float("nan")
+    return float(speed[near].mean() / speed.mean())
+
+
 def beat_frames_of(features, t: int) -> np.ndarray:
     """Frame indices (0 .. t-1) where a song's per-frame beat column (`audio.features.MusicFeatures`) marks a beat."""
     return np.nonzero(features.window(0, t)[:, features.slices["beat"]].max(axis=1) > 0.5)[0]
@@ -137,7 +172,9 @@ def heldout_rhythm(model, data_root=None, seconds: float = 6.0, max_videos: int 
         ref = torch.from_numpy(np.ascontiguousarray(frames[0])).permute(2, 0, 1)[None].float() / 255.0
         with torch.no_grad():  # the LFAE's flows of the real frames: the size generated motion should have
             real = torch.from_numpy(np.ascontiguousarray(frames[1:])).permute(0, 3, 1, 2)[None].float() / 255.0
-            per["ground_truth"][v.name]["flow_offset"] = flow_offset(model.flow_targets(ref, real)[1])
+            real_a0 = model.flow_targets(ref, real)[1]
+            per["ground_truth"][v.name]["flow_offset"] = flow_offset(real_a0)
+            per["ground_truth"][v.name]["beat_speed"] = beat_speed(real_a0, music_beats)
         for cond in conditions:
             src = videos[(k + 1) % len(videos)] if cond == "shuffled" else v
             f, b = clip_music(cache.features(src.music), 1, t - 1, cfg.music)
@@ -151,10 +188,12 @@ def heldout_rhythm(model, data_root=None, seconds: float = 6.0, max_videos: int 
             video = np.concatenate([frames[:1], decode_frames(model, ref, a0)])
             per[cond][v.name] = rhythm_scores(video, music_beats, fps, audio, 22050)
             per[cond][v.name]["flow_offset"] = flow_offset(a0)
+            per[cond][v.name]["beat_speed"] = beat_speed(a0, music_beats)
     mean = {c: {m: float(np.mean([r[m] for r in rows.values()])) for m in next(iter(rows.values()))
                 if all(m in r for r in rows.values())} for c, rows in per.items() if rows}
     return {"videos": [v.name for v in videos], "mean": mean, "per_video": per,
             "lfae_psnr": float(np.mean(psnrs)), "copy_psnr": float(np.mean(copies)),
             "protocol": {"seconds": seconds, "fps": fps, "sigma_frames": beat_sigma(fps), "kinematic_beats": "flow-magnitude minima "
                          "(Farneback), FACT order", "steps": steps or cfg.inference.steps,
-                         "sampler": cfg.inference.sampler, "seed": seed, "overlap": cfg.inference.overlap}}
+                         "sampler": cfg.inference.sampler, "cond_scale": cfg.inference.cond_scale, "seed": seed,
+                         "overlap": cfg.inference.overlap}}
