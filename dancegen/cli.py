@@ -510,7 +510,7 @@ def music2dance_cmd(
     steps: Annotated[int | None, typer.Option(help="Sampling steps (default: the model's recipe).")] = None,
     sampler: Annotated[str | None, typer.Option(help="ddim | ddpm (default: the model's recipe).")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Recipe override key=value, e.g. "
-                                                                 "inference.overlap=2 (repeatable).")] = None,
+                                                                 "inference.cond_scale=2 (guidance; repeatable).")] = None,
     scene: Annotated[Path | None, typer.Option(help="Choreograph anyone: a dance-scene frame whose dancer the "
                                                     "person of --ref replaces.")] = None,
     ref_mask: Annotated[str, typer.Option(help="With --scene: person mask of --ref (PATH or auto).")] = "auto",
