@@ -1,11 +1,12 @@
-"""Draw the README's pictures of a Dance Any Beat model on one held-out synthetic clip.
+"""Draw the README's pictures of a Dance Any Beat model on held-out synthetic clips.
 
-    python docs/dab_heldout_figure.py [--model dab-tiny] [--data data/synth_aist_tiny] [--video 0]
+    python docs/dab_heldout_figure.py [--model dab-tiny] [--data data/synth_aist_tiny] [--video 0] [--videos 4]
 
-Writes docs/images/dab-tiny-heldout.png (rows: the real clip, the LFAE rebuilding it from the real flows, the model
-dancing the first frame to the same music; every 4th frame) and docs/images/dab-tiny-beats.png (the flows' speed
-over time, frame to frame, with the music's beats as vertical lines: the real dancer's LFAE flows, the model with the
-clip's music, the model with another held-out track's music). The data folder is a recipe's synthetic AIST++-layout
+Writes docs/images/dab-tiny-heldout.png (rows: the real clip `--video`, the LFAE rebuilding it from the real flows, the
+model dancing the first frame to the same music; every 4th frame) and docs/images/dab-tiny-beats.png: left, the flows'
+speed over time, frame to frame, with the music's beats as vertical lines (the real dancer's LFAE flows, the model
+with the clip's music, the model with another held-out track's music); right, the same three speeds averaged by
+distance to the nearest beat over the first `--videos` held-out clips. The data folder is a recipe's synthetic AIST++-layout
 world (`dancegen train --recipe recipes/dance_any_beat/tiny_synth.yaml` renders it; its test tracks are held out).
 """
 
@@ -17,8 +18,6 @@ from pathlib import Path
 import numpy as np
 
 OUT = Path(__file__).parent / "images"
-
-
 OFFSETS = (-3, -2, -1, 0, 1, 2)
 
 

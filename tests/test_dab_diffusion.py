@@ -260,6 +260,7 @@ def test_velocity_term_prices_timing_errors_not_constant_ones(prediction):
     with pytest.raises(ValueError, match="velocity_weight"):
         GaussianDiffusion(velocity_weight=-1.0)
 
+
 def test_drop_condition_and_guidance():
     cond = torch.ones(2000, 3)
     dropped = drop_condition(cond, 0.1, gen(0))

@@ -123,9 +123,6 @@ class GaussianDiffusion:
     def __init__(self, timesteps: int = 1000, schedule: str = "cosine", dynamic_threshold: float | None = 0.9,
                  null_cond_prob: float = 0.1, data_space: tuple[Callable, Callable] | None = None,
                  prediction: str = "eps", velocity_weight: float = 0.0):
-        if velocity_weight < 0:
-            raise ValueError(f"velocity_weight must be >= 0, got {velocity_weight}")
-        self.velocity_weight = float(velocity_weight)
         if schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
         if dynamic_threshold is not None and not 0 < dynamic_threshold <= 1:
@@ -139,6 +136,9 @@ class GaussianDiffusion:
         if prediction not in PREDICTIONS:
             raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
         self.prediction = prediction
+        if velocity_weight < 0:
+            raise ValueError(f"velocity_weight must be >= 0, got {velocity_weight}")
+        self.velocity_weight = float(velocity_weight)
         self.null_cond_prob = float(null_cond_prob)
         betas = cosine_betas(self.num_timesteps) if schedule == "cosine" else linear_betas(self.num_timesteps)
         alphas_bar = torch.cumprod(1 - betas, dim=0)
