@@ -74,6 +74,8 @@ def test_unknown_key_names_key_and_file(tmp_path):
     (["train.run=[stsa_only, nope]"], "does not define"),
     (["inference.overlap=16"], "overlap < window"),
     (["model.base=tiny", "model.tiny.pose_embedding_channels=[16,32,64]"], "pose_embedding_channels"),
+    (["model.prediction_type=x0"], "prediction_type must be one of"),
+    (["model.zero_terminal_snr=true"], "zero_terminal_snr needs model.prediction_type v_prediction"),
 ])
 def test_post_init_validation(sets, match):
     with pytest.raises(InputError, match=match):

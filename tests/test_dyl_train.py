@@ -199,3 +199,47 @@ def test_cli_verbs(data_root, tmp_path):
     res = runner.invoke(app, ["train", "--recipe", str(recipe), "-o", str(out), *sets])
     assert res.exit_code == 0, res.output
     assert (out / "model" / "unet").is_dir() and (out / "stage-1-finetune" / "metrics.jsonl").is_file()
+
+
+def test_v_prediction_with_zero_terminal_snr(data_root):
+    """The recipe's prediction type reaches the scheduler (so DDIM sampling follows it) and the training target.
+
+    Zero terminal SNR: alpha_bar(T) = 0 and DDIM starts at t = T. A model that returns the exact v target
+    ``sqrt(a) eps - sqrt(1 - a) z0`` (eps recovered from the noisy latent it is given) has zero loss; one that returns
+    the exact eps does not.
+    """
+    from dancegen.methods.dance_your_latents.data import dataset_from_config
+    from dancegen.methods.dance_your_latents.train import _encode, make_loss_fn
+
+    cfg = _cfg(data_root, "model.prediction_type=v_prediction", "model.zero_terminal_snr=true",
+               "model.variant=disco", "model.shared_noise={train: false, infer: false}")
+    model = build_model(cfg)
+    sched = model.scheduler
+    assert sched.config.prediction_type == "v_prediction"
+    assert float(sched.alphas_cumprod[-1]) == 0.0 and float(sched.alphas_cumprod[0]) > 0.99
+    sched.set_timesteps(10)
+    assert int(sched.timesteps[0]) == 999
+    plain = build_model(_cfg(data_root)).scheduler  # the default keeps SD-1.5's eps schedule
+    assert plain.config.prediction_type == "epsilon" and float(plain.alphas_cumprod[-1]) > 0.004
+
+    batch = dataset_from_config(cfg, latent_hw=(8, 8))[0]
+    batch = {k: v[None] if torch.is_tensor(v) else v for k, v in batch.items()}
+    frames = batch["frames"]
+    b, _, f = frames.shape[:3]
+    z0 = _encode(model.vae, frames.permute(0, 2, 1, 3, 4).reshape(b * f, 3, *frames.shape[3:]))
+    z0 = z0.reshape(b, f, *z0.shape[1:]).permute(0, 2, 1, 3, 4)
+    alphas = sched.alphas_cumprod
+
+    def exact(return_v):
+        def predict_noise(zt, t, *args):
+            a = alphas[t].float().view(b, 1, f, 1, 1)
+            eps = (zt - a.sqrt() * z0) / (1 - a).sqrt()
+            return a.sqrt() * eps - (1 - a).sqrt() * z0 if return_v else eps
+        return predict_noise
+
+    loss_fn = make_loss_fn(model, cfg)
+    model.reference.forward = lambda ref, drop_prob=0.0: torch.zeros(b, 1, 8)
+    model.predict_noise = exact(True)
+    assert float(loss_fn(model, batch)) < 1e-8
+    model.predict_noise = exact(False)
+    assert float(loss_fn(model, batch)) > 0.05

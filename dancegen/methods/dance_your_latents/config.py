@@ -22,6 +22,7 @@ REFERENCE_FRAMES = ("first_frame", "clip_first", "random")
 FLOW_SOURCES = ("pose", "raft")
 RAFT_INPUTS = ("densepose", "openpose")
 REFERENCE_MODES = ("local", "global")
+PREDICTION_TYPES = ("epsilon", "v_prediction")
 
 
 @dataclass
@@ -85,6 +86,8 @@ class ModelConfig:
     shared_noise: SharedNoiseConfig = field(default_factory=SharedNoiseConfig)
     reference: str = "local"  # CLIP context: local (257 projected tokens, DisCo combine_clip_local) | global
     background_controlnet: bool = True  # DisCo's background ControlNet on the masked-background VAE latent
+    prediction_type: str = "epsilon"  # what the UNet predicts: epsilon (SD-1.5, DisCo, the paper) | v_prediction
+    zero_terminal_snr: bool = False  # rescale the betas to zero SNR at t = T, trailing DDIM timesteps (Lin et al.)
     pose_embedding_channels: list[int] = field(default_factory=lambda: [16, 32, 96, 256])  # SD pose ControlNet
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
 
@@ -104,6 +107,12 @@ class ModelConfig:
                              f"(variant {self.variant} has no temporal attention)")
         if self.reference not in REFERENCE_MODES:
             raise ValueError(f"model.reference must be one of {', '.join(REFERENCE_MODES)}, got {self.reference!r}")
+        if self.prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"model.prediction_type must be one of {', '.join(PREDICTION_TYPES)}, got "
+                             f"{self.prediction_type!r}")
+        if self.zero_terminal_snr and self.prediction_type != "v_prediction":
+            raise ValueError("model.zero_terminal_snr needs model.prediction_type v_prediction: at zero SNR an "
+                             "epsilon prediction gives no x0 (DDIM divides by sqrt(alpha_T) = 0)")
 
     @property
     def uses_flow(self) -> bool:

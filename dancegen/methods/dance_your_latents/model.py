@@ -288,11 +288,29 @@ def build_model(cfg: DanceYourLatentsConfig, base: str | os.PathLike | None = No
                                      **spec["kwargs"])
         reference = ReferenceEncoder(parts["image_encoder"], mode=cfg.model.reference)
     _check_sizes(cfg, unet2d, parts["vae"], reference, ref)
-    model = DanceYourLatentsModel(unet, parts["vae"], controlnets, reference, parts["scheduler"], cfg)
+    model = DanceYourLatentsModel(unet, parts["vae"], controlnets, reference, recipe_scheduler(parts["scheduler"], cfg),
+                                  cfg)
     if cfg.model.init_from and not meta:
         load_init_weights(model, cfg.model.init_from)
     model.eval().requires_grad_(False)
     return model
+
+
+def recipe_scheduler(scheduler, cfg: DanceYourLatentsConfig):
+    """The base's DDIM scheduler with the recipe's `model.prediction_type` and `model.zero_terminal_snr`.
+
+    Zero terminal SNR (Lin et al., "Common Diffusion Noise Schedules and Sample Steps are Flawed") rescales the betas
+    so that t = T is pure noise and starts DDIM at t = T ("trailing" spacing). With SD's schedule (SNR 0.0047 at T) a
+    model learns to take the image's brightness from the noise it is given: the tiny model, whose conditioning is
+    weak early in training, then paints every clip in the colours of the seed instead of the reference's.
+    """
+    from diffusers import DDIMScheduler
+
+    m = cfg.model
+    if scheduler.config.prediction_type == m.prediction_type and not m.zero_terminal_snr:
+        return scheduler
+    extra = {"rescale_betas_zero_snr": True, "timestep_spacing": "trailing"} if m.zero_terminal_snr else {}
+    return DDIMScheduler.from_config(scheduler.config, prediction_type=m.prediction_type, **extra)
 
 
 class _nullcontext:

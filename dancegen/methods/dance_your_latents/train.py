@@ -9,7 +9,8 @@
 - `vae`: trains the autoencoder (L2 reconstruction + KL), then sets its latent scaling factor to 1 / std of the
   latents (how SD's 0.18215 was chosen). Only the tiny model, which starts from random weights, needs it.
 
-Loss: DisCo Eq. 3 on the whole clip, ``|| eps - eps_theta(z_t, t, f, tau(p), mu(g)) ||^2`` with eps-prediction, one
+Loss: DisCo Eq. 3 on the whole clip, ``|| eps - eps_theta(z_t, t, f, tau(p), mu(g)) ||^2`` with eps-prediction (or
+the v target ``sqrt(a) eps - sqrt(1 - a) z_0`` with ``model.prediction_type: v_prediction``), one
 timestep per clip and (``model.shared_noise.train``) one noise sample shared by all frames; the frame-by-frame
 ``disco`` variant and every variant's ``disco`` stage use independent noise and timesteps per frame. The reference is dropped with probability
 ``train.ref_dropout`` (DisCo's CFG training).
@@ -67,6 +68,7 @@ def make_loss_fn(model, cfg: DanceYourLatentsConfig, stage: str | None = None):
     shared = cfg.model.shared_noise.train and not per_frame
     ref_dropout = cfg.train.ref_dropout
     uses_flow = cfg.model.uses_flow
+    v_pred = noise_sched.config.prediction_type == "v_prediction"
 
     def loss_fn(m, batch):
         frames = batch["frames"]  # (B, 3, F, H, W) in [-1, 1]
@@ -86,8 +88,9 @@ def make_loss_fn(model, cfg: DanceYourLatentsConfig, stage: str | None = None):
         a = a.view(b, 1, f, 1, 1) if per_frame else a.view(b, 1, 1, 1, 1)
         zt = a.sqrt() * z0 + (1 - a).sqrt() * noise
         flows = batch.get("flows") if uses_flow else None
-        eps = m.predict_noise(zt, t, context, batch["pose_maps"], bg, flows)
-        return torch.nn.functional.mse_loss(eps.float(), noise.float())
+        pred = m.predict_noise(zt, t, context, batch["pose_maps"], bg, flows)
+        target = a.sqrt() * noise - (1 - a).sqrt() * z0 if v_pred else noise  # v = sqrt(a) eps - sqrt(1 - a) x0
+        return torch.nn.functional.mse_loss(pred.float(), target.float())
 
     return loss_fn
 
