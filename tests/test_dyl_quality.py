@@ -45,3 +45,18 @@ def test_pose_scores_use_the_estimator_on_frames_after_the_reference():
     pred[:, 0, 0, 0] += 24  # every generated frame 24 px off in x: 0.5 of the width
     r = clip_scores(pred, gt, pose_fn=fake)
     assert seen == [5, 5] and r["pose_error"] == pytest.approx(0.5) and r["detection_rate"] == 1.0
+
+
+def test_motion_iou_compares_where_the_videos_changed():
+    from dancegen.methods.dance_your_latents.quality import motion_iou
+
+    gt = _moving_square()
+    assert motion_iou(gt, gt) == 1.0 and clip_scores(gt, gt)["motion_iou"] == 1.0
+    assert motion_iou(np.repeat(gt[:1], len(gt), 0), gt) == 0.0  # a still video did not move where the dancer did
+    a = np.zeros((2, 4, 4, 3), np.uint8)
+    b = a.copy()
+    a[1, 0, 0:2] = 200  # pred changed (0, 0), (0, 1)
+    b[1, 0:2, 1] = 200  # gt changed (0, 1), (1, 1)
+    a[1, 3, 3] = 20  # below the threshold: flicker, not motion
+    assert motion_iou(a, b) == pytest.approx(1 / 3)
+    assert motion_iou(a[:, :, :, :1].repeat(3, -1) * 0, a * 0) == 0.0  # neither moved

@@ -9,6 +9,10 @@ ground-truth poses, so the output can be compared with the real frames:
 - pose: the poses the default estimator (BlazePose) finds on the generated frames against those it finds on the
   ground-truth frames, mean keypoint distance in image-size units. Comparing detections with detections cancels the
   estimator's own error on these 64 px synthetic dancers (about 0.01-0.03 on ground truth vs. drawn skeletons);
+- motion agreement (no detector needed): `motion_iou`, the IoU of the pixels where the generated video changed since
+  its first frame and those where the real one did (both frames 1.., |difference| > 32 in any channel). A model that
+  moves the dancer as the poses say scores high; a still video 0; the same model driven by another clip's poses
+  (`other_poses`, with `other_poses=True`) shows what ignoring the poses would give;
 - temporal consistency: the flow warping error of the generated video with the ground-truth video's motion (DIS flow
   estimated on the real frames, forward-backward occlusion mask), and the adjacent-frame MSE of the generated video.
 
@@ -23,7 +27,16 @@ from pathlib import Path
 
 import numpy as np
 
-METRICS = ("psnr", "ssim", "pose_error", "warp_error", "adjacent_mse")
+METRICS = ("psnr", "ssim", "pose_error", "motion_iou", "warp_error", "adjacent_mse")
+MOTION_THRESHOLD = 32  # uint8 levels: above the toy models' frame-to-frame noise, below a dancer's contrast
+
+
+def motion_iou(pred: np.ndarray, gt: np.ndarray, threshold: int = MOTION_THRESHOLD) -> float:
+    """IoU of "changed since frame 0" between two `(F, H, W, 3)` uint8 videos, over frames 1.. (0 if neither moves)."""
+    moved_pred = (np.abs(pred[1:].astype(np.int16) - pred[:1]) > threshold).any(-1)
+    moved_gt = (np.abs(gt[1:].astype(np.int16) - gt[:1]) > threshold).any(-1)
+    union = np.logical_or(moved_pred, moved_gt).sum()
+    return float(np.logical_and(moved_pred, moved_gt).sum() / union) if union else 0.0
 
 
 def _uint8(x) -> np.ndarray:
@@ -53,6 +66,7 @@ def clip_scores(pred: np.ndarray, gt: np.ndarray, gt_flows=None, pose_fn=None) -
     out = {  # fidelity on frames 1.. (frame 0 is the reference the model was given)
         "psnr": float(psnr(pred[1:], gt[1:], mode="correct")),
         "ssim": float(ssim(pred[1:], gt[1:], mode="tiktok")),
+        "motion_iou": motion_iou(pred, gt),
         "warp_error": float(warping_error(pred, flow=gt_flows[0], backward_flow=gt_flows[1])),
         "adjacent_mse": float(adjacent_frame_mse(pred)),
     }
@@ -81,7 +95,8 @@ def blazepose_fn(upscale: int = 256):
 
 def heldout_quality(model, data_root: str | os.PathLike, split: str = "test", num_frames: int = 24,
                     steps: int | None = None, guidance_scale: float | None = None, seed: int = 0,
-                    max_clips: int | None = None, pose: bool = True, progress=None) -> dict:
+                    max_clips: int | None = None, pose: bool = True, other_poses: bool = False,
+                    progress=None) -> dict:
     """Animate the held-out clips of `data_root` with `model` and score them (see the module docstring).
 
     Args:
@@ -92,11 +107,13 @@ def heldout_quality(model, data_root: str | os.PathLike, split: str = "test", nu
         seed: generator seed, the same for every clip.
         max_clips: use the first N clips only.
         pose: score poses with BlazePose (needs the fetched models).
+        other_poses: also animate each clip with the next clip's poses (row `other_poses`, scored against this
+            clip's frames): the control for `motion_iou` and `pose_error`.
         progress: optional `progress(message)` callback.
 
     Returns:
         ``{"clips": [names], "model": {metric: mean}, "static": {...}, "ground_truth": {...},
-        "per_clip": {name: {metric: value}}, "protocol": {...}}``.
+        ["other_poses": {...},] "per_clip": {name: {metric: value}}, "protocol": {...}}``.
     """
     import torch
 
@@ -113,8 +130,15 @@ def heldout_quality(model, data_root: str | os.PathLike, split: str = "test", nu
     pose_fn = blazepose_fn() if pose else None
     steps = steps or cfg.inference.steps
     guidance_scale = cfg.inference.guidance_scale if guidance_scale is None else guidance_scale
-    rows = {"model": {}, "static": {}, "ground_truth": {}}
+    rows = {"model": {}, "static": {}, "ground_truth": {}, **({"other_poses": {}} if other_poses else {})}
     names = []
+
+    def generate(ref, bg, seq):
+        out = pipe(ref, seq, background=bg, height=h, width=w, num_inference_steps=steps,
+                   guidance_scale=guidance_scale, generator=torch.Generator().manual_seed(seed),
+                   window=cfg.inference.window, overlap=cfg.inference.overlap).frames
+        return to_uint8_video(out)
+
     for k, i in enumerate(starts):
         v, _ = data.index[i]
         video = data.videos[v]
@@ -126,12 +150,11 @@ def heldout_quality(model, data_root: str | os.PathLike, split: str = "test", nu
         gt = _uint8(item["frames"])
         ref, bg = _uint8(item["reference"]), _uint8(item["background"])
         seq = video["poses"][list(range(num_frames))]
-        out = pipe(ref, seq, background=bg, height=h, width=w, num_inference_steps=steps,
-                   guidance_scale=guidance_scale, generator=torch.Generator().manual_seed(seed),
-                   window=cfg.inference.window, overlap=cfg.inference.overlap).frames
-        pred = to_uint8_video(out)
         flows = _flows(gt, "dis")
-        rows["model"][name] = clip_scores(pred, gt, flows, pose_fn)
+        rows["model"][name] = clip_scores(generate(ref, bg, seq), gt, flows, pose_fn)
+        if other_poses:
+            other = data.videos[data.index[starts[(k + 1) % len(starts)]][0]]["poses"][list(range(num_frames))]
+            rows["other_poses"][name] = clip_scores(generate(ref, bg, other), gt, flows, pose_fn)
         rows["static"][name] = clip_scores(np.repeat(gt[:1], num_frames, 0), gt, flows, pose_fn)
         gt_row = clip_scores(gt, gt, flows, None)
         gt_row.pop("psnr")
@@ -139,6 +162,7 @@ def heldout_quality(model, data_root: str | os.PathLike, split: str = "test", nu
     report = {"clips": names, "per_clip": rows["model"],
               "protocol": {"split": split, "num_frames": num_frames, "steps": steps, "guidance_scale": guidance_scale,
                            "seed": seed, "resolution": [h, w], "variant": cfg.model.variant,
+                           "motion_threshold": MOTION_THRESHOLD,
                            "pose": "BlazePose on 256 px upscales, generated vs ground-truth detections" if pose
                            else None}}
     for key, per in rows.items():
