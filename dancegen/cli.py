@@ -492,7 +492,8 @@ def animate_cmd(
     rep = api.animate(ref, poses, out, model=model, recipe=recipe, overrides=set_, background=background,
                       ref_mask=None if ref_mask.lower() == "none" else ref_mask, retarget=retarget, frames=frames,
                       steps=steps, guidance_scale=guidance, size=size_v, device=state.device, dtype=dtype,
-                      seed=state.seed, dry_run=dry_run, progress=lambda s: info(f"[cyan]>[/cyan] {s}"))
+                      seed=state.seed, dry_run=dry_run, preview=preview,
+                      progress=lambda s: info(f"[cyan]>[/cyan] {s}"))
     _report(rep, ("output", "preview", "frames", "seconds", "kind", "variant", "size", "parameters", "dry_run"))
 
 

@@ -12,7 +12,6 @@ committed models under this protocol; the assertions keep margins around them.
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -22,7 +21,15 @@ MODELS = {"full": BUNDLED_ROOT / "dyl-tiny", "framewise": BUNDLED_ROOT / "dyl-ti
 FRAMES = 16
 
 # Measured on the committed models (4 held-out clips, 16 frames, the recipe's 20 DDIM steps and guidance 1.5, seed 0).
-MEASURED = {}
+# BlazePose finds the toy dancers in 3 % (full) / 13 % (frame-by-frame) of the generated frames, too few for a keypoint
+# error (NaN for a clip where it finds none, so NaN on average), so the pose of the generated dancer is measured by
+# motion_iou, against the same model driven by another clip's poses.
+MEASURED = {
+    "full": {"psnr": 19.52, "ssim": 0.665, "motion_iou": 0.253, "warp_error": 0.00023, "adjacent_mse": 30.3},
+    "full, other poses": {"psnr": 18.55, "ssim": 0.607, "motion_iou": 0.097},
+    "framewise": {"psnr": 19.51, "ssim": 0.676, "motion_iou": 0.254, "warp_error": 0.00083, "adjacent_mse": 67.8},
+    "static": {"psnr": 23.90, "ssim": 0.837, "motion_iou": 0.0, "warp_error": 0.0005, "adjacent_mse": 0.0},
+}
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +51,8 @@ def reports(heldout):
     from dancegen.methods.dance_your_latents.model import DanceYourLatentsModel
     from dancegen.methods.dance_your_latents.quality import heldout_quality
 
-    return {name: heldout_quality(DanceYourLatentsModel.from_pretrained(path), heldout, num_frames=FRAMES)
+    return {name: heldout_quality(DanceYourLatentsModel.from_pretrained(path), heldout, num_frames=FRAMES,
+                                  other_poses=name == "full")
             for name, path in MODELS.items()}
 
 
@@ -56,13 +64,19 @@ def test_bundled_models_are_small_fp16_safetensors(name):
 
 
 def test_full_model_is_good_against_ground_truth(reports):
-    """Fidelity on frames 1..15 of unseen dancers and backgrounds, and the pose of the generated dancer."""
-    full, static = reports["full"]["model"], reports["full"]["static"]
-    assert full["psnr"] > MEASURED["psnr"] - 1.0 and full["ssim"] > MEASURED["ssim"] - 0.05, full
-    # the generated dancer takes the driving poses: BlazePose finds it, and where it finds it the keypoints are
-    # closer to the real dancer's than the reference frame's (what a model that ignores the poses would give)
-    assert full["detection_rate"] > MEASURED["detection_rate"] - 0.15, full
-    assert full["pose_error"] < static["pose_error"] - 0.01, (full, static)
+    """Fidelity on frames 1..15 of unseen dancers and backgrounds, and the pose of the generated dancer.
+
+    Copying the first frame scores higher PSNR / SSIM (23.9 dB / 0.84: these clips are mostly static background, and
+    the toy autoencoder alone reconstructs them at about 21 dB); what it cannot do is move the dancer."""
+    full, other = reports["full"]["model"], reports["full"]["other_poses"]
+    want = MEASURED["full"]
+    assert full["psnr"] > want["psnr"] - 0.7 and full["ssim"] > want["ssim"] - 0.04, full
+    # the dancer moves where the real one moved (a still video: 0) ...
+    assert full["motion_iou"] > want["motion_iou"] - 0.06, full
+    # ... because of the driving poses: with another clip's poses both agreement and fidelity drop
+    assert full["motion_iou"] > other["motion_iou"] + 0.08, (full, other)
+    assert full["psnr"] > other["psnr"] + 0.5 and full["ssim"] > other["ssim"] + 0.03, (full, other)
+    assert reports["full"]["static"]["motion_iou"] == 0.0
 
 
 def test_full_model_is_more_consistent_than_frame_by_frame(reports):
@@ -81,10 +95,11 @@ def test_animate_works_out_of_the_box(tmp_path, heldout):
     names = (heldout / "test.txt").read_text().split()
     ref = heldout / names[0] / "images" / "0000.png"
     out = tmp_path / "dance.mp4"
-    r = CliRunner().invoke(app, ["animate", "--ref", str(ref), "--poses", str(heldout / names[1] / "openpose_json"),
-                                 "-o", str(out), "--frames", "8", "--no-preview"])
+    r = CliRunner().invoke(app, ["animate", "--ref", str(ref), "--poses", str(heldout / names[2] / "openpose_json"),
+                                 "-o", str(out), "--frames", "16", "--no-preview"])
     assert r.exit_code == 0, r.output
     frames = read_video(out).frames
-    assert frames.shape[0] == 8 and frames.shape[1:3] == (64, 64)
-    assert frames[1:].astype(float).std(axis=0).mean() > 1.0  # the dancer moves
-    assert np.abs(frames.astype(float).mean(axis=(0, 1, 2)) - 127).max() < 120  # not a blank frame
+    assert frames.shape == (16, 64, 64, 3) and not (tmp_path / "dance.preview.mp4").exists()
+    # the dancer moves: per-pixel std over time, measured 3.9 (a still video: 0; the real driving clip over the same frames: 4.8)
+    assert frames[1:].astype(float).std(axis=0).mean() > 1.5
+    assert 40 < frames.mean() < 215  # a picture, not a blank frame

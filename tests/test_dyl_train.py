@@ -244,14 +244,3 @@ def test_v_prediction_with_zero_terminal_snr(data_root):
     model.predict_noise = exact(False)
     assert float(loss_fn(model, batch)) > 0.05
 
-
-def test_vae_decoder_stage_changes_only_the_decoder(data_root, tmp_path):
-    """`vae_decoder` (SD's ft-MSE fine-tune) leaves the encoder, so the latents and the latent scale, as they were."""
-    cfg = _cfg(data_root, "train.stages=[{name: vae_decoder, lr: 1e-2, steps: 2}]")
-    torch.manual_seed(cfg.seed)
-    before = {k: v.clone() for k, v in build_model(cfg).state_dict().items()}
-    _train(cfg, tmp_path / "run")
-    model = DanceYourLatentsModel.from_pretrained(tmp_path / "run")
-    changed = _changed(before, model.state_dict())
-    assert changed and all(k.startswith(("vae.decoder.", "vae.post_quant_conv.")) for k in changed), sorted(changed)
-    assert model.vae.config.scaling_factor == build_model(cfg).vae.config.scaling_factor

@@ -16,7 +16,7 @@ METHOD_ID = "dance-your-latents"
 VARIANTS = ("disco", "vd", "vd_sa", "vd_sa_mf")
 ATTENTIONS = ("subspace", "temporal", "crossframe_first", "crossframe_middle", "crossframe_previous",
               "crossframe_all")
-STAGE_NAMES = ("vae", "vae_decoder", "disco", "stsa_only", "finetune")
+STAGE_NAMES = ("vae", "disco", "stsa_only", "finetune")
 LAYOUTS = ("tiktok",)
 REFERENCE_FRAMES = ("first_frame", "clip_first", "random")
 FLOW_SOURCES = ("pose", "raft")
@@ -197,15 +197,14 @@ class StageConfig:
     Stages: `stsa_only` trains only the inserted temporal blocks; `finetune` trains everything except the
     ControlNets, the VAE and the CLIP tower (the paper's two stages). `disco` trains the frame-by-frame baseline
     (UNet, both ControlNets, CLIP projection) and `vae` the autoencoder (reconstruction + KL); the tiny model, which
-    has no pretrained weights, needs both first. `vae_decoder` fine-tunes the decoder alone (SD's ft-MSE autoencoder):
-    the latents, and every denoiser trained on them, stay valid.
+    has no pretrained weights, needs both first.
     """
 
     name: str = "stsa_only"
     lr: float = 2.0e-4
     steps: int = 50000
     trainable: list[str] | None = None  # parameter patterns replacing the stage's default set (advanced)
-    kl_weight: float = 1.0e-6  # vae stages only: weight of the KL term (SD's autoencoder used 1e-6)
+    kl_weight: float = 1.0e-6  # vae stage only: weight of the KL term (SD's autoencoder used 1e-6)
 
     def __post_init__(self):
         if self.name not in STAGE_NAMES:

@@ -8,7 +8,6 @@
   and as the initialisation of the others when no DisCo checkpoint is at hand.
 - `vae`: trains the autoencoder (L2 reconstruction + KL), then sets its latent scaling factor to 1 / std of the
   latents (how SD's 0.18215 was chosen). Only the tiny model, which starts from random weights, needs it.
-- `vae_decoder`: the same loss on the decoder alone (SD's ft-MSE decoder): sharper frames, unchanged latents.
 
 Loss: DisCo Eq. 3 on the whole clip, ``|| eps - eps_theta(z_t, t, f, tau(p), mu(g)) ||^2`` with eps-prediction (or
 the v target ``sqrt(a) eps - sqrt(1 - a) z_0`` with ``model.prediction_type: v_prediction``), one
@@ -35,7 +34,6 @@ from dancegen.methods.dance_your_latents.model import MODEL_SUBDIR
 # Parameter patterns (core.train_config syntax) per stage: (trainable, frozen).
 STAGE_PATTERNS: dict[str, tuple[list[str], list[str]]] = {
     "vae": (["vae"], []),
-    "vae_decoder": (["vae.decoder", "vae.post_quant_conv"], []),
     "disco": (["unet.unet", "controlnets", "reference.projection"], []),
     "stsa_only": (["unet.temporal_blocks"], []),
     "finetune": (["unet", "reference.projection"], []),
@@ -221,7 +219,7 @@ def train(config: DanceYourLatentsConfig, output_dir: str | os.PathLike, resume:
             trainable=trainable, frozen=frozen,
             optim=OptimConfig(name=t.optimizer, lr=stage.lr, weight_decay=t.weight_decay, grad_clip=t.grad_clip))
         say(f"stage {stage.name}: {stage.steps} steps at lr {stage.lr:g}")
-        is_vae = stage.name in ("vae", "vae_decoder")
+        is_vae = stage.name == "vae"
         loss_fn = make_vae_loss_fn(stage.kl_weight) if is_vae else make_loss_fn(model, config, stage.name)
         trainer = Trainer(model, loss_fn, dataset, loop,
                           sample_fn=make_sample_fn(config, dataset) if t.sample_every and not is_vae else None)
@@ -230,7 +228,7 @@ def train(config: DanceYourLatentsConfig, output_dir: str | os.PathLike, resume:
         report["stages"][stage.name] = {"steps": result.step, "loss": result.loss,
                                         "trainable_parameters": sum(trainer.group_counts.values()),
                                         "dir": str(stage_dir)}
-        if stage.name == "vae":  # (the decoder stage leaves the encoder, hence the latent scale, as it is)
+        if is_vae:
             model.eval()
             report["stages"][stage.name]["scaling_factor"] = calibrate_vae_scaling(model, dataset)
             say(f"vae latent scaling factor {model.scaling_factor:.4g}")

@@ -1,0 +1,79 @@
+"""Draw the README's picture of the bundled Dance-Your-Latents models on held-out synthetic clips.
+
+    python docs/dyl_heldout_figure.py [--data data/synth_tiktok_tiny] [--clips 2] [--frames 16] [--every 2]
+
+Writes docs/images/dyl-tiny-heldout.png: for each of the first `--clips` test clips of the synthetic TikTok-layout
+world (`dancegen train --recipe recipes/dance_your_latents/tiny_synth.yaml` renders it; `test.txt` is held out), four
+rows of every `--every`-th frame: the real clip, `dyl-tiny` animating its first frame with the clip's own poses,
+`dyl-tiny` with another clip's poses, and the frame-by-frame `dyl-tiny-framewise` with the clip's poses. The samples
+are those of `quality.heldout_quality` (the recipe's DDIM steps and guidance, seed 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+OUT = Path(__file__).parent / "images"
+
+
+def main() -> None:
+    import torch
+    from PIL import Image, ImageDraw
+
+    from dancegen.core.weights import BUNDLED_ROOT
+    from dancegen.methods.dance_your_latents.data import TikTokClips
+    from dancegen.methods.dance_your_latents.model import DanceYourLatentsModel
+    from dancegen.methods.dance_your_latents.pipeline import DanceYourLatentsPipeline, to_uint8_video
+    from dancegen.methods.dance_your_latents.quality import _uint8
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", default="data/synth_tiktok_tiny")
+    ap.add_argument("--clips", type=int, default=2)
+    ap.add_argument("--frames", type=int, default=16)
+    ap.add_argument("--every", type=int, default=2)
+    args = ap.parse_args()
+
+    models = {name: DanceYourLatentsModel.from_pretrained(BUNDLED_ROOT / name)
+              for name in ("dyl-tiny", "dyl-tiny-framewise")}
+    cfg = models["dyl-tiny"].config
+    h, w = (int(r) for r in cfg.data.resolution)
+    data = TikTokClips(args.data, split="test", num_frames=args.frames, resolution=(h, w), reference="first_frame")
+    starts = [i for i, (_, s) in enumerate(data.index) if s == 0]
+
+    def animate(name, item, poses):
+        pipe = DanceYourLatentsPipeline.from_model(models[name])
+        pipe.set_progress_bar_config(disable=True)
+        m = models[name].config
+        out = pipe(_uint8(item["reference"]), poses, background=_uint8(item["background"]), height=h, width=w,
+                   num_inference_steps=m.inference.steps, guidance_scale=m.inference.guidance_scale,
+                   generator=torch.Generator().manual_seed(0), window=m.inference.window,
+                   overlap=m.inference.overlap).frames
+        return to_uint8_video(out)
+
+    label_w, scale = 150, 2
+    blocks = []
+    for k in range(args.clips):
+        item = data[starts[k]]
+        own = data.videos[data.index[starts[k]][0]]["poses"][list(range(args.frames))]
+        other = data.videos[data.index[starts[(k + 1) % len(starts)]][0]]["poses"][list(range(args.frames))]
+        rows = [("real clip", _uint8(item["frames"])), ("dyl-tiny", animate("dyl-tiny", item, own)),
+                ("dyl-tiny, other poses", animate("dyl-tiny", item, other)),
+                ("frame-by-frame", animate("dyl-tiny-framewise", item, own))]
+        for label, video in rows:
+            strip = np.concatenate(list(video[:: args.every]), axis=1)
+            img = Image.fromarray(strip).resize((strip.shape[1] * scale, strip.shape[0] * scale), Image.NEAREST)
+            canvas = Image.new("RGB", (label_w + img.width, img.height), "white")
+            canvas.paste(img, (label_w, 0))
+            ImageDraw.Draw(canvas).text((6, img.height // 2 - 6), label, fill="black")
+            blocks.append(np.asarray(canvas))
+        blocks.append(np.full((8, blocks[-1].shape[1], 3), 255, np.uint8))
+    OUT.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.concatenate(blocks[:-1], axis=0)).save(OUT / "dyl-tiny-heldout.png", optimize=True)
+    print(OUT / "dyl-tiny-heldout.png")
+
+
+if __name__ == "__main__":
+    main()
