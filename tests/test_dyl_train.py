@@ -130,9 +130,11 @@ def test_animate_with_trained_model_folder(stage1, data_root, tmp_path):
 
 def test_animate_without_bundled_model_says_how_to_train_it(tmp_path, monkeypatch):
     from dancegen import api
+    from dancegen.methods.dance_your_latents import animate as dyl_animate
     from dancegen.methods.dance_your_latents import model as dyl_model
 
-    monkeypatch.setattr(dyl_model, "bundled_model_path", lambda: tmp_path / "models" / "dyl-tiny")
+    for module in (dyl_model, dyl_animate):  # a trimmed install without the bundled model
+        monkeypatch.setattr(module, "bundled_model_path", lambda: tmp_path / "models" / "dyl-tiny")
     with pytest.raises(MissingWeightsError) as e:
         api.animate(tmp_path / "ref.png", tmp_path / "poses", tmp_path / "out.mp4")
     msg = str(e.value)
