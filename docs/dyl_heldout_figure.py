@@ -6,7 +6,7 @@ Writes docs/images/dyl-tiny-heldout.png: for each of the first `--clips` test cl
 world (`dancegen train --recipe recipes/dance_your_latents/tiny_synth.yaml` renders it; `test.txt` is held out), four
 rows of every `--every`-th frame: the real clip, `dyl-tiny` animating its first frame with the clip's own poses,
 `dyl-tiny` with another clip's poses, and the frame-by-frame `dyl-tiny-framewise` with the clip's poses. The samples
-are those of `quality.heldout_quality` (the recipe's DDIM steps and guidance, seed 0).
+come from `quality.animate_item`, as in `quality.heldout_quality` (the recipe's DDIM steps and guidance, seed 0).
 """
 
 from __future__ import annotations
@@ -20,14 +20,12 @@ OUT = Path(__file__).parent / "images"
 
 
 def main() -> None:
-    import torch
     from PIL import Image, ImageDraw
 
     from dancegen.core.weights import BUNDLED_ROOT
     from dancegen.methods.dance_your_latents.data import TikTokClips
     from dancegen.methods.dance_your_latents.model import DanceYourLatentsModel
-    from dancegen.methods.dance_your_latents.pipeline import DanceYourLatentsPipeline, to_uint8_video
-    from dancegen.methods.dance_your_latents.quality import _uint8
+    from dancegen.methods.dance_your_latents.quality import _uint8, animate_item, clip_poses
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default="data/synth_tiktok_tiny")
@@ -38,30 +36,19 @@ def main() -> None:
 
     models = {name: DanceYourLatentsModel.from_pretrained(BUNDLED_ROOT / name)
               for name in ("dyl-tiny", "dyl-tiny-framewise")}
-    cfg = models["dyl-tiny"].config
-    h, w = (int(r) for r in cfg.data.resolution)
+    h, w = (int(r) for r in models["dyl-tiny"].config.data.resolution)
     data = TikTokClips(args.data, split="test", num_frames=args.frames, resolution=(h, w), reference="first_frame")
     starts = [i for i, (_, s) in enumerate(data.index) if s == 0]
-
-    def animate(name, item, poses):
-        pipe = DanceYourLatentsPipeline.from_model(models[name])
-        pipe.set_progress_bar_config(disable=True)
-        m = models[name].config
-        out = pipe(_uint8(item["reference"]), poses, background=_uint8(item["background"]), height=h, width=w,
-                   num_inference_steps=m.inference.steps, guidance_scale=m.inference.guidance_scale,
-                   generator=torch.Generator().manual_seed(0), window=m.inference.window,
-                   overlap=m.inference.overlap).frames
-        return to_uint8_video(out)
 
     label_w, scale = 150, 2
     blocks = []
     for k in range(args.clips):
         item = data[starts[k]]
-        own = data.videos[data.index[starts[k]][0]]["poses"][list(range(args.frames))]
-        other = data.videos[data.index[starts[(k + 1) % len(starts)]][0]]["poses"][list(range(args.frames))]
-        rows = [("real clip", _uint8(item["frames"])), ("dyl-tiny", animate("dyl-tiny", item, own)),
-                ("dyl-tiny, other poses", animate("dyl-tiny", item, other)),
-                ("frame-by-frame", animate("dyl-tiny-framewise", item, own))]
+        own = clip_poses(data, starts[k], args.frames)
+        other = clip_poses(data, starts[(k + 1) % len(starts)], args.frames)
+        rows = [("real clip", _uint8(item["frames"])), ("dyl-tiny", animate_item(models["dyl-tiny"], item, own)),
+                ("dyl-tiny, other poses", animate_item(models["dyl-tiny"], item, other)),
+                ("frame-by-frame", animate_item(models["dyl-tiny-framewise"], item, own))]
         for label, video in rows:
             strip = np.concatenate(list(video[:: args.every]), axis=1)
             img = Image.fromarray(strip).resize((strip.shape[1] * scale, strip.shape[0] * scale), Image.NEAREST)

@@ -93,6 +93,31 @@ def blazepose_fn(upscale: int = 256):
     return fn
 
 
+def clip_poses(data, i: int, num_frames: int):
+    """The first `num_frames` poses of the video that clip `i` of a `TikTokClips` comes from."""
+    return data.videos[data.index[i][0]]["poses"][list(range(num_frames))]
+
+
+def animate_item(model, item: dict, poses, steps: int | None = None, guidance_scale: float | None = None,
+                 seed: int = 0) -> np.ndarray:
+    """`model` animating a `TikTokClips` item's reference, over the item's background, with `poses`: the protocol's
+    sampling (the recipe's context window and overlap; DDIM `steps` and CFG `guidance_scale`, default the recipe's;
+    a generator seeded with `seed`). Returns `(F, H, W, 3)` uint8."""
+    import torch
+
+    from dancegen.methods.dance_your_latents.pipeline import DanceYourLatentsPipeline, to_uint8_video
+
+    inf = model.config.inference
+    h, w = (int(r) for r in model.config.data.resolution)
+    pipe = DanceYourLatentsPipeline.from_model(model)
+    pipe.set_progress_bar_config(disable=True)
+    out = pipe(_uint8(item["reference"]), poses, background=_uint8(item["background"]), height=h, width=w,
+               num_inference_steps=steps or inf.steps,
+               guidance_scale=inf.guidance_scale if guidance_scale is None else guidance_scale,
+               generator=torch.Generator().manual_seed(seed), window=inf.window, overlap=inf.overlap).frames
+    return to_uint8_video(out)
+
+
 def heldout_quality(model, data_root: str | os.PathLike, split: str = "test", num_frames: int = 24,
                     steps: int | None = None, guidance_scale: float | None = None, seed: int = 0,
                     max_clips: int | None = None, pose: bool = True, other_poses: bool = False,
@@ -115,46 +140,31 @@ def heldout_quality(model, data_root: str | os.PathLike, split: str = "test", nu
         ``{"clips": [names], "model": {metric: mean}, "static": {...}, "ground_truth": {...},
         ["other_poses": {...},] "per_clip": {name: {metric: value}}, "protocol": {...}}``.
     """
-    import torch
-
     from dancegen.methods.dance_your_latents.data import TikTokClips
-    from dancegen.methods.dance_your_latents.pipeline import DanceYourLatentsPipeline, to_uint8_video
     from dancegen.metrics.consistency import _flows
 
     cfg = model.config
     h, w = (int(r) for r in cfg.data.resolution)
     data = TikTokClips(data_root, split=split, num_frames=num_frames, resolution=(h, w), reference="first_frame")
     starts = [i for i, (v, s) in enumerate(data.index) if s == 0][:max_clips]
-    pipe = DanceYourLatentsPipeline.from_model(model)
-    pipe.set_progress_bar_config(disable=True)
     pose_fn = blazepose_fn() if pose else None
     steps = steps or cfg.inference.steps
     guidance_scale = cfg.inference.guidance_scale if guidance_scale is None else guidance_scale
     rows = {"model": {}, "static": {}, "ground_truth": {}, **({"other_poses": {}} if other_poses else {})}
     names = []
-
-    def generate(ref, bg, seq):
-        out = pipe(ref, seq, background=bg, height=h, width=w, num_inference_steps=steps,
-                   guidance_scale=guidance_scale, generator=torch.Generator().manual_seed(seed),
-                   window=cfg.inference.window, overlap=cfg.inference.overlap).frames
-        return to_uint8_video(out)
-
     for k, i in enumerate(starts):
-        v, _ = data.index[i]
-        video = data.videos[v]
-        name = Path(video["dir"]).name
+        name = Path(data.videos[data.index[i][0]]["dir"]).name
         names.append(name)
         if progress:
             progress(f"clip {k + 1}/{len(starts)}: {name}")
         item = data[i]
         gt = _uint8(item["frames"])
-        ref, bg = _uint8(item["reference"]), _uint8(item["background"])
-        seq = video["poses"][list(range(num_frames))]
         flows = _flows(gt, "dis")
-        rows["model"][name] = clip_scores(generate(ref, bg, seq), gt, flows, pose_fn)
-        if other_poses:
-            other = data.videos[data.index[starts[(k + 1) % len(starts)]][0]]["poses"][list(range(num_frames))]
-            rows["other_poses"][name] = clip_scores(generate(ref, bg, other), gt, flows, pose_fn)
+        for row, poses_from in (("model", i), ("other_poses", starts[(k + 1) % len(starts)])):
+            if row in rows:
+                pred = animate_item(model, item, clip_poses(data, poses_from, num_frames), steps, guidance_scale,
+                                    seed)
+                rows[row][name] = clip_scores(pred, gt, flows, pose_fn)
         rows["static"][name] = clip_scores(np.repeat(gt[:1], num_frames, 0), gt, flows, pose_fn)
         gt_row = clip_scores(gt, gt, flows, None)
         gt_row.pop("psnr")
