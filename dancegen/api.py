@@ -495,18 +495,18 @@ def train(recipe: PathLike, overrides: list[str] | None = None, out: PathLike | 
         resume: "auto" | "never" | PATH of a checkpoint.
         device: overrides the recipe's `train.device` when given.
     """
-    from dancegen.registry import get_method, recipe_method
+    from dancegen.registry import recipe_method, trainer_of
     from dancegen.runtime import seed_everything
 
     recipe = Path(recipe)
     method = recipe_method(recipe)
     if not method:
         raise InputError("the recipe has no `method:` key naming the method to train", recipe)
-    spec = get_method(method)
+    load_config, train_fn = trainer_of(method)
     sets = list(overrides or []) + ([f"train.device={device}"] if device and device != "auto" else [])
-    cfg = spec.load("load_config")(recipe, sets)
+    cfg = load_config(recipe, sets)
     import torch  # noqa: F401  (imported first so that seed_everything seeds it: model initialisation draws from it)
 
     seed_everything(cfg.seed)
     out = Path(out) if out is not None else Path("runs") / recipe.stem
-    return spec.load("train")(cfg, out, resume=resume, progress=progress)
+    return train_fn(cfg, out, resume=resume, progress=progress)

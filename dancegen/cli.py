@@ -375,7 +375,8 @@ def extract_pose_cmd(
     source: Annotated[Path, typer.Argument(help="Video, frame folder, image, or a folder of videos (batch).")],
     out: Annotated[Path, typer.Option("--output", "-o", help="Output folder (one sub-folder per video in a batch).")],
     backend: Annotated[str, typer.Option(help="blazepose (default, offline CPU) | dwpose (your ONNX files) | "
-                                              "openpose-json (import).")] = "blazepose",
+                                              "synthpose (bundled; synthetic 64 px dancers) | openpose-json "
+                                              "(import).")] = "blazepose",
     fmt: Annotated[str, typer.Option("--format", help="Format of poses.npz (OpenPose JSON is always COCO-18).")]
     = "coco18",
     size: Annotated[str | None, typer.Option(help="Output size: N (longer side) or WxH. Default: the source's.")]
@@ -386,7 +387,7 @@ def extract_pose_cmd(
     video: Annotated[bool, typer.Option(help="Write pose.mp4.")] = True,
     masks: Annotated[bool, typer.Option(help="Write person masks (blazepose).")] = True,
     cache: Annotated[bool, typer.Option(help="Reuse an earlier result for the same input and options.")] = True,
-    model_dir: Annotated[Path | None, typer.Option(help="BlazePose model folder.")] = None,
+    model_dir: Annotated[Path | None, typer.Option(help="BlazePose (or SynthPose) model folder.")] = None,
     weights_dir: Annotated[Path | None, typer.Option(help="DWPose ONNX folder.")] = None,
     max_frames: Annotated[int | None, typer.Option(help="Only the first N frames.")] = None,
     image_size: ImageSize = None,

@@ -98,6 +98,22 @@ def get_method(method_id: str) -> MethodSpec:
     return methods[key]
 
 
+#: Trainers of the project's own tools (not papers), reached by `dancegen train` through a recipe's `method:` like a
+#: method's: name -> ("module:load_config", "module:train").
+TOOL_TRAINERS = {
+    "synthpose": ("dancegen.pose.synthpose_train:load_config", "dancegen.pose.synthpose_train:train"),
+}
+
+
+def trainer_of(method_id: str):
+    """`(load_config, train)` of a recipe's `method:`: a tool trainer (TOOL_TRAINERS) or a registered method."""
+    key = normalise_id(method_id)
+    if key in TOOL_TRAINERS:
+        return tuple(load_object(t) for t in TOOL_TRAINERS[key])
+    spec = get_method(key)
+    return spec.load("load_config"), spec.load("train")
+
+
 # ------------------------------------------------------------------------------------------- recipes
 def recipe_chain(path: str | os.PathLike) -> list[Path]:
     """The files of a recipe and its `base:` ancestors, base first.

@@ -29,22 +29,29 @@ def test_ground_truth_scores_itself_perfectly_and_a_static_copy_does_not():
 
 
 def test_pose_scores_use_the_estimator_on_frames_after_the_reference():
-    from dancegen.pose.sequence import PoseSequence
-
+    """pose_error: the estimator's joints on generated frames 1.. against the driving poses' visible joints."""
     seen = []
 
     def fake(frames):
         seen.append(len(frames))
         k = np.zeros((len(frames), 18, 3), np.float32)
         k[..., :2] = frames[:, 0, 0, :2].astype(np.float32)[:, None]  # a "pose" that reads the top-left pixel
-        k[..., 2] = 1
-        return PoseSequence(k, format="coco18", width=48, height=48, fps=10, meta={"detection_rate": 1.0})
+        return k  # confidence 0 everywhere: every joint's location is scored anyway
 
     gt = _moving_square()
+    driving = np.zeros((len(gt), 18, 3), np.float32)
+    driving[..., :2] = gt[:, 0, 0, :2].astype(np.float32)[:, None, :]
+    driving[..., 2] = 1
+    driving[:, 17, 2] = 0  # a hidden joint is not scored
+    driving[0, :, :2] = 500  # frame 0 (the reference) is not scored either
     pred = gt.copy()
-    pred[:, 0, 0, 0] += 24  # every generated frame 24 px off in x: 0.5 of the width
-    r = clip_scores(pred, gt, pose_fn=fake)
-    assert seen == [5, 5] and r["pose_error"] == pytest.approx(0.5) and r["detection_rate"] == 1.0
+    pred[1:, 0, 0, 0] += 24  # every generated frame 24 px off in x: 0.5 of the width
+    pred[1:, 0, 0, 1] += 1  # and 1 px in y for the hidden joint to be off too
+    r = clip_scores(pred, gt, pose_fn=fake, driving=driving)
+    assert seen == [5] and r["pose_error"] == pytest.approx(np.hypot(24, 1) / 48) and r["pose_pck"] == 0.0
+    same = clip_scores(gt, gt, pose_fn=fake, driving=driving)
+    assert same["pose_error"] == 0.0 and same["pose_pck"] == 1.0
+    assert "pose_error" not in clip_scores(gt, gt, pose_fn=fake)  # no driving poses, no pose metrics
 
 
 def test_motion_iou_compares_where_the_videos_changed():

@@ -67,3 +67,28 @@ def pose_keypoint_error(pred, gt, normalise: str = "size", conf_thr: float = 0.3
     """
     d, mask = _aligned(pred, gt, normalise, conf_thr)
     return _frame_reduce(np.sqrt((d * d).sum(axis=-1)), mask, per_frame)
+
+
+def keypoint_scores(pred: np.ndarray, gt: np.ndarray, size: float, threshold: float = 0.05,
+                    use_confidence: bool = True) -> dict[str, float]:
+    """Keypoint error and PCK of `(F, J, 3)` (x, y, confidence) arrays against ground truth with visibility flags.
+
+    Over the joints visible in `gt` (confidence > 0): `error_px` and `error` (divided by `size`, e.g. the image
+    side) are the mean distance; `pck` the fraction within `threshold * size` (PCK@0.05 by default: 3.2 px at 64 px).
+    With `use_confidence`, a visible joint that `pred` leaves out (confidence 0) is a miss for `pck` and is not in the
+    error, and `recall` and `false_positive_rate` (joints reported that `gt` hides) say how often that happens;
+    without it every visible joint is scored at `pred`'s location whatever its confidence.
+    """
+    vis = gt[..., 2] > 0
+    found = pred[..., 2] > 0 if use_confidence else np.ones(vis.shape, bool)
+    both = vis & found
+    d = np.linalg.norm(pred[..., :2].astype(np.float64) - gt[..., :2], axis=-1)
+    out = {
+        "error_px": float(d[both].mean()) if both.any() else float("nan"),
+        "error": float(d[both].mean() / size) if both.any() else float("nan"),
+        "pck": float((both & (d <= threshold * size)).sum() / max(vis.sum(), 1)),
+    }
+    if use_confidence:
+        out["recall"] = float(both.sum() / max(vis.sum(), 1))
+        out["false_positive_rate"] = float((found & ~vis).sum() / max((~vis).sum(), 1))
+    return out

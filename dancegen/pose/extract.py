@@ -162,6 +162,37 @@ def _dwpose_frames(frames, weights_dir, on_frame):
         est.close()
 
 
+def _synthpose_model(model_dir):
+    """The SynthPose model folder to use (`model_dir`, or the bundled one) and its weights' hash."""
+    from dancegen.errors import MissingWeightsError
+    from dancegen.pose.backends.synthpose import BUNDLED_DIR, BUNDLED_NAME
+
+    folder = Path(model_dir) if model_dir is not None else BUNDLED_DIR
+    weights = folder / "model.safetensors"
+    if not weights.is_file():
+        raise MissingWeightsError(f"SynthPose model not found: no {weights}; retrain it with `dancegen train --recipe "
+                                  f"recipes/pose/synthpose_tiny.yaml` (bundled as {BUNDLED_NAME!r})")
+    return folder, {"synthpose": _sha256_file(weights)}
+
+
+def _synthpose_frames(frames, model_dir, on_frame):
+    from dancegen.pose.backends.synthpose import SynthPoseEstimator
+
+    folder, hashes = _synthpose_model(model_dir)
+    est = SynthPoseEstimator.load(folder)
+    kps = np.zeros((len(frames), 18, 3), np.float32)
+    times = []
+    for i in range(0, len(frames), est.batch_size):
+        t0 = time.perf_counter()
+        kps[i:i + est.batch_size] = est(frames[i:i + est.batch_size])
+        n = len(frames[i:i + est.batch_size])
+        dt = (time.perf_counter() - t0) / n
+        for j in range(i, i + n):
+            on_frame(j, None, dt)
+        times += [dt] * n
+    return kps, "coco18", hashes, {"network": times}
+
+
 def estimate_poses(
     source: str | os.PathLike | np.ndarray,
     backend: str = "blazepose",
@@ -187,8 +218,8 @@ def estimate_poses(
     from dancegen.pose.convert import convert
     from dancegen.pose.sequence import PoseSequence
 
-    if backend not in ("blazepose", "dwpose"):
-        raise InputError(f"estimate_poses runs an estimator backend (blazepose or dwpose), got {backend!r}")
+    if backend not in ("blazepose", "dwpose", "synthpose"):
+        raise InputError(f"estimate_poses runs an estimator backend (blazepose, dwpose or synthpose), got {backend!r}")
     if isinstance(source, np.ndarray):  # frames already in memory: (F, H, W, 3) uint8 RGB
         if source.ndim != 4 or source.shape[-1] != 3 or source.dtype != np.uint8:
             raise InputError(f"frames must be (F, H, W, 3) uint8, got {source.shape} {source.dtype}")
@@ -202,6 +233,8 @@ def estimate_poses(
     if backend == "blazepose":
         kps, native, _, _ = _blazepose_frames(frames, mode, model_dir, min_detection, min_presence, False,
                                               lambda *a: None)
+    elif backend == "synthpose":
+        kps, native, _, _ = _synthpose_frames(frames, model_dir, lambda *a: None)
     else:
         kps, native, _, _ = _dwpose_frames(frames, weights_dir, lambda *a: None)
     h, w = frames.shape[1:3]
@@ -255,7 +288,8 @@ def extract_poses(
         out_dir: Output folder; created, or replaced if it holds an earlier extract-pose output. Any other
             non-empty folder is refused (InputError) rather than overwritten.
         backend: "blazepose" (default; MediaPipe models via LiteRT, person masks), "dwpose" (user-supplied ONNX,
-            133 whole-body keypoints) or "openpose-json" (import).
+            133 whole-body keypoints), "synthpose" (the bundled estimator of the synthetic world's 64 px dancers,
+            COCO-18; for synthetic clips and what models trained on them generate) or "openpose-json" (import).
         fmt: Format of `poses.npz` (one of dancegen.pose.convert.FORMATS). OpenPose JSON is always COCO-18.
         size: Output size for keypoints, maps, video and masks: None (source size), an int (longer side) or (w, h).
         smooth: None, or a dancegen.pose.smooth method ("one_euro", "savgol", "gaussian") applied to the keypoints.
@@ -264,7 +298,8 @@ def extract_poses(
         progress: Called as progress(frames_done, total_frames).
         mode: BlazePose tracking: "video" tracks between frames, "image" detects on every frame, "auto" uses
             "image" for a single image and "video" otherwise.
-        model_dir: BlazePose model folder (default `$DANCEGEN_HOME/models/blazepose`).
+        model_dir: BlazePose model folder (default `$DANCEGEN_HOME/models/blazepose`), or the SynthPose model
+            folder (default the bundled `synthpose-tiny`).
         weights_dir: DWPose ONNX folder (default `$DANCEGEN_WEIGHTS_DIR/dwpose`).
         min_detection, min_presence: BlazePose detector and presence thresholds.
         max_frames: Only the first N frames.
@@ -323,6 +358,8 @@ def extract_poses(
         from dancegen.pose.backends.dwpose import require_dwpose
 
         model_hashes = {name: _sha256_file(p) for name, p in require_dwpose(weights_dir).items()}
+    elif backend == "synthpose":
+        model_hashes = _synthpose_model(model_dir)[1]
     else:
         model_hashes = {}
     key_doc = {
@@ -444,6 +481,8 @@ def _extract_into(
             kps, native, model_hashes, parts = _blazepose_frames(
                 frames, mode, model_dir, min_detection, min_presence, write_masks, on_frame
             )
+        elif backend == "synthpose":
+            kps, native, model_hashes, parts = _synthpose_frames(frames, model_dir, on_frame)
         else:
             kps, native, model_hashes, parts = _dwpose_frames(frames, weights_dir, on_frame)
         del frames

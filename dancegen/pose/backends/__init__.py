@@ -1,4 +1,5 @@
-"""Pose-estimation backends behind `dancegen extract-pose` (BlazePose via LiteRT, DWPose via onnxruntime, import).
+"""Pose-estimation backends behind `dancegen extract-pose` (BlazePose via LiteRT, DWPose via onnxruntime, SynthPose
+(the bundled estimator of the synthetic world, torch), import).
 
 Kept import-light: each backend module imports its runtime (LiteRT, onnxruntime, OpenCV) only when used.
 """
@@ -6,4 +7,4 @@ Kept import-light: each backend module imports its runtime (LiteRT, onnxruntime,
 from __future__ import annotations
 
 #: Backend names accepted by `dancegen.pose.extract.extract_poses`.
-BACKENDS = ("blazepose", "dwpose", "openpose-json")
+BACKENDS = ("blazepose", "dwpose", "synthpose", "openpose-json")
