@@ -229,6 +229,14 @@ def test_extract_pose_synthpose_backend(tmp_path):
     vis = (clip.keypoints[..., 2] > 0) & (seq.keypoints[..., 2] > 0)
     err = np.linalg.norm(seq.keypoints[..., :2] - clip.keypoints[..., :2], axis=-1)[vis]
     assert vis.mean() > 0.7 and np.median(err) < 2.5, (vis.mean(), np.median(err))
+    # the in-memory entry point gives the same joints on the same frames
+    from dancegen.io.video import read_video
+    from dancegen.pose.extract import estimate_poses
+
+    mem = estimate_poses(read_video(tmp_path / "clip.mp4").frames, backend="synthpose")
+    assert mem.format == "coco18" and mem.meta["detection_rate"] == 1.0
+    both = (mem.keypoints[..., 2] > 0) & (seq.keypoints[..., 2] > 0)
+    assert np.abs(mem.keypoints[..., :2] - seq.keypoints[..., :2])[both].max() < 0.01
 
 
 # Measured on the committed synthpose-tiny (the `unseen` frames; degraded = Gaussian blur 1.2 + noise 4).
