@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import os
 import random
+from pathlib import Path
 
 from dancegen.errors import InputError
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
+
+#: Where the bundled models live (dancegen/assets/models/<name>): here, low enough for core/ and the domain libraries.
+BUNDLED_ROOT = Path(__file__).resolve().parent / "assets" / "models"
 
 
 def resolve_device(device: str = "auto") -> str:

@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from dancegen.errors import InputError, MissingWeightsError
+from dancegen.runtime import BUNDLED_ROOT  # noqa: F401  (re-exported: the methods import it from here)
 
 log = logging.getLogger(__name__)
-
-BUNDLED_ROOT = Path(__file__).resolve().parent.parent / "assets" / "models"
 
 # kind -> (default Hugging Face id, required entries of the folder layout, what it is)
 MODEL_KINDS: dict[str, tuple[str | None, tuple[tuple[str, ...], ...], str]] = {

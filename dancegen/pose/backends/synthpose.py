@@ -33,9 +33,10 @@ from pathlib import Path
 import numpy as np
 
 from dancegen.errors import InputError, MissingWeightsError
+from dancegen.runtime import BUNDLED_ROOT
 
 BUNDLED_NAME = "synthpose-tiny"
-BUNDLED_DIR = Path(__file__).resolve().parents[2] / "assets" / "models" / BUNDLED_NAME
+BUNDLED_DIR = BUNDLED_ROOT / BUNDLED_NAME
 #: COCO-18 joint permutation of a horizontal flip (left <-> right).
 FLIP_PERM = (0, 1, 5, 6, 7, 2, 3, 4, 11, 12, 13, 8, 9, 10, 15, 14, 17, 16)
 NUM_JOINTS = 18
