@@ -35,7 +35,7 @@ demo: install  ## Synthetic clips -> poses -> retarget -> motion flow -> music2d
 	$(BIN)/dancegen demo -o $(DEMO_OUT)
 
 test: install  ## Fast offline test suite (CI)
-	DANCEGEN_REQUIRE_MODELS=1 $(BIN)/python -m pytest -m "not slow and not gpu" -n 2 -q
+	DANCEGEN_REQUIRE_MODELS=1 $(BIN)/python -m pytest -m "not slow and not gpu" -n 2 --dist loadgroup -q
 
 test-slow: install  ## Slow tests and tests that need real weights (DANCEGEN_WEIGHTS_DIR)
 	DANCEGEN_RUN_SLOW=1 $(BIN)/python -m pytest -m "slow" -q
