@@ -34,8 +34,11 @@ models: $(MODELS_STAMP)  ## Fetch the default pose models only
 demo: install  ## Synthetic clips -> poses -> retarget -> motion flow -> music2dance (bundled models), in $(DEMO_OUT)/
 	$(BIN)/dancegen demo -o $(DEMO_OUT)
 
+# --dist loadfile: all tests of a module on one worker, so a module-scoped fixture (the bundled models' held-out quality
+# runs) is computed once, not once per worker. (xdist 3.8's loadgroup does nothing under pytest 9.2: it tags tests
+# through Item._nodeid, which pytest no longer reads.)
 test: install  ## Fast offline test suite (CI)
-	DANCEGEN_REQUIRE_MODELS=1 $(BIN)/python -m pytest -m "not slow and not gpu" -n 2 --dist loadgroup -q
+	DANCEGEN_REQUIRE_MODELS=1 $(BIN)/python -m pytest -m "not slow and not gpu" -n 2 --dist loadfile -q
 
 test-slow: install  ## Slow tests and tests that need real weights (DANCEGEN_WEIGHTS_DIR)
 	DANCEGEN_RUN_SLOW=1 $(BIN)/python -m pytest -m "slow" -q

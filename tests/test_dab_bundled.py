@@ -24,10 +24,6 @@ VIDEOS = 4
 STEPS = 10  # DDIM steps (the recipe's 25 cost 2.5x the time)
 
 
-# One worker runs the whole module (make test: `-n 2 --dist loadgroup`), so the module-scoped quality fixture is
-# computed once; split across both workers it was computed twice (measured: 10 min of CPU each for dab).
-pytestmark = pytest.mark.xdist_group("dab_bundled")
-
 
 @pytest.fixture(scope="module")
 def heldout(tmp_path_factory):

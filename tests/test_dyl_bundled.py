@@ -34,10 +34,6 @@ MEASURED = {
     "ground truth": {"pose_error": 0.0076, "pose_pck": 1.0},  # the estimator's own error: the floor
 }
 
-# One worker runs the whole module (make test: `-n 2 --dist loadgroup`), so the module-scoped quality fixture is
-# computed once; split across both workers it was computed twice (measured: 10 min of CPU each for dab).
-pytestmark = pytest.mark.xdist_group("dyl_bundled")
-
 
 @pytest.fixture(scope="module")
 def heldout(tmp_path_factory):
