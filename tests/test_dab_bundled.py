@@ -24,7 +24,6 @@ VIDEOS = 4
 STEPS = 10  # DDIM steps (the recipe's 25 cost 2.5x the time)
 
 
-
 @pytest.fixture(scope="module")
 def heldout(tmp_path_factory):
     from dancegen.methods.dance_any_beat.config import load_recipe
