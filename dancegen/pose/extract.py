@@ -162,23 +162,11 @@ def _dwpose_frames(frames, weights_dir, on_frame):
         est.close()
 
 
-def _synthpose_model(model_dir):
-    """The SynthPose model folder to use (`model_dir`, or the bundled one) and its weights' hash."""
-    from dancegen.errors import MissingWeightsError
-    from dancegen.pose.backends.synthpose import BUNDLED_DIR, BUNDLED_NAME
-
-    folder = Path(model_dir) if model_dir is not None else BUNDLED_DIR
-    weights = folder / "model.safetensors"
-    if not weights.is_file():
-        raise MissingWeightsError(f"SynthPose model not found: no {weights}; retrain it with `dancegen train --recipe "
-                                  f"recipes/pose/synthpose_tiny.yaml` (bundled as {BUNDLED_NAME!r})")
-    return folder, {"synthpose": _sha256_file(weights)}
-
-
 def _synthpose_frames(frames, model_dir, on_frame):
-    from dancegen.pose.backends.synthpose import SynthPoseEstimator
+    from dancegen.pose.backends.synthpose import SynthPoseEstimator, require_synthpose
 
-    folder, hashes = _synthpose_model(model_dir)
+    folder = require_synthpose(model_dir)
+    hashes = {"synthpose": _sha256_file(folder / "model.safetensors")}
     est = SynthPoseEstimator.load(folder)
     kps = np.zeros((len(frames), 18, 3), np.float32)
     times = []
@@ -359,7 +347,9 @@ def extract_poses(
 
         model_hashes = {name: _sha256_file(p) for name, p in require_dwpose(weights_dir).items()}
     elif backend == "synthpose":
-        model_hashes = _synthpose_model(model_dir)[1]
+        from dancegen.pose.backends.synthpose import require_synthpose
+
+        model_hashes = {"synthpose": _sha256_file(require_synthpose(model_dir) / "model.safetensors")}
     else:
         model_hashes = {}
     key_doc = {

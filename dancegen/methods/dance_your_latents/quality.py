@@ -162,12 +162,14 @@ def heldout_quality(model, data_root: str | os.PathLike, split: str = "test", nu
         item = data[i]
         gt = _uint8(item["frames"])
         flows = _flows(gt, "dis")
-        driving = clip_poses(data, i, num_frames).keypoints
-        for row, poses_from in (("model", i), ("other_poses", starts[(k + 1) % len(starts)])):
-            if row in rows:
-                pred = animate_item(model, item, clip_poses(data, poses_from, num_frames), steps, guidance_scale,
-                                    seed)
-                rows[row][name] = clip_scores(pred, gt, flows, pose_fn, driving)
+        own = clip_poses(data, i, num_frames)
+        driving = own.keypoints  # what every row is scored against, whatever poses drove it
+        driven_by = {"model": own}
+        if other_poses:
+            driven_by["other_poses"] = clip_poses(data, starts[(k + 1) % len(starts)], num_frames)
+        for row, poses in driven_by.items():
+            pred = animate_item(model, item, poses, steps, guidance_scale, seed)
+            rows[row][name] = clip_scores(pred, gt, flows, pose_fn, driving)
         rows["static"][name] = clip_scores(np.repeat(gt[:1], num_frames, 0), gt, flows, pose_fn, driving)
         gt_row = clip_scores(gt, gt, flows, pose_fn, driving)
         gt_row.pop("psnr")

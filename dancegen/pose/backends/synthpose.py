@@ -74,6 +74,18 @@ class SynthPoseConfig:
         return self.input_size // self.stride
 
 
+def require_synthpose(model: str | os.PathLike | None = None) -> Path:
+    """The SynthPose model folder `model` (None: the bundled one), or MissingWeightsError saying how to retrain it."""
+    folder = Path(model) if model is not None else BUNDLED_DIR
+    if not ((folder / "config.json").is_file() and (folder / "model.safetensors").is_file()):
+        where = "the bundled model" if model is None else str(folder)
+        raise MissingWeightsError(
+            f"SynthPose model not found ({where}: needs config.json and model.safetensors); retrain it with "
+            f"`dancegen train --recipe recipes/pose/synthpose_tiny.yaml` and "
+            f"`python -m dancegen.core.bundle runs/synthpose_tiny/model {BUNDLED_NAME}`")
+    return folder
+
+
 def build_network(cfg: SynthPoseConfig):
     """The torch module for `cfg` (randomly initialised): `(B, 3, S, S)` in [-1, 1] -> `(B, J, S / stride, ...)`."""
     import torch
@@ -133,31 +145,28 @@ def decode_heatmaps(maps: np.ndarray, radius: int = REFINE_RADIUS) -> np.ndarray
     `(2 radius + 1)` square window around it, so a Gaussian peak between pixel centres is found to a fraction of a
     pixel (within 0.05 heatmap pixels for a sigma-1 Gaussian away from the border)."""
     b, j, h, w = maps.shape
-    flat = maps.reshape(b, j, -1)
-    idx = flat.argmax(-1)
-    py, px = np.divmod(idx, w)
-    out = np.zeros((b, j, 3), np.float32)
+    py, px = np.divmod(maps.reshape(b, j, -1).argmax(-1), w)
     pad = np.pad(maps, ((0, 0), (0, 0), (radius, radius), (radius, radius)))
-    offs = np.arange(-radius, radius + 1, dtype=np.float32)
-    for bi in range(b):
-        for ji in range(j):
-            y0, x0 = py[bi, ji], px[bi, ji]
-            win = np.clip(pad[bi, ji, y0:y0 + 2 * radius + 1, x0:x0 + 2 * radius + 1], 0, None)
-            s = win.sum()
-            if s > 0:
-                out[bi, ji, 0] = x0 + (win.sum(0) * offs).sum() / s
-                out[bi, ji, 1] = y0 + (win.sum(1) * offs).sum() / s
-            else:
-                out[bi, ji, :2] = x0, y0
-            out[bi, ji, 2] = np.clip(maps[bi, ji, y0, x0], 0, 1)
+    offs = np.arange(2 * radius + 1)
+    # (b, j, k, k) windows centred on each peak (indices shifted by the padding)
+    win = pad[np.arange(b)[:, None, None, None], np.arange(j)[None, :, None, None],
+              py[..., None, None] + offs[:, None], px[..., None, None] + offs[None, :]]
+    win = np.clip(win, 0, None)
+    mass = win.sum((-2, -1))
+    safe = np.where(mass > 0, mass, 1.0)
+    d = (offs - radius).astype(np.float32)
+    out = np.zeros((b, j, 3), np.float32)
+    out[..., 0] = px + np.where(mass > 0, (win.sum(-2) * d).sum(-1) / safe, 0.0)
+    out[..., 1] = py + np.where(mass > 0, (win.sum(-1) * d).sum(-1) / safe, 0.0)
+    out[..., 2] = np.clip(np.take_along_axis(maps.reshape(b, j, -1), (py * w + px)[..., None], -1)[..., 0], 0, 1)
     return out
 
 
 def letterbox(frames: np.ndarray, size: int) -> tuple[np.ndarray, float, float, float]:
     """Resize `(F, H, W, 3)` uint8 frames to fit a `size` square (aspect kept, centred, edge colour padding).
 
-    Returns (boxed frames, scale, pad_x, pad_y): a point (x, y) of the boxed frame is ((x - pad_x) / scale,
-    (y - pad_y) / scale) in the source (pixel centres at integers)."""
+    Returns (boxed frames, scale, pad_x, pad_y): a point (x, y) of the boxed frame is ((x - pad_x + 0.5) / scale - 0.5,
+    (y - pad_y + 0.5) / scale - 0.5) in the source (pixel centres at integers)."""
     import cv2
 
     f, h, w = frames.shape[:3]
@@ -170,7 +179,6 @@ def letterbox(frames: np.ndarray, size: int) -> tuple[np.ndarray, float, float, 
         r = fr if (nw, nh) == (w, h) else cv2.resize(fr, (nw, nh), interpolation=interp)
         top, left = int(np.floor(py)), int(np.floor(px))
         out[i] = cv2.copyMakeBorder(r, top, size - nh - top, left, size - nw - left, cv2.BORDER_REPLICATE)
-    # pixel-centre mapping of a resize: x_src = (x_dst + 0.5) / scale - 0.5
     return out, scale, float(np.floor(px)), float(np.floor(py))
 
 
@@ -204,20 +212,14 @@ class SynthPoseEstimator:
         """Load a model folder (config.json + model.safetensors); None loads the bundled one."""
         from safetensors.torch import load_file
 
-        folder = Path(model) if model is not None else BUNDLED_DIR
-        cfg_file, weights = folder / "config.json", folder / "model.safetensors"
-        if not (cfg_file.is_file() and weights.is_file()):
-            where = "the bundled model" if model is None else str(folder)
-            raise MissingWeightsError(
-                f"SynthPose model not found ({where}: needs config.json and model.safetensors); retrain it with "
-                f"`dancegen train --recipe recipes/pose/synthpose_tiny.yaml` and "
-                f"`python -m dancegen.core.bundle runs/synthpose_tiny/model {BUNDLED_NAME}`")
+        folder = require_synthpose(model)
+        cfg_file = folder / "config.json"
         try:
             config = SynthPoseConfig(**json.loads(cfg_file.read_text()))
         except (TypeError, ValueError) as e:
             raise InputError(f"not a SynthPose config ({e})", cfg_file) from None
         net = build_network(config)
-        net.load_state_dict({k: v.float() for k, v in load_file(str(weights)).items()})
+        net.load_state_dict({k: v.float() for k, v in load_file(str(folder / "model.safetensors")).items()})
         return cls(net.eval().to(device), config, device, **kwargs)
 
     def heatmaps(self, boxed: np.ndarray) -> np.ndarray:
@@ -256,6 +258,6 @@ def save_model(net, cfg: SynthPoseConfig, folder: str | os.PathLike) -> Path:
 
     with atomic_dir(Path(folder), overwrite=True) as tmp:
         (tmp / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
-        save_file({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, str(tmp / "model.safetensors"),
-                  metadata={"format": "pt"})
+        weights = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+        save_file(weights, str(tmp / "model.safetensors"), metadata={"format": "pt"})
     return Path(folder)
