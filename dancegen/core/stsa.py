@@ -27,6 +27,17 @@ from torch import nn
 from dancegen.core.align import align_index, clip_window, subspace_align, subspace_restore
 from dancegen.core.context import FrameContext
 
+# Shared layers live in core/layers.py (so stsa and attention need not import each other); re-exported here for
+# code that imported them from stsa.
+from dancegen.core.layers import (
+    FeedForward,
+    FramePosEmb,
+    TemporalAttention,
+    add_qkvo,
+    resolve_frames,
+    sinusoidal_embedding,
+)
+
 __all__ = [
     "partition",
     "merge",
@@ -124,62 +135,6 @@ def window_layout(T: int, h: int, w: int, s: Size3, shift: bool) -> tuple[Size3,
     return tuple(win), tuple(off), padded
 
 
-def sinusoidal_embedding(positions: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
-    """Transformer sinusoidal embedding ``[sin, cos]`` of integer positions -> ``(len, dim)`` float32."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=positions.device) / half)
-    args = positions.float()[:, None] * freqs[None]
-    emb = torch.cat([torch.sin(args), torch.cos(args)], dim=-1)
-    if dim % 2:
-        emb = F.pad(emb, (0, 1))
-    return emb
-
-
-class FramePosEmb(nn.Module):
-    """Frame positional embedding: sinusoidal frame index -> linear (spec §2.3 choice)."""
-
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.dim = dim
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, num_frames: int, device=None, dtype=None) -> torch.Tensor:
-        """Return ``(num_frames, dim)`` embeddings of frame indices ``0..num_frames-1``."""
-        pos = torch.arange(num_frames, device=device if device is not None else self.proj.weight.device)
-        emb = sinusoidal_embedding(pos, self.dim).to(self.proj.weight.dtype)
-        out = self.proj(emb)
-        return out if dtype is None else out.to(dtype)
-
-
-class FeedForward(nn.Module):
-    """Optional position-wise MLP after attention (GELU, ``mult x`` hidden), last layer zero-initialised."""
-
-    def __init__(self, dim: int, mult: int = 4, zero_init: bool = True) -> None:
-        super().__init__()
-        self.norm = nn.LayerNorm(dim)
-        self.fc1 = nn.Linear(dim, dim * mult)
-        self.fc2 = nn.Linear(dim * mult, dim)
-        if zero_init:
-            nn.init.zeros_(self.fc2.weight)
-            nn.init.zeros_(self.fc2.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Residual MLP: ``x + fc2(gelu(fc1(LN(x))))``."""
-        return x + self.fc2(F.gelu(self.fc1(self.norm(x))))
-
-
-def add_qkvo(module: nn.Module, dim: int, zero_init: bool) -> None:
-    """Give `module` the projections `to_q`, `to_k`, `to_v` (no bias) and `to_out`; a zero-initialised `to_out` makes
-    the residual block it belongs to the identity at initialisation (inflated models start as the image model)."""
-    module.to_q = nn.Linear(dim, dim, bias=False)
-    module.to_k = nn.Linear(dim, dim, bias=False)
-    module.to_v = nn.Linear(dim, dim, bias=False)
-    module.to_out = nn.Linear(dim, dim)
-    if zero_init:
-        nn.init.zeros_(module.to_out.weight)
-        nn.init.zeros_(module.to_out.bias)
-
-
 class SubspaceAttention(nn.Module):
     """Multi-head attention inside regular (optionally shifted) spatio-temporal subspaces (Eq. 4).
 
@@ -257,13 +212,6 @@ class SubspaceAttention(nn.Module):
         if align_idx is not None:
             o = subspace_restore(o.reshape(B, T, h * w, C), align_idx).view(B, T, h, w, C)
         return self.to_out(o)
-
-
-def resolve_frames(num_frames: int | FrameContext) -> tuple[int, FrameContext | None]:
-    """Accept an int or a ``FrameContext`` as the frame argument of a temporal block."""
-    if isinstance(num_frames, FrameContext):
-        return int(num_frames.num_frames), num_frames
-    return int(num_frames), None
 
 
 def _as_offset_map(obj) -> dict[int, torch.Tensor]:
@@ -382,7 +330,8 @@ def make_temporal_block(kind: str, dim: int, heads: int, **kw) -> nn.Module:
     """Build a temporal block with ``forward(hidden (B*F, h*w, C), ctx | num_frames, height, width)``.
 
     Args:
-        kind: ``"stsa"`` (:class:`STSABlock`) or ``"temporal"`` (``attention.TemporalAttention``).
+        kind: ``"stsa"`` (:class:`STSABlock`) or ``"temporal"`` (``layers.TemporalAttention``, also exported by
+            ``dancegen.core.attention``).
         dim: Channels.
         heads: Heads.
         **kw: Passed to the block's constructor (e.g. ``subspace_size``, ``shift``, ``ff``, ``frame_pos_emb``).
@@ -390,7 +339,5 @@ def make_temporal_block(kind: str, dim: int, heads: int, **kw) -> nn.Module:
     if kind == "stsa":
         return STSABlock(dim, heads, **kw)
     if kind == "temporal":
-        from dancegen.core.attention import TemporalAttention
-
         return TemporalAttention(dim, heads, **kw)
     raise ValueError(f"unknown temporal block kind {kind!r}; expected 'stsa' or 'temporal'")

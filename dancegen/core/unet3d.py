@@ -1,20 +1,35 @@
 """Video UNet: a pretrained SD-1.x `UNet2DConditionModel` inflated to video (Dance-Your-Latents §4.2 / spec §2.3).
 
 Frames are folded into the batch, so every pretrained 2D op (resnets, spatial attention, cross-attention) runs per
-frame on ``(B*F, C, H, W)``; a temporal block is inserted after every spatial ``Transformer2DModel`` (16 insertion
-points in SD-1.5, spec §2.3 [choice]) and sees the tokens of all frames. The temporal blocks come from
-``dancegen.core.stsa.make_temporal_block`` ("stsa" or "temporal"); they carry the frame position embeddings and
-start as the identity (zero-initialised output), so at initialisation the video UNet equals the image UNet applied
-frame by frame. ``spatial_attn`` installs ``FrameAttnProcessor`` on every spatial self-attention (attn1) for the
-cross-frame / sparse-causal / RCA variants (spec §6 item 6, Edit-Your-Motion §2.5).
+frame on ``(B*F, C, H, W)``; temporal blocks see the tokens of all frames. Where they go is ``temporal_position``:
 
-Insertion is done with a PyTorch forward hook on each host ``Transformer2DModel`` rather than by wrapping it in a new
-module. Deviation from CORE_CONTRACT.md's ``TransformerWithTemporal`` wording, for one reason: the wrapped UNet stays
-a genuine ``UNet2DConditionModel`` with the original module tree, so (1) its state-dict keys are exactly the
-pretrained SD keys (``video_unet.unet.load_state_dict(sd15_unet_state_dict)`` works), and (2) diffusers'
-``ControlNetModel.from_unet(video_unet.unet)`` still works (it copies ``down_blocks`` by key). The hook only acts
-while a ``FrameContext`` is set (i.e. inside ``VideoUNet.forward`` / ``frame_context``); called directly, ``.unet``
-is the plain image model. Nothing here touches ``forward`` methods.
+- ``"after_block"`` (default): one block after every spatial ``Transformer2DModel`` (16 insertion points in SD-1.5,
+  DYL spec §2.3 [choice]); parameters ``temporal_blocks.<transformer path with _>.block.<...>``.
+- ``"after_cross_attn"``: one block inside every ``BasicTransformerBlock``, between the text cross-attention and the
+  feed-forward, in Edit-Your-Motion §2.2's order: ``x = x + attn1(n1 x); x = x + attn2(n2 x); x = temporal(x);
+  x = x + ff(n3 x)`` (the temporal block carries its own residual); parameters
+  ``temporal_blocks.<transformer-block path with _>.block.<...>``, e.g.
+  ``temporal_blocks.down_blocks_0_attentions_0_transformer_blocks_0.block.attn1.to_q.weight``.
+
+The temporal blocks come from ``dancegen.core.stsa.make_temporal_block`` ("stsa" or "temporal"); they carry the
+frame position embeddings and start as the identity (zero-initialised output), so at initialisation the video UNet
+equals the image UNet applied frame by frame, in both positions. ``spatial_attn`` installs ``FrameAttnProcessor`` on
+every spatial self-attention (attn1) for the cross-frame / sparse-causal / RCA variants (spec §6 item 6,
+Edit-Your-Motion §2.5).
+
+Insertion is done with PyTorch forward hooks rather than by wrapping modules: for "after_block" a forward hook on each
+host ``Transformer2DModel``; for "after_cross_attn" a pre-hook on the transformer block's ``norm2`` keeps the residual
+stream ``x`` entering the cross-attention and a forward hook on ``attn2`` replaces its output ``a`` by
+``a + (T(x + a) - (x + a))``, so the block's own ``hidden = attn_output + x`` becomes ``T(x + a)`` (a pre-hook on the
+host records the token grid ``h, w`` that STSA needs). Deviation from CORE_CONTRACT.md's ``TransformerWithTemporal``
+wording, for one reason: the wrapped UNet stays a genuine ``UNet2DConditionModel`` with the original module tree, so
+(1) its state-dict keys are exactly the pretrained SD keys (``video_unet.unet.load_state_dict(sd15_unet_state_dict)``
+works), and (2) diffusers' ``ControlNetModel.from_unet(video_unet.unet)`` still works (it copies ``down_blocks`` by
+key). The hooks only act while a ``FrameContext`` is set (i.e. inside ``VideoUNet.forward`` / ``frame_context``);
+called directly, ``.unet`` is the plain image model. Nothing here touches ``forward`` methods. Because diffusers
+checkpoints each transformer block and recomputes it during backward (after the frame context is gone),
+``enable_gradient_checkpointing`` wraps the checkpoint function so the recomputation runs under the frame context of
+the original call.
 """
 
 from __future__ import annotations
@@ -26,8 +41,10 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
+import torch.utils.checkpoint
 from diffusers import UNet2DConditionModel
 from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.attention import BasicTransformerBlock
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.transformers.transformer_2d import Transformer2DModel
 from diffusers.utils import BaseOutput
@@ -36,6 +53,7 @@ from torch import nn
 from dancegen.core.context import FrameContext, FrameContextHolder
 
 TEMPORAL_KINDS = ("stsa", "temporal", "none")
+TEMPORAL_POSITIONS = ("after_block", "after_cross_attn")
 SPATIAL_ATTN_MODES = ("self", "first", "middle", "previous", "all", "sparse_causal", "rca")
 PARAMETER_GROUPS = ("temporal", "spatial_attn", "unet")
 
@@ -78,7 +96,8 @@ class TemporalInsert(nn.Module):
     """One inserted temporal block plus the token reshaping around it.
 
     Takes the host transformer's output ``(B*F, C, h, w)``, runs ``block(tokens (B*F, h*w, C), ctx, h, w)`` and
-    returns ``(B*F, C, h, w)``. ``gradient_checkpointing`` is set by ``ModelMixin.enable_gradient_checkpointing``.
+    returns ``(B*F, C, h, w)`` ("after_block"); ``tokens`` runs it on tokens directly ("after_cross_attn").
+    ``gradient_checkpointing`` is set by ``ModelMixin.enable_gradient_checkpointing``.
 
     Args:
         block: a module with ``forward(hidden (B*F, N, C), ctx: FrameContext, height, width) -> (B*F, N, C)``.
@@ -93,15 +112,19 @@ class TemporalInsert(nn.Module):
         self._gradient_checkpointing_func = None
 
     def forward(self, hidden: torch.Tensor, ctx: FrameContext) -> torch.Tensor:
+        """``(B*F, C, h, w)`` feature map -> same shape, through the block on its ``(B*F, h*w, C)`` tokens."""
         bf, c, h, w = hidden.shape
+        tokens = hidden.permute(0, 2, 3, 1).reshape(bf, h * w, c)
+        return self.tokens(tokens, ctx, h, w).reshape(bf, h, w, c).permute(0, 3, 1, 2).contiguous()
+
+    def tokens(self, tokens: torch.Tensor, ctx: FrameContext, height: int, width: int) -> torch.Tensor:
+        """Run the block on ``(B*F, h*w, C)`` tokens (the "after_cross_attn" position calls this directly)."""
+        bf = tokens.shape[0]
         if bf % ctx.num_frames:
             raise ValueError(f"{self.path}: batch {bf} is not a multiple of num_frames={ctx.num_frames}")
-        tokens = hidden.permute(0, 2, 3, 1).reshape(bf, h * w, c)
         if self.gradient_checkpointing and torch.is_grad_enabled() and self._gradient_checkpointing_func is not None:
-            tokens = self._gradient_checkpointing_func(self.block, tokens, ctx, h, w)
-        else:
-            tokens = self.block(tokens, ctx, h, w)
-        return tokens.reshape(bf, h, w, c).permute(0, 3, 1, 2).contiguous()
+            return self._gradient_checkpointing_func(self.block, tokens, ctx, height, width)
+        return self.block(tokens, ctx, height, width)
 
 
 class _TemporalHook:
@@ -124,12 +147,102 @@ class _TemporalHook:
         return output
 
 
+class _TokenGrid:
+    """Forward pre-hook on a host ``Transformer2DModel``: records the ``(h, w)`` of its ``(B*F, C, h, w)`` input.
+
+    Its transformer blocks only see ``(B*F, h*w, C)`` tokens, and STSA needs the grid. The value persists until the
+    host's next call; a checkpoint recomputation restores the value of its own call (``_FrameCheckpoint``).
+    """
+
+    def __init__(self) -> None:
+        self.hw: tuple[int, int] | None = None
+
+    def __call__(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        hidden = args[0] if args else kwargs["hidden_states"]
+        self.hw = (int(hidden.shape[-2]), int(hidden.shape[-1]))
+
+
+class _AfterCrossAttnHook:
+    """Temporal block between a ``BasicTransformerBlock``'s cross-attention and its feed-forward (EYM §2.2 order).
+
+    ``stash`` (pre-hook on the norm before the hooked attention) keeps the residual stream ``x`` entering it; the
+    forward hook on the attention turns its output ``a`` into ``a + (T(x + a) - (x + a))``. The block then adds
+    ``x`` itself, so the stream entering the feed-forward is ``T(x + a)`` (up to float rounding of the extra add and
+    subtract; exactly ``x + a`` while ``T`` is the identity, e.g. at initialisation). Acts only while a FrameContext
+    is set, like ``_TemporalHook``.
+    """
+
+    def __init__(self, insert: TemporalInsert, holder: FrameContextHolder, grid: _TokenGrid):
+        self.insert = insert
+        self.holder = holder
+        self.grid = grid
+        self.residual: torch.Tensor | None = None
+
+    def stash(self, module: nn.Module, args: tuple) -> None:
+        self.residual = args[0] if self.holder.peek() is not None else None
+
+    def __call__(self, module: nn.Module, args: Any, output: torch.Tensor) -> torch.Tensor | None:
+        ctx = self.holder.peek()
+        if ctx is None:
+            return None
+        x, self.residual = self.residual, None  # do not keep the activation alive past this call
+        if x is None or self.grid.hw is None:
+            raise RuntimeError(f"{self.insert.path}: the attention ran without its norm / host pre-hooks")
+        y = output + x  # what the block computes next (`attn_output + hidden_states`)
+        return output + (self.insert.tokens(y, ctx, *self.grid.hw) - y)
+
+
+class _InFrameState:
+    """A callable running ``module`` under a saved frame context and token grids (see ``_FrameCheckpoint``)."""
+
+    def __init__(self, module: Any, holder: FrameContextHolder, ctx: FrameContext | None,
+                 grids: list[tuple[_TokenGrid, tuple[int, int] | None]]):
+        self.module, self.holder, self.ctx, self.grids = module, holder, ctx, grids
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        saved = [(g, g.hw) for g, _ in self.grids]
+        for g, hw in self.grids:
+            g.hw = hw
+        try:
+            with self.holder.use(self.ctx):
+                return self.module(*args, **kwargs)
+        finally:
+            for g, hw in saved:
+                g.hw = hw
+
+
+class _FrameCheckpoint:
+    """Wrap a diffusers gradient-checkpointing function so a recomputation sees the original call's frame state.
+
+    diffusers checkpoints every ``BasicTransformerBlock``; the recomputation runs during ``backward``, when the
+    ``FrameContext`` of the forward call is no longer set, so hooks inside the block (the "after_cross_attn"
+    temporal blocks, MasaCtrl's step gating) would compute something else. The wrapper snapshots the context and
+    the token grids at forward time and re-installs them around the checkpointed call.
+    """
+
+    def __init__(self, func: Any, holder: FrameContextHolder, grids: list[_TokenGrid]):
+        self.func, self.holder, self.grids = func, holder, grids
+
+    def __call__(self, module: Any, *args: Any, **kwargs: Any) -> Any:
+        ctx = self.holder.peek()
+        if ctx is None:
+            return self.func(module, *args, **kwargs)
+        snapshot = _InFrameState(module, self.holder, ctx, [(g, g.hw) for g in self.grids])
+        return self.func(snapshot, *args, **kwargs)
+
+
+def _default_checkpoint(module: Any, *args: Any, **kwargs: Any) -> Any:
+    """Non-reentrant ``torch.utils.checkpoint`` (what ``ModelMixin.enable_gradient_checkpointing`` uses by default)."""
+    return torch.utils.checkpoint.checkpoint(module.__call__, *args, use_reentrant=False, **kwargs)
+
+
 class VideoUNet(ModelMixin, ConfigMixin):
     """SD-1.x UNet inflated to video: per-frame 2D ops, inserted temporal blocks, frame-aware spatial attention.
 
     Build it from a pretrained image UNet with ``VideoUNet.from_unet2d(unet2d, temporal=..., spatial_attn=...)``;
     ``save_pretrained`` / ``from_pretrained`` round-trip it (config + safetensors). Parameters are named
-    ``unet.<original SD key>`` and ``temporal_blocks.<host path with _>.block.<...>``.
+    ``unet.<original SD key>`` and ``temporal_blocks.<host path with _>.block.<...>``, the host being the
+    ``Transformer2DModel`` ("after_block") or the ``BasicTransformerBlock`` ("after_cross_attn").
 
     Args:
         unet_config: the ``UNet2DConditionModel`` config (a plain dict).
@@ -142,7 +255,11 @@ class VideoUNet(ModelMixin, ConfigMixin):
         temporal_kwargs: extra keyword arguments for ``make_temporal_block`` (e.g. ``subspace_size``, ``shift``,
             ``ff``, ``frame_pos_emb`` for STSA; ``zero_init`` for temporal attention).
         temporal_locations: which host transformers get a block: "all", or a list of path prefixes
-            (e.g. ``["down_blocks", "mid_block"]``).
+            (e.g. ``["down_blocks", "mid_block"]``); with "after_cross_attn" every transformer block of a selected
+            host gets one.
+        temporal_position: "after_block" (after each ``Transformer2DModel``; configs saved before this option
+            existed load as this) or "after_cross_attn" (inside each transformer block, between cross-attention and
+            feed-forward, Edit-Your-Motion §2.2).
     """
 
     _supports_gradient_checkpointing = True
@@ -157,6 +274,7 @@ class VideoUNet(ModelMixin, ConfigMixin):
         spatial_attn: str = "self",
         temporal_kwargs: dict | None = None,
         temporal_locations: str | list[str] = "all",
+        temporal_position: str = "after_block",
         unet: UNet2DConditionModel | None = None,
         temporal_factory: Any = None,
     ):
@@ -165,6 +283,8 @@ class VideoUNet(ModelMixin, ConfigMixin):
             raise ValueError(f"temporal must be one of {TEMPORAL_KINDS}, got {temporal!r}")
         if spatial_attn not in SPATIAL_ATTN_MODES:
             raise ValueError(f"spatial_attn must be one of {SPATIAL_ATTN_MODES}, got {spatial_attn!r}")
+        if temporal_position not in TEMPORAL_POSITIONS:
+            raise ValueError(f"temporal_position must be one of {TEMPORAL_POSITIONS}, got {temporal_position!r}")
         if unet is None:
             if unet_config is None:
                 raise ValueError("VideoUNet needs unet_config (or use VideoUNet.from_unet2d)")
@@ -174,9 +294,11 @@ class VideoUNet(ModelMixin, ConfigMixin):
         self.gradient_checkpointing = False
         self.temporal_blocks = nn.ModuleDict()
         self._hook_handles: list = []
+        self._token_grids: list[_TokenGrid] = []
         self.temporal_paths: dict[str, str] = {}
         if temporal != "none":
-            self._insert_temporal_blocks(temporal, dict(temporal_kwargs or {}), temporal_locations, temporal_factory)
+            self._insert_temporal_blocks(temporal, dict(temporal_kwargs or {}), temporal_locations, temporal_factory,
+                                         temporal_position)
         self._install_spatial_attn(spatial_attn)
 
     # ----------------------------------------------------------------------------------------------- construction
@@ -188,6 +310,7 @@ class VideoUNet(ModelMixin, ConfigMixin):
         spatial_attn: str = "self",
         temporal_locations: str | list[str] = "all",
         temporal_factory: Any = None,
+        temporal_position: str = "after_block",
         **temporal_kwargs: Any,
     ) -> VideoUNet:
         """Inflate a (pretrained) image UNet. The UNet is adopted, not copied: its weights are shared.
@@ -200,6 +323,7 @@ class VideoUNet(ModelMixin, ConfigMixin):
             temporal_factory: optional ``factory(kind, dim, heads, **kw) -> nn.Module`` replacing
                 ``dancegen.core.stsa.make_temporal_block`` (models built this way cannot be reloaded with
                 ``from_pretrained`` unless the same factory is passed again).
+            temporal_position: "after_block" | "after_cross_attn" (see the class docstring).
             **temporal_kwargs: passed to the factory (``subspace_size=(4, 4, 4)``, ``shift=True``, ...).
 
         Returns:
@@ -212,12 +336,14 @@ class VideoUNet(ModelMixin, ConfigMixin):
             spatial_attn=spatial_attn,
             temporal_kwargs=_jsonable(temporal_kwargs),
             temporal_locations=temporal_locations,
+            temporal_position=temporal_position,
             unet=unet2d,
             temporal_factory=temporal_factory,
         )
         return model
 
-    def _insert_temporal_blocks(self, kind: str, kw: dict, locations: str | list[str], factory: Any) -> None:
+    def _insert_temporal_blocks(self, kind: str, kw: dict, locations: str | list[str], factory: Any,
+                                position: str) -> None:
         if factory is None:
             from dancegen.core.stsa import make_temporal_block as factory
         prefixes = None if locations == "all" else [str(p) for p in locations]
@@ -225,15 +351,38 @@ class VideoUNet(ModelMixin, ConfigMixin):
         for path, host in hosts:
             if prefixes is not None and not any(path.startswith(p) for p in prefixes):
                 continue
-            dim = host.config.out_channels or host.config.in_channels
             heads = host.config.num_attention_heads
             p = next(host.parameters())
-            block = factory(kind, dim, heads, **kw).to(device=p.device, dtype=p.dtype)
-            insert = TemporalInsert(block, path)
-            key = _module_key(path)
-            self.temporal_blocks[key] = insert
-            self.temporal_paths[path] = key
-            self._hook_handles.append(host.register_forward_hook(_TemporalHook(insert, self.holder)))
+            if position == "after_block":
+                dim = host.config.out_channels or host.config.in_channels
+                block = factory(kind, dim, heads, **kw).to(device=p.device, dtype=p.dtype)
+                insert = self._add_insert(block, path)
+                self._hook_handles.append(host.register_forward_hook(_TemporalHook(insert, self.holder)))
+                continue
+            if not host.is_input_continuous:
+                raise ValueError(f"{path}: temporal_position='after_cross_attn' needs a continuous-input "
+                                 "Transformer2DModel (tokens on an h x w grid)")
+            grid = _TokenGrid()
+            self._token_grids.append(grid)
+            self._hook_handles.append(host.register_forward_pre_hook(grid, with_kwargs=True))
+            for i, tb in enumerate(host.transformer_blocks):
+                tb_path = f"{path}.transformer_blocks.{i}"
+                if not isinstance(tb, BasicTransformerBlock) or tb.norm_type != "layer_norm":
+                    raise ValueError(f"{tb_path}: temporal_position='after_cross_attn' supports BasicTransformerBlock "
+                                     f"with norm_type='layer_norm' (SD-1.x), got {type(tb).__name__}")
+                # the last attention before the feed-forward: cross-attention, or self-attention if there is none
+                attn, norm = (tb.attn2, tb.norm2) if tb.attn2 is not None else (tb.attn1, tb.norm1)
+                block = factory(kind, host.inner_dim, heads, **kw).to(device=p.device, dtype=p.dtype)
+                hook = _AfterCrossAttnHook(self._add_insert(block, tb_path), self.holder, grid)
+                self._hook_handles.append(norm.register_forward_pre_hook(hook.stash))
+                self._hook_handles.append(attn.register_forward_hook(hook))
+
+    def _add_insert(self, block: nn.Module, path: str) -> TemporalInsert:
+        insert = TemporalInsert(block, path)
+        key = _module_key(path)
+        self.temporal_blocks[key] = insert
+        self.temporal_paths[path] = key
+        return insert
 
     def _install_spatial_attn(self, mode: str) -> None:
         if mode == "self":
@@ -244,6 +393,16 @@ class VideoUNet(ModelMixin, ConfigMixin):
         for name, proc in self.unet.attn_processors.items():
             procs[name] = FrameAttnProcessor(self.holder, mode) if name.endswith("attn1.processor") else proc
         self.unet.set_attn_processor(procs)
+
+    def enable_gradient_checkpointing(self, gradient_checkpointing_func: Any = None) -> None:
+        """``ModelMixin.enable_gradient_checkpointing`` with the checkpoint function wrapped so that recomputed
+        blocks run under the frame context (and token grids) of their forward call (see ``_FrameCheckpoint``).
+
+        Args:
+            gradient_checkpointing_func: ``func(module, *args)``; default: non-reentrant ``torch.utils.checkpoint``.
+        """
+        func = gradient_checkpointing_func or _default_checkpoint
+        super().enable_gradient_checkpointing(_FrameCheckpoint(func, self.holder, self._token_grids))
 
     # -------------------------------------------------------------------------------------------------- context
     @contextmanager
@@ -327,8 +486,9 @@ class VideoUNet(ModelMixin, ConfigMixin):
 
         Returns:
             ``{"temporal": ..., "spatial_attn": ..., "unet": ...}``, each ``{parameter name: parameter}``:
-            ``temporal`` = inserted blocks, ``spatial_attn`` = every attn1 (q, k, v, out) of the image UNet (the
-            RCA / cross-frame weights), ``unet`` = the rest of the image UNet.
+            ``temporal`` = inserted blocks in either position (``temporal_blocks.*``), ``spatial_attn`` = every
+            attn1 (q, k, v, out) of the image UNet (the RCA / cross-frame weights), ``unet`` = the rest of the image
+            UNet.
         """
         groups: dict[str, dict[str, nn.Parameter]] = {g: {} for g in PARAMETER_GROUPS}
         for name, p in self.named_parameters():
