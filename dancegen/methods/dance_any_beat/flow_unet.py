@@ -290,6 +290,8 @@ class FlowUNet3D(ModelMixin, ConfigMixin):
         out_channels: channels of the prediction (3).
     """
 
+    _supports_gradient_checkpointing = True
+
     @register_to_config
     def __init__(self, dim: int = 64, dim_mults: tuple[int, ...] = (1, 2, 4, 8), channels: int = 3,
                  cond_channels: int = 256, cond_dim: int = 0, frame_cond_dim: int = 0, attn_heads: int = 8,
@@ -336,6 +338,8 @@ class FlowUNet3D(ModelMixin, ConfigMixin):
 
         self.final_res = ResnetBlock(dims[0] + dim, dim, emb_dim, frame_cond_dim, resnet_groups)
         self.final_conv = nn.Conv3d(dim, out_channels, 1)
+        # Set by ModelMixin.enable_gradient_checkpointing(): recompute each level's activations in the backward pass.
+        self.gradient_checkpointing = False
 
     @property
     def downsample_factor(self) -> int:
@@ -404,19 +408,27 @@ class FlowUNet3D(ModelMixin, ConfigMixin):
         x = self.init_temporal(self.init_conv(x))
         r = x
 
+        checkpoint = self.gradient_checkpointing and torch.is_grad_enabled()
+
+        def run(fn, *args):  # activation checkpointing per level: memory of one level, one extra forward
+            return self._gradient_checkpointing_func(fn, *args) if checkpoint else fn(*args)
+
         skips = []
         for level in self.downs:
-            x = level.features(x, emb, frame_cond)
+            x = run(level.features, x, emb, frame_cond)
             skips.append(x)
             x = level.resample(x)
 
-        x = self.mid_res1(x, emb, frame_cond)
-        x = self.mid_temporal(self.mid_spatial(x))
-        x = self.mid_res2(x, emb, frame_cond)
+        x = run(self._middle, x, emb, frame_cond)
 
         for level in self.ups:
-            x = level.features(torch.cat([x, skips.pop()], dim=1), emb, frame_cond)
+            x = run(level.features, torch.cat([x, skips.pop()], dim=1), emb, frame_cond)
             x = level.resample(x)
 
         x = self.final_res(torch.cat([x, r], dim=1), emb, frame_cond)
         return self.final_conv(x)
+
+    def _middle(self, x: torch.Tensor, emb: torch.Tensor, frame_cond: torch.Tensor | None) -> torch.Tensor:
+        x = self.mid_res1(x, emb, frame_cond)
+        x = self.mid_temporal(self.mid_spatial(x))
+        return self.mid_res2(x, emb, frame_cond)

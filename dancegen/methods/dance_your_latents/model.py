@@ -99,12 +99,13 @@ def _tiny_components(cfg: DanceYourLatentsConfig) -> dict[str, Any]:
             "pose_embedding_channels": list(tiny.pose_embedding_channels)}
 
 
-def _config_only_components(folder: Path) -> dict[str, Any]:
-    """Full-size parts from the folder's configs on the meta device (no weights read, no memory): build checks."""
+def _config_only_components(folder: Path, device: str = "meta") -> dict[str, Any]:
+    """Full-size parts from the folder's configs alone, no weights read: on the meta device (no memory; build checks)
+    or randomly initialised on `device` (benchmarks at full size)."""
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
-    with torch.device("meta"):
+    with torch.device(device):
         unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(folder / "unet"))
         vae = AutoencoderKL.from_config(AutoencoderKL.load_config(folder / "vae"))
         clip = CLIPVisionModelWithProjection(CLIPVisionConfig.from_pretrained(folder / "image_encoder"))
@@ -249,15 +250,17 @@ def missing_bundled_model_error() -> MissingWeightsError:
 
 # ------------------------------------------------------------------------------------------------ building
 def build_model(cfg: DanceYourLatentsConfig, base: str | os.PathLike | None = None, weights: str = "load",
-                dtype=None) -> DanceYourLatentsModel:
+                dtype=None, device=None) -> DanceYourLatentsModel:
     """Assemble the model of a recipe.
 
     Args:
         cfg: the recipe (``cfg.model.base`` is "tiny" or an sd-image-variations folder / hub id).
         base: overrides ``cfg.model.base``.
-        weights: "load" (read the base weights), or "meta" (build from the folder's configs on the meta device,
-            no weights needed: checks that a full-size folder assembles, and counts parameters).
+        weights: "load" (read the base weights), "meta" (build from the folder's configs on the meta device,
+            no weights needed: checks that a full-size folder assembles, and counts parameters), or "random"
+            (build from the folder's configs with random weights: full-size benchmarks without the real weights).
         dtype: torch dtype of the loaded base weights (None: as stored).
+        device: "random" only: build the networks directly on this device (None: CPU).
 
     Returns:
         The model (train mode off, all gradients off; the trainer selects what trains). With
@@ -271,17 +274,18 @@ def build_model(cfg: DanceYourLatentsConfig, base: str | os.PathLike | None = No
     from dancegen.core.unet3d import VideoUNet
 
     ref = str(base if base is not None else cfg.model.base)
-    if weights not in ("load", "meta"):
-        raise ValueError(f"weights must be 'load' or 'meta', got {weights!r}")
+    if weights not in ("load", "meta", "random"):
+        raise ValueError(f"weights must be 'load', 'meta' or 'random', got {weights!r}")
     if ref == "tiny":
         parts = _tiny_components(cfg)
     else:
-        parts = _sd_components(ref, weights, dtype)
+        parts = _sd_components(ref, weights, dtype, device)
         parts["pose_embedding_channels"] = list(cfg.model.pose_embedding_channels)
     unet2d = parts["unet"]
     spec = temporal_spec(cfg.model)
     meta = weights == "meta" and ref != "tiny"
-    with torch.device("meta") if meta else _nullcontext():
+    build_on = "meta" if meta else (device if weights == "random" and device is not None else None)
+    with torch.device(build_on) if build_on else _nullcontext():
         controlnets = DisCoControlNets.from_unet(unet2d, pose=True, background=cfg.model.background_controlnet,
                                                  pose_embedding_channels=tuple(parts["pose_embedding_channels"]))
         unet = VideoUNet.from_unet2d(unet2d, temporal=spec["temporal"], spatial_attn=spec["spatial_attn"],
@@ -321,14 +325,19 @@ class _nullcontext:
         return False
 
 
-def _sd_components(ref: str, weights: str, dtype) -> dict[str, Any]:
+def _sd_components(ref: str, weights: str, dtype, device=None) -> dict[str, Any]:
     from dancegen.core.weights import load_sd15_components, resolve_model
 
     resolved = resolve_model(ref, kind="sd-image-variations")
-    if weights == "meta":
+    if weights in ("meta", "random"):
         if not resolved.is_local:
-            raise InputError(f"a build check needs a local folder, got hub id {ref!r}")
-        return _config_only_components(Path(resolved.location))
+            raise InputError(f"a build from configs needs a local folder, got hub id {ref!r}")
+        parts = _config_only_components(Path(resolved.location),
+                                        "meta" if weights == "meta" else str(device or "cpu"))
+        if weights == "random" and dtype is not None:
+            for k in ("unet", "vae", "image_encoder"):
+                parts[k] = parts[k].to(dtype)
+        return parts
     comps = load_sd15_components(resolved, dtype=dtype, load_text_encoder=False)
     if comps.image_encoder is None:
         raise InputError("Dance-Your-Latents needs the CLIP image encoder of sd-image-variations (image_encoder/); "
