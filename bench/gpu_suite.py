@@ -125,8 +125,14 @@ def dyl_model(tiny: bool, size: int, num_frames: int, device: str, dtype, cfg_fo
 
 def peer_pipeline(tiny: bool, device: str, dtype):
     """diffusers' AnimateDiff + ControlNet pipeline with random weights in the published configurations."""
-    from diffusers import AnimateDiffControlNetPipeline, AutoencoderKL, ControlNetModel, DDIMScheduler, MotionAdapter
-    from diffusers import UNet2DConditionModel
+    from diffusers import (
+        AnimateDiffControlNetPipeline,
+        AutoencoderKL,
+        ControlNetModel,
+        DDIMScheduler,
+        MotionAdapter,
+        UNet2DConditionModel,
+    )
 
     from dancegen.core.sd_configs import (
         ANIMATEDIFF_MOTION_ADAPTER_CONFIG,
@@ -199,7 +205,7 @@ def run_dyl(args, res: dict) -> None:
         pipe = DanceYourLatentsPipeline.from_model(model)
         pipe.set_progress_bar_config(disable=True)
 
-        def call(n, k, **kw):
+        def call(n, k, pipe=pipe, **kw):
             gen = torch.Generator().manual_seed(0)
             return pipe(ref, poses[:n], height=size, width=size, num_inference_steps=k,
                         guidance_scale=1.5, generator=gen, window=window, output_type="np", **kw).frames
@@ -216,8 +222,6 @@ def run_dyl(args, res: dict) -> None:
                 call(long_frames, 2)
             res["long_over_short_memory"] = ratio(res.get(f"long_{name}_gib"), res.get(f"short_{name}_gib"))
             res["long_over_short_time"] = ratio(res[f"long_{name}_s"], res[f"short_{name}_s"])
-    del model
-    torch.cuda.empty_cache() if args.device.startswith("cuda") else None
 
 
 def run_peer(args, res: dict) -> None:
@@ -242,7 +246,7 @@ def run_peer(args, res: dict) -> None:
         emb = torch.randn(1, 77, dim, generator=torch.Generator().manual_seed(1)).to(args.device, dtype)
         neg = torch.zeros_like(emb)
 
-        def call(k):
+        def call(k, pipe=pipe, emb=emb, neg=neg):
             return pipe(prompt_embeds=emb, negative_prompt_embeds=neg, num_frames=frames, height=size, width=size,
                         num_inference_steps=k, guidance_scale=7.5, conditioning_frames=cond, output_type="np",
                         decode_chunk_size=8, generator=torch.Generator(device=args.device).manual_seed(0)).frames
@@ -251,7 +255,6 @@ def run_peer(args, res: dict) -> None:
         with measure(args.device, res, f"animate_{name}"):
             out = call(steps)
         res[f"animate_{name}_finite"] = bool(np.isfinite(np.asarray(out)).all())
-    del pipe
 
 
 def run_stsa(args, res: dict) -> None:
@@ -290,7 +293,6 @@ def run_stsa(args, res: dict) -> None:
                 **{f"unet_call_{k}_s": round(v, 4) for k, v in times.items()},
                 "stsa_share": round(1 - times["without"] / times["with_stsa"], 3),
                 "stsa_mf_share": round(1 - times["without"] / times["with_stsa_mf"], 3)})
-    del with_stsa, without, unet2d
     torch_dtype = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}[args.dtypes[0]]
     cmd = [sys.executable, "bench/attention_bench.py", "--device", args.device, "--dtype", torch_dtype,
            "--frames", str(frames), "--sizes", str(latent), "--channels", "64" if args.tiny else "320",
@@ -339,7 +341,6 @@ def _dyl_train_step(args, res: dict, checkpointing: bool) -> None:
     res[f"dyl_{key}_loss_finite"] = bool(np.isfinite(loss))
     res["dyl_trainable_parameters"] = sum(p.numel() for p in params)
     res["dyl_shape"] = f"1 clip x {frames} frames x {size} px, bf16 autocast, AdamW"
-    del model, opt, params
 
 
 def _dab_train_step(args, res: dict, checkpointing: bool) -> None:
@@ -395,7 +396,6 @@ def _dab_train_step(args, res: dict, checkpointing: bool) -> None:
     res[f"dab_{key}_loss_finite"] = bool(np.isfinite(loss))
     res["dab_trainable_parameters"] = sum(p.numel() for p in params)
     res["dab_shape"] = f"batch {batch_size} x {n} frames x {r} px, fp32 (the recipe's precision), Adam"
-    del model, opt, params
 
 
 def run_train(args, res: dict) -> None:
@@ -436,11 +436,14 @@ def bundled_dab_frames(inputs: dict, device: str, dtype) -> np.ndarray:
     from dancegen.methods.dance_any_beat.model import DanceAnyBeatModel, resolve_model_folder
     from dancegen.methods.dance_any_beat.pipeline import decode_frames, sample_flows
 
-    m = DanceAnyBeatModel.from_pretrained(resolve_model_folder(None), device=device).to(dtype)
-    x0 = torch.from_numpy(inputs["dab_ref"]).to(device=device, dtype=dtype)
-    a0 = sample_flows(m, x0, inputs["dab_features"], inputs["dab_beats"], steps=DAB_STEPS, sampler="ddim",
-                      generator=torch.Generator().manual_seed(0))
-    return decode_frames(m, x0, a0)
+    # Dance Any Beat's sampler keeps fp32 weights; half precision is autocast (its grids and occlusion maps stay fp32)
+    m = DanceAnyBeatModel.from_pretrained(resolve_model_folder(None), device=device)
+    x0 = torch.from_numpy(inputs["dab_ref"]).to(device=device)
+    kind = "cuda" if device.startswith("cuda") else "cpu"
+    with torch.autocast(kind, dtype=dtype, enabled=dtype != torch.float32):
+        a0 = sample_flows(m, x0, inputs["dab_features"], inputs["dab_beats"], steps=DAB_STEPS, sampler="ddim",
+                          generator=torch.Generator().manual_seed(0))
+        return decode_frames(m, x0, a0.float())
 
 
 def prepare(args) -> None:

@@ -1,4 +1,8 @@
-"""DDIM sampling with classifier-free guidance, DDIM inversion, and shared initial noise.
+"""DDIM sampling with classifier-free guidance, DDIM inversion, and shared initial noise (DYL §3/§4.2, EYM §2.6).
+
+The loop itself is ``sampling.sample`` / ``sampling.invert`` (any scheduler, hooks, gradient switch) and CFG lives in
+``guidance``; ``ddim_sample`` / ``ddim_invert`` are their positional-argument front ends, kept for existing callers,
+and ``guided_prediction`` / ``concat_batch`` are re-exported from ``guidance``.
 
 - ``ddim_sample``: deterministic DDIM (eta 0 by default) with classifier-free guidance
   ``eps = eps_u + s * (eps_c - eps_u)`` (Ho & Salimans); CFG runs batched (one call on the concatenated batch) or
@@ -9,7 +13,7 @@
 - ``shared_noise``: one Gaussian sample repeated over the frame axis (DYL §4.2: "the same Gaussian noise for every
   frame", spec §2.3).
 
-The denoiser is any ``unet_fn(latents, t, cond) -> prediction`` with the latents' shape, so the same loops serve the
+The denoiser is any ``unet_fn(latents, t, cond) -> prediction`` with the latents' shape, so the same loop serves the
 video UNet, a windowed call (``context_windows.windowed_unet_call``) or a per-frame image UNet. ``cond`` is whatever
 ``unet_fn`` understands (a tensor, or a dict/list/tuple of tensors and plain values); for batched CFG, ``cond`` and
 ``uncond`` are concatenated tensor by tensor along dim 0.
@@ -17,73 +21,16 @@ video UNet, a windowed call (``context_windows.windowed_unet_call``) or a per-fr
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
 
-UnetFn = Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor]
-StepCallback = Callable[[int, torch.Tensor, torch.Tensor], None]
+from dancegen.core.guidance import concat_batch, guided_prediction
+from dancegen.core.sampling import StepCallback, UnetFn, invert, sample
+
+__all__ = ["concat_batch", "ddim_invert", "ddim_sample", "ddim_scheduler_sd15", "guided_prediction", "shared_noise"]
 
 
-def concat_batch(a: Any, b: Any) -> Any:
-    """Concatenate two conditioning structures along the batch dim (tensors: dim 0; other values must agree).
-
-    Used for batched CFG: ``concat_batch(uncond, cond)`` puts the unconditional half first (diffusers convention).
-    """
-    if isinstance(a, torch.Tensor):
-        return torch.cat([a, b], dim=0)
-    if isinstance(a, dict):
-        if a.keys() != b.keys():
-            raise ValueError(f"cond and uncond have different keys: {sorted(a)} vs {sorted(b)}")
-        return {k: concat_batch(a[k], b[k]) for k in a}
-    if isinstance(a, (list, tuple)):
-        if len(a) != len(b):
-            raise ValueError("cond and uncond lists differ in length")
-        return type(a)(concat_batch(x, y) for x, y in zip(a, b, strict=True))
-    if a is None and b is None:
-        return None
-    if a != b:
-        raise ValueError(f"non-tensor conditioning values differ between cond and uncond: {a!r} vs {b!r}")
-    return a
-
-
-def guided_prediction(
-    unet_fn: UnetFn,
-    latents: torch.Tensor,
-    t: torch.Tensor,
-    cond: Any,
-    uncond: Any = None,
-    guidance_scale: float = 1.0,
-    cfg_mode: str = "batched",
-) -> torch.Tensor:
-    """One denoiser evaluation with classifier-free guidance.
-
-    Args:
-        unet_fn: ``(latents, t, cond) -> prediction``.
-        latents: ``(B, ...)``.
-        t: the timestep (0-d tensor).
-        cond / uncond: conditioning of the conditional / unconditional branch (uncond None: no guidance).
-        guidance_scale: s; 1 (or no uncond) evaluates only the conditional branch.
-        cfg_mode: "batched" (one call on ``2B``) or "sequential" (two calls on ``B``; lower peak memory).
-
-    Returns:
-        The guided prediction, ``latents``' shape.
-    """
-    if uncond is None or guidance_scale == 1.0:
-        return unet_fn(latents, t, cond)
-    if cfg_mode == "batched":
-        pred = unet_fn(torch.cat([latents, latents], 0), t, concat_batch(uncond, cond))
-        pred_u, pred_c = pred.chunk(2)
-    elif cfg_mode == "sequential":
-        pred_u = unet_fn(latents, t, uncond)
-        pred_c = unet_fn(latents, t, cond)
-    else:
-        raise ValueError(f"cfg_mode must be 'batched' or 'sequential', got {cfg_mode!r}")
-    return pred_u + guidance_scale * (pred_c - pred_u)
-
-
-@torch.no_grad()
 def ddim_sample(
     unet_fn: UnetFn,
     latents: torch.Tensor,
@@ -97,13 +44,14 @@ def ddim_sample(
     eta: float = 0.0,
     cfg_mode: str = "batched",
 ) -> torch.Tensor:
-    """Denoise ``latents`` (initial noise) with a DDIM scheduler.
+    """Denoise ``latents`` (initial noise) with a DDIM scheduler (``sampling.sample`` with DYL's positional order).
 
     Args:
         unet_fn: ``(latents, t, cond) -> prediction`` (eps / v / x0 as the scheduler's ``prediction_type`` says).
         latents: initial noise ``(B, C, F, H, W)`` (or any shape ``unet_fn`` takes); multiplied by
             ``scheduler.init_noise_sigma`` here (1 for DDIM). Start from ``ddim_invert``'s output to reconstruct.
-        scheduler: a diffusers ``DDIMScheduler`` (``set_timesteps`` is called on it).
+        scheduler: a diffusers ``DDIMScheduler`` (``set_timesteps`` is called on it); any other scheduler works too
+            (see ``sampling.sample``).
         steps: number of inference steps.
         guidance_scale: CFG scale s (1 = no guidance).
         cond / uncond: conditional / unconditional conditioning passed to ``unet_fn``.
@@ -115,18 +63,10 @@ def ddim_sample(
     Returns:
         Denoised latents, same shape as the input.
     """
-    scheduler.set_timesteps(steps, device=latents.device)
-    z = latents * scheduler.init_noise_sigma
-    for i, t in enumerate(scheduler.timesteps):
-        model_in = scheduler.scale_model_input(z, t)
-        pred = guided_prediction(unet_fn, model_in, t, cond, uncond, guidance_scale, cfg_mode)
-        z = scheduler.step(pred, t, z, eta=eta, generator=generator).prev_sample
-        if callback is not None:
-            callback(i, t, z)
-    return z
+    return sample(unet_fn, latents, scheduler, steps, cond=cond, uncond=uncond, guidance_scale=guidance_scale,
+                  cfg_mode=cfg_mode, generator=generator, eta=eta, callback=callback)
 
 
-@torch.no_grad()
 def ddim_invert(
     unet_fn: UnetFn,
     latents: torch.Tensor,
@@ -137,6 +77,8 @@ def ddim_invert(
     return_trajectory: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
     """DDIM inversion: clean latents -> the noise latents that DDIM sampling maps back to them (EYM Eq. 6/17).
+
+    ``sampling.invert`` with positional arguments.
 
     Args:
         unet_fn: ``(latents, t, cond) -> eps``; conditioned on the source (no CFG, EYM §2.6 choice).
@@ -151,20 +93,8 @@ def ddim_invert(
     Returns:
         ``z_T`` (and the trajectory when asked).
     """
-    from diffusers import DDIMInverseScheduler
-
-    inverse = DDIMInverseScheduler.from_config(scheduler.config)
-    inverse.set_timesteps(steps, device=latents.device)
-    z = latents
-    traj = []
-    for i, t in enumerate(inverse.timesteps):
-        pred = unet_fn(inverse.scale_model_input(z, t), t, cond)
-        z = inverse.step(pred, t, z).prev_sample
-        if return_trajectory:
-            traj.append(z)
-        if callback is not None:
-            callback(i, t, z)
-    return (z, traj) if return_trajectory else z
+    return invert(unet_fn, latents, scheduler, steps, cond=cond, callback=callback,
+                  return_trajectory=return_trajectory)
 
 
 def shared_noise(
