@@ -177,7 +177,10 @@ def run_pytest(args, res: dict) -> None:
     p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=args.pytest_timeout)
     lines = (p.stdout + p.stderr).strip().splitlines()
     res.update({"returncode": p.returncode, "seconds": round(time.perf_counter() - t0, 1),
-                "summary": lines[-1] if lines else "", "tail": lines[-40:]})
+                "summary": lines[-1] if lines else "",
+                "failures": [ln for ln in lines if ln.startswith(("E ", "FAILED", "PASSED", "SKIPPED"))][-60:]})
+    if args.out:
+        (Path(args.out) / "pytest_gpu.log").write_text("\n".join(lines) + "\n")
 
 
 def run_dyl(args, res: dict) -> None:
@@ -297,7 +300,8 @@ def run_stsa(args, res: dict) -> None:
     cmd = [sys.executable, "bench/attention_bench.py", "--device", args.device, "--dtype", torch_dtype,
            "--frames", str(frames), "--sizes", str(latent), "--channels", "64" if args.tiny else "320",
            "--repeats", "3", "--max-gb", "64"]
-    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
     res["attention_bench"] = (p.stdout + p.stderr).strip().splitlines()[-14:]
 
 
@@ -415,20 +419,29 @@ AGREE_STEPS = 20
 DAB_STEPS = 25
 
 
-def bundled_dyl_frames(inputs: dict, device: str, dtype) -> np.ndarray:
+def bundled_dyl_frames(inputs: dict, device: str, dtype, autocast: bool = False, math_sdpa: bool = False
+                       ) -> np.ndarray:
     from dancegen.methods.dance_your_latents.model import DanceYourLatentsModel, bundled_model_path
     from dancegen.methods.dance_your_latents.pipeline import DanceYourLatentsPipeline, to_uint8_video
     from dancegen.pose.sequence import PoseSequence
 
-    model = DanceYourLatentsModel.from_pretrained(bundled_model_path()).to(device=device, dtype=dtype)
+    model = DanceYourLatentsModel.from_pretrained(bundled_model_path())
+    model = model.to(device=device, dtype=torch.float32 if autocast else dtype)
     pipe = DanceYourLatentsPipeline.from_model(model)
     pipe.set_progress_bar_config(disable=True)
     seq = PoseSequence(inputs["dyl_keypoints"], "coco18", int(inputs["dyl_size"]), int(inputs["dyl_size"]),
                        fps=float(inputs["dyl_fps"]))
     s = int(inputs["dyl_size"])
-    out = pipe(inputs["dyl_ref"], seq, ref_mask=inputs["dyl_mask"], height=s, width=s,
-               num_inference_steps=AGREE_STEPS, guidance_scale=1.5,
-               generator=torch.Generator().manual_seed(0)).frames
+    kind = "cuda" if device.startswith("cuda") else "cpu"
+    sdpa = contextlib.nullcontext()
+    if math_sdpa:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        sdpa = sdpa_kernel(SDPBackend.MATH)
+    with torch.autocast(kind, dtype=dtype, enabled=autocast), sdpa:
+        out = pipe(inputs["dyl_ref"], seq, ref_mask=inputs["dyl_mask"], height=s, width=s,
+                   num_inference_steps=AGREE_STEPS, guidance_scale=1.5,
+                   generator=torch.Generator().manual_seed(0)).frames
     return to_uint8_video(out)
 
 
@@ -521,6 +534,17 @@ def run_agree(args, res: dict) -> None:
                 row["mean_abs_vs_gpu_fp32"] = round(float(np.abs(out.astype(np.int16) - outs["fp32"]).mean()), 3)
                 row["psnr_vs_gpu_fp32"] = psnr(out, outs["fp32"])
             res[f"{model} {name}"] = row
+    if args.device.startswith("cuda"):  # where does the half-precision error of dyl-tiny come from?
+        cpu = inputs["cpu_dyl_frames"]
+        for label, kw in (("bf16 autocast (fp32 weights)", {"autocast": True}),
+                          ("bf16 weights, math SDPA", {"math_sdpa": True}),
+                          ("fp16 autocast (fp32 weights)", {"autocast": True, "dtype": torch.float16})):
+            try:
+                out = bundled_dyl_frames(inputs, args.device, kw.pop("dtype", torch.bfloat16), **kw)
+                res[f"dyl-tiny {label}"] = {"mean_abs_vs_cpu_fp32": round(float(np.abs(
+                    out.astype(np.int16) - cpu).mean()), 3), "psnr_vs_cpu_fp32": psnr(out, cpu)}
+            except Exception as e:
+                res[f"dyl-tiny {label} error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
     res["protocol"] = (f"dyl-tiny: 16 frames of a held-out synth clip (seed 7), {AGREE_STEPS} DDIM steps, guidance "
                        f"1.5, seed 0; dab-tiny: one clip of held-out synth music, DDIM {DAB_STEPS}, seed 0; "
                        "8-bit frames")

@@ -112,9 +112,10 @@ def sample_flows(model, ref: torch.Tensor, features: np.ndarray, beats: np.ndarr
         shape = (1, 3, n, h, w)
         if sampler == "ddim":
             a0 = model.diffusion.ddim_sample(fn, shape, steps=steps, eta=eta, generator=generator, progress=tick,
-                                             known=known)
+                                             known=known, device=device)
         else:
-            a0 = model.diffusion.ddpm_sample(fn, shape, generator=generator, progress=tick, known=known)
+            a0 = model.diffusion.ddpm_sample(fn, shape, generator=generator, progress=tick, known=known,
+                                             device=device)
         out[:, :, s:s + n] = model.from_diffusion(a0)
         done += per_clip
     return out[:, :, :total]
