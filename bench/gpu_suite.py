@@ -49,7 +49,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 INPUTS = ROOT / ".gpu_inputs"  # written by --prepare (git-ignored through .git/info/exclude), carried to the GPU
-SECTIONS = ("pytest", "dyl", "peer", "stsa", "train", "agree")
+SECTIONS = ("pytest", "dyl", "peer", "stsa", "train", "agree", "halfdiag")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -550,6 +550,48 @@ def run_agree(args, res: dict) -> None:
                        "8-bit frames")
 
 
+def run_halfdiag(args, res: dict) -> None:
+    """Which part of dyl-tiny loses precision when its weights are cast to bf16 on the GPU (autocast with fp32
+    weights does not): each variant is compared with the same variant in fp32 on the same GPU."""
+    from dancegen.methods.dance_your_latents.model import DanceYourLatentsModel, bundled_model_path
+    from dancegen.methods.dance_your_latents.pipeline import DanceYourLatentsPipeline, to_uint8_video
+    from dancegen.pose.sequence import PoseSequence
+
+    inputs = dict(np.load(INPUTS / "agree_inputs.npz", allow_pickle=False))
+    s = int(inputs["dyl_size"])
+    seq = PoseSequence(inputs["dyl_keypoints"], "coco18", s, s, fps=float(inputs["dyl_fps"]))
+    kind = "cuda" if args.device.startswith("cuda") else "cpu"
+
+    def frames(dtype, fp32_parts=(), autocast=False, motion_flow=True):
+        model = DanceYourLatentsModel.from_pretrained(bundled_model_path()).to(device=args.device, dtype=dtype)
+        for part in fp32_parts:
+            getattr(model, part).float()
+        pipe = DanceYourLatentsPipeline.from_model(model)
+        pipe.register_to_config(motion_flow=motion_flow)
+        pipe.set_progress_bar_config(disable=True)
+        with torch.autocast(kind, dtype=torch.bfloat16, enabled=autocast):
+            out = pipe(inputs["dyl_ref"], seq, ref_mask=inputs["dyl_mask"], height=s, width=s,
+                       num_inference_steps=AGREE_STEPS, guidance_scale=1.5,
+                       generator=torch.Generator().manual_seed(0)).frames
+        return to_uint8_video(out)
+
+    variants = {"bf16 weights": {}, "bf16 weights, VAE fp32": {"fp32_parts": ("vae",)},
+                "bf16 weights, reference encoder fp32": {"fp32_parts": ("reference",)},
+                "bf16 weights under bf16 autocast (norms, softmax in fp32)": {"autocast": True},
+                "bf16 weights, no motion-flow align": {"motion_flow": False}}
+    refs = {}
+    for label, kw in variants.items():
+        try:
+            mf = kw.get("motion_flow", True)
+            if mf not in refs:
+                refs[mf] = frames(torch.float32, motion_flow=mf)
+            out = frames(torch.bfloat16, **kw)
+            res[label] = {"mean_abs_vs_fp32": round(float(np.abs(out.astype(np.int16) - refs[mf]).mean()), 3),
+                          "psnr_vs_fp32": psnr(out, refs[mf])}
+        except Exception as e:
+            res[f"{label} error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+
+
 # ----------------------------------------------------------------------------------------------------- report
 def environment(args) -> dict:
     import diffusers
@@ -631,7 +673,7 @@ def main(argv=None) -> int:
 
     args.cfg_folder = write_config_folder(Path(tmp.name) / "sd-image-variations")
     runners = {"pytest": run_pytest, "dyl": run_dyl, "peer": run_peer, "stsa": run_stsa, "train": run_train,
-               "agree": run_agree}
+               "agree": run_agree, "halfdiag": run_halfdiag}
     for name in sections:
         res: dict = {}
         t0 = time.perf_counter()

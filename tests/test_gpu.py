@@ -94,32 +94,44 @@ def test_flow_unet_cuda_matches_cpu():
     assert errors["fp32"] < 1e-4 and errors["bf16"] < 0.08, errors
 
 
-def _dyl_frames(model, dtype, seed: int, num_frames: int = 8) -> np.ndarray:
+def _dyl_frames(model, dtype, seed: int, num_frames: int = 8, autocast: bool = False) -> np.ndarray:
     from tests_helpers import dance_sequence
 
     from dancegen.methods.dance_your_latents.pipeline import DanceYourLatentsPipeline
 
-    model = model.to(device="cuda", dtype=dtype)
+    model = model.to(device="cuda", dtype=torch.float32 if autocast else dtype)
     pipe = DanceYourLatentsPipeline.from_model(model)
     pipe.set_progress_bar_config(disable=True)
     ref = np.full((64, 64, 3), 90, np.uint8)
     ref[16:56, 24:40] = (200, 60, 60)  # a red figure on grey
     seq = dance_sequence(num_frames).resized(64, 64)
-    out = pipe(ref, seq, height=64, width=64, num_inference_steps=6, guidance_scale=1.5,
-               generator=torch.Generator().manual_seed(seed)).frames
+    with torch.autocast("cuda", dtype=dtype, enabled=autocast):
+        out = pipe(ref, seq, height=64, width=64, num_inference_steps=6, guidance_scale=1.5,
+                   generator=torch.Generator().manual_seed(seed)).frames
     return np.asarray(out, np.float32)
 
 
-def test_bundled_dyl_tiny_in_half_precision_stays_close_to_fp32():
+def _half_precision_gaps(autocast: bool) -> tuple[dict, float]:
     from dancegen.methods.dance_your_latents.model import DanceYourLatentsModel, bundled_model_path
 
     model = DanceYourLatentsModel.from_pretrained(bundled_model_path())
     fp32 = _dyl_frames(model, torch.float32, seed=0)
-    other_seed = _dyl_frames(model, torch.float32, seed=1)
-    seed_gap = np.abs(other_seed - fp32).mean()  # the control: how far a different sample is
-    gaps = {str(dtype): float(np.abs(_dyl_frames(model, dtype, seed=0) - fp32).mean())
+    seed_gap = float(np.abs(_dyl_frames(model, torch.float32, seed=1) - fp32).mean())  # control: another sample
+    gaps = {str(dtype): float(np.abs(_dyl_frames(model, dtype, seed=0, autocast=autocast) - fp32).mean())
             for dtype in (torch.bfloat16, torch.float16)}
-    assert all(np.isfinite(v) and v < 0.5 * seed_gap for v in gaps.values()), (gaps, seed_gap)
+    return gaps, seed_gap
+
+
+def test_bundled_dyl_tiny_under_autocast_stays_close_to_fp32():
+    gaps, seed_gap = _half_precision_gaps(autocast=True)
+    assert all(np.isfinite(v) and v < 0.1 * seed_gap for v in gaps.values()), (gaps, seed_gap)
+
+
+def test_bundled_dyl_tiny_with_half_weights_stays_close_to_fp32():
+    # With bf16 latents in the scheduler this was 0.039 / 0.042 against a seed gap of 0.051 (H200, 2026-12-04); the
+    # pipeline now keeps the latents in fp32 and only the networks run in half precision.
+    gaps, seed_gap = _half_precision_gaps(autocast=False)
+    assert all(np.isfinite(v) and v < 0.1 * seed_gap for v in gaps.values()), (gaps, seed_gap)
 
 
 def _toy_regression(mixed_precision: str, tmp_path) -> list[float]:
