@@ -440,48 +440,62 @@ def evaluate(metrics: str | list[str], pred: PathLike, gt: PathLike | None = Non
     return run(metrics, pred, gt=gt, out=out, **kwargs)
 
 
-# ---- animate / train (methods through the registry) ---------------------------------------------------------------
+# ---- generating verbs and train (methods through the registry) ---------------------------------------------------
 
 
-def animate(ref: PathLike, poses: PathLike, out: PathLike, *, model: str | None = None, recipe: PathLike | None = None,
-            overrides: list[str] | None = None, background: PathLike | None = None,
-            ref_mask: PathLike | str | None = "auto", retarget: bool = True, frames: int | None = None,
-            steps: int | None = None, guidance_scale: float | None = None, size=None, device: str = "auto",
-            dtype: str = "auto", seed: int | None = None, dry_run: bool = False, preview: bool = True,
-            method: str = "dance-your-latents", progress=None) -> dict:
-    """Make the person in a reference photo dance the driving poses (Dance-Your-Latents by default).
+def generate(verb: str, request, progress=None) -> dict:
+    """Run a generating verb: pick the method (`registry.choose_method`), seed, and call it with the request.
 
-    See `dancegen.methods.dance_your_latents.animate.animate` for every argument; `method` picks a registered
-    method that implements `animate`.
+    Args:
+        verb: "animate" | "music2dance" | "text2character".
+        request: the verb's request (`dancegen.requests.VERB_REQUESTS[verb]`, e.g. from `Request.build(**kw)`).
+        progress: optional ``progress(message)`` (or the verb's own progress callback).
+
+    Returns:
+        The method's report, with ``method`` added.
     """
-    from dancegen.registry import get_method
+    from dancegen.registry import choose_method
 
-    if seed is not None:
+    spec = choose_method(verb, request.method, request.model, request)
+    if request.seed is not None:
         from dancegen.runtime import seed_everything
 
-        seed_everything(seed)
-    fn = get_method(method).load("animate")
-    return fn(ref, poses, out, model=model, recipe=recipe, overrides=overrides, background=background,
-              ref_mask=ref_mask, retarget=retarget, frames=frames, steps=steps, guidance_scale=guidance_scale,
-              size=size, device=device, dtype=dtype, seed=seed, dry_run=dry_run, preview=preview, progress=progress)
+        seed_everything(request.seed)
+    report = spec.load(verb)(request, progress=progress)
+    return {"method": spec.id, **report}
 
 
-def music2dance(song: PathLike, ref: PathLike, out: PathLike, *, seconds: float | None = None, start: float = 0.0,
-                fps: float | None = None, model: str | None = None, steps: int | None = None,
-                sampler: str | None = None, overrides: list[str] | None = None, seed: int | None = None,
-                scene: PathLike | None = None, ref_mask: str = "auto", scene_mask: str = "auto",
-                device: str = "auto", method: str = "dance-any-beat", progress=None) -> dict:
-    """A dance video of the person in `ref` for the music in `song`, with the music as its audio track.
+def animate(ref: PathLike | None, poses, out: PathLike, *, progress=None, **options) -> dict:
+    """Make the person in a reference photo dance the driving poses (Dance-Your-Latents unless `method` or the
+    `model` folder says otherwise).
 
-    See `dancegen.methods.dance_any_beat.music2dance.music2dance` for every argument; `method` picks a registered
-    method that implements `music2dance`.
+    Args:
+        ref / poses / out: reference photo, driving poses, output video.
+        progress: optional ``progress(message)``.
+        **options: any field of `dancegen.requests.AnimateRequest` (model, method, recipe, overrides, background,
+            ref_mask, retarget, frames, steps, guidance_scale, size, device, dtype, cpu_offload, vae_slicing,
+            vae_tiling, lora, allow_download, seed, dry_run, preview).
     """
-    from dancegen.registry import get_method
+    from dancegen.requests import AnimateRequest
 
-    fn = get_method(method).load("music2dance")
-    return fn(song, ref, out, seconds=seconds, start=start, fps=fps, model=model, steps=steps, sampler=sampler,
-              overrides=overrides, seed=seed, scene=scene, ref_mask=ref_mask, scene_mask=scene_mask, device=device,
-              progress=progress)
+    request = AnimateRequest.build(ref=ref, poses=poses, out=out, **options)
+    return generate("animate", request, progress)
+
+
+def music2dance(song: PathLike, ref: PathLike, out: PathLike, *, progress=None, **options) -> dict:
+    """A dance video of the person in `ref` for the music in `song`, with the music as its audio track (Dance Any
+    Beat unless `method` or the `model` folder says otherwise).
+
+    Args:
+        song / ref / out: music file, photo, output .mp4.
+        progress: optional ``progress(done, total)`` over all denoising steps.
+        **options: any field of `dancegen.requests.Music2DanceRequest` (seconds, start, fps, model, steps, sampler,
+            overrides, seed, scene, ref_mask, scene_mask, device, dtype, guidance_scale, method).
+    """
+    from dancegen.requests import Music2DanceRequest
+
+    request = Music2DanceRequest.build(song=song, ref=ref, out=out, **options)
+    return generate("music2dance", request, progress)
 
 
 def train(recipe: PathLike, overrides: list[str] | None = None, out: PathLike | None = None, resume: str = "auto",

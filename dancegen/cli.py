@@ -453,49 +453,89 @@ def flow_cmd(
     _report(rep, ("batch", "method", "num_pairs", "ms_per_pair", "gt"))
 
 
+# Options every generating verb (animate, music2dance, and the text verbs to come) spells the same way.
+ModelOpt = Annotated[str | None, typer.Option(
+    "--model", help="A bundled name, a local folder (base weights in the diffusers layout, or a train / "
+                    "finetune-oneshot run folder, which names its method), a single-file SD-1.5 .safetensors, or a "
+                    "Hugging Face id (local cache only, unless --allow-download). Default: the bundled model.")]
+MethodOpt = Annotated[str | None, typer.Option(
+    "--method", help="Method id (default: the one recorded in --model, else the verb's default).")]
+RecipeOpt = Annotated[Path | None, typer.Option(help="Recipe YAML (inference settings).")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Recipe override key=value (repeatable).")]
+StepsOpt = Annotated[int | None, typer.Option(help="Sampling steps (default: the recipe's).")]
+GuidanceOpt = Annotated[float | None, typer.Option(help="Classifier-free guidance scale (default: the recipe's).")]
+DtypeOpt = Annotated[str, typer.Option(help="auto (fp32 on CPU, bf16/fp16 on GPU) | fp32 | fp16 | bf16.")]
+OffloadOpt = Annotated[bool, typer.Option("--cpu-offload", help="Keep each network on the CPU until it runs (GPU "
+                                                                "memory).")]
+SlicingOpt = Annotated[bool | None, typer.Option("--vae-slicing/--no-vae-slicing", help="Decode one frame at a "
+                                                                                       "time (default: on for GPUs).")]
+TilingOpt = Annotated[bool, typer.Option("--vae-tiling", help="Decode in tiles (large frames).")]
+LoraOpt = Annotated[list[str] | None, typer.Option("--lora", help="LoRA file (diffusers or kohya .safetensors), "
+                                                                  "PATH or PATH:WEIGHT (repeatable).")]
+DownloadOpt = Annotated[bool, typer.Option("--allow-download", help="Fetch a Hugging Face model missing from the "
+                                                                    "local cache (or set DANCEGEN_ALLOW_DOWNLOAD=1).")]
+
+
+def _shared(model, method, dtype, cpu_offload, vae_slicing, vae_tiling, lora, allow_download, **more) -> dict:
+    """The shared generating options as api keyword arguments (device and seed come from the global options)."""
+    return dict(model=model, method=method, dtype=dtype, cpu_offload=cpu_offload, vae_slicing=vae_slicing,
+                vae_tiling=vae_tiling, lora=list(lora or []), allow_download=allow_download, device=state.device,
+                seed=state.seed, **more)
+
+
 @verb("animate")
 def animate_cmd(
-    ref: Annotated[Path, typer.Option("--ref", help="Reference photo of the person to animate.")],
-    poses: Annotated[Path, typer.Option("--poses", help="Driving poses: OpenPose JSON folder, .npz, or a video / frame "
-                                                        "folder (poses are estimated).")],
-    out: Annotated[Path, typer.Option("--output", "-o", help="Output video (.mp4, .gif, or a folder of PNGs).")],
-    model: Annotated[str | None, typer.Option(help="Trained model folder (or `train` output), bundled name, or an "
-                                                   "sd-image-variations folder / hub id. Default: the bundled model.")]
-    = None,
+    ref: Annotated[Path | None, typer.Option("--ref", help="Reference photo of the person to animate (methods "
+                                                           "whose model holds its source need none).")] = None,
+    poses: Annotated[Path | None, typer.Option("--poses", help="Driving poses: OpenPose JSON folder, .npz, or a "
+                                                               "video / frame folder (poses are estimated).")] = None,
+    out: Annotated[Path | None, typer.Option("--output", "-o", help="Output video (.mp4, .gif, or a folder of "
+                                                                    "PNGs).")] = None,
+    model: ModelOpt = None,
+    method: MethodOpt = None,
     background: Annotated[Path | None, typer.Option(help="Background image (default: the reference minus the "
                                                          "person).")] = None,
     ref_mask: Annotated[str, typer.Option(help="Person mask of the reference: PATH, auto (pose backend) or none.")]
     = "auto",
     retarget: Annotated[bool, typer.Option(help="Put the driving motion on the reference body first.")] = True,
-    recipe: Annotated[Path | None, typer.Option(help="Recipe YAML (inference / flow settings).")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Recipe override key=value (repeatable).")] = None,
+    recipe: RecipeOpt = None,
+    set_: SetOpt = None,
     frames: Annotated[int | None, typer.Option(help="Generate at most N frames.")] = None,
-    steps: Annotated[int | None, typer.Option(help="DDIM steps (default: the recipe's).")] = None,
-    guidance: Annotated[float | None, typer.Option(help="Classifier-free guidance scale.")] = None,
+    steps: StepsOpt = None,
+    guidance: GuidanceOpt = None,
     size: Annotated[str | None, typer.Option(help="Output size N or WxH (default: the model's).")] = None,
-    dtype: Annotated[str, typer.Option(help="auto | fp32 | fp16 | bf16.")] = "auto",
+    dtype: DtypeOpt = "auto",
+    cpu_offload: OffloadOpt = False,
+    vae_slicing: SlicingOpt = None,
+    vae_tiling: TilingOpt = False,
+    lora: LoraOpt = None,
+    allow_download: DownloadOpt = False,
     preview: Annotated[bool, typer.Option(help="Also write OUT.preview.mp4 (reference | pose | output).")] = True,
     dry_run: Annotated[bool, typer.Option(help="Build the pipeline and print its size; generate nothing.")] = False,
 ):
-    """Make the person in a photo dance: Dance-Your-Latents (DisCo controls + subspace attention guided by motion flow).
+    """Make the person in a photo dance the driving poses (default method: Dance-Your-Latents).
 
-    The driving poses are retargeted onto the reference body, pose flow guides the subspaces, every frame starts
-    from the same noise, and long videos run in 16-frame windows. Writes OUT, OUT.recipe.yaml and OUT.preview.mp4.
+    Dance-Your-Latents: the driving poses are retargeted onto the reference body, pose flow guides the subspaces,
+    every frame starts from the same noise, and long videos run in 16-frame windows. Writes OUT, OUT.recipe.yaml and
+    OUT.preview.mp4. `--method` (or a `--model` run folder that names its method) picks another method.
 
     Example: [cyan]dancegen animate --ref photo.png --poses dance_poses/openpose_json -o dance.mp4[/cyan]
     """
     from dancegen import api
     from dancegen.console import info
 
+    if out is None:
+        raise InputError("animate needs --output / -o (the video to write)")
     size_v = _parse_size(size)
     if isinstance(size_v, int):
         size_v = (size_v, size_v)
-    rep = api.animate(ref, poses, out, model=model, recipe=recipe, overrides=set_, background=background,
+    rep = api.animate(ref, poses, out, recipe=recipe, overrides=set_, background=background,
                       ref_mask=None if ref_mask.lower() == "none" else ref_mask, retarget=retarget, frames=frames,
-                      steps=steps, guidance_scale=guidance, size=size_v, device=state.device, dtype=dtype,
-                      seed=state.seed, dry_run=dry_run, preview=preview,
-                      progress=lambda s: info(f"[cyan]>[/cyan] {s}"))
-    _report(rep, ("output", "preview", "frames", "seconds", "kind", "variant", "size", "parameters", "dry_run"))
+                      steps=steps, guidance_scale=guidance, size=size_v, dry_run=dry_run, preview=preview,
+                      progress=lambda s: info(f"[cyan]>[/cyan] {s}"),
+                      **_shared(model, method, dtype, cpu_offload, vae_slicing, vae_tiling, lora, allow_download))
+    _report(rep, ("output", "preview", "frames", "seconds", "method", "kind", "variant", "size", "parameters",
+                  "dry_run"))
 
 
 @verb("music2dance")
@@ -507,9 +547,10 @@ def music2dance_cmd(
     start: Annotated[float, typer.Option(help="Start this many seconds into the song.")] = 0.0,
     fps: Annotated[float | None, typer.Option(help="Output frame rate (default: the model's; other rates are "
                                                    "interpolated in flow space).")] = None,
-    model: Annotated[str | None, typer.Option(help="Trained model folder (or `train` output) or bundled name. "
-                                                   "Default: the bundled dab-tiny.")] = None,
-    steps: Annotated[int | None, typer.Option(help="Sampling steps (default: the model's recipe).")] = None,
+    model: ModelOpt = None,
+    method: MethodOpt = None,
+    steps: StepsOpt = None,
+    guidance: GuidanceOpt = None,
     sampler: Annotated[str | None, typer.Option(help="ddim | ddpm (default: the model's recipe).")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Recipe override key=value, e.g. "
                                                                  "inference.cond_scale=2 (guidance; repeatable).")] = None,
@@ -517,8 +558,14 @@ def music2dance_cmd(
                                                     "person of --ref replaces.")] = None,
     ref_mask: Annotated[str, typer.Option(help="With --scene: person mask of --ref (PATH or auto).")] = "auto",
     scene_mask: Annotated[str, typer.Option(help="With --scene: dancer mask of the scene (PATH or auto).")] = "auto",
+    dtype: DtypeOpt = "auto",
+    cpu_offload: OffloadOpt = False,
+    vae_slicing: SlicingOpt = None,
+    vae_tiling: TilingOpt = False,
+    lora: LoraOpt = None,
+    allow_download: DownloadOpt = False,
 ):
-    """Make the person in a photo dance to a song: Dance Any Beat (DabFusion), music -> latent flows -> video.
+    """Make the person in a photo dance to a song (default method: Dance Any Beat, music -> latent flows -> video).
 
     The video lasts as long as the music (one clip of the model's length after another, overlapping so the motion
     carries across the seams) and carries the music as its audio track. Writes OUT and OUT.recipe.yaml.
@@ -531,11 +578,14 @@ def music2dance_cmd(
     if sampler is not None and sampler not in ("ddim", "ddpm"):
         raise InputError(f"--sampler must be ddim or ddpm, got {sampler!r}")
     with progress_bar(None, "music2dance") as bar:
-        rep = api.music2dance(song, ref, out, seconds=seconds, start=start, fps=fps, model=model, steps=steps,
-                              sampler=sampler, overrides=set_, seed=state.seed, scene=scene, ref_mask=ref_mask,
-                              scene_mask=scene_mask, device=state.device,
-                              progress=lambda i, n: bar.update(completed=i, total=n))
-    _report(rep, ("output", "frames", "fps", "seconds", "clips", "music_beats", "sampler", "steps", "total_s"))
+        rep = api.music2dance(song, ref, out, seconds=seconds, start=start, fps=fps, steps=steps,
+                              guidance_scale=guidance, sampler=sampler, overrides=set_, scene=scene,
+                              ref_mask=ref_mask, scene_mask=scene_mask,
+                              progress=lambda i, n: bar.update(completed=i, total=n),
+                              **_shared(model, method, dtype, cpu_offload, vae_slicing, vae_tiling, lora,
+                                        allow_download))
+    _report(rep, ("output", "frames", "fps", "seconds", "clips", "music_beats", "sampler", "steps", "method",
+                  "total_s"))
 
 
 @verb("train")

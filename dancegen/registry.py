@@ -7,54 +7,16 @@ config loader, pipeline and verb entries, so listing methods never imports torch
 
 from __future__ import annotations
 
-import importlib
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from dancegen.errors import InputError
+from dancegen.method_spec import MethodSpec, load_object
+
+__all__ = ["MethodSpec", "load_object", "available_methods", "get_method", "normalise_id", "recipe_method",
+           "trainer_of", "choose_method", "VERB_DEFAULTS"]
 
 ENTRY_POINT_GROUP = "dancegen.methods"
-
-
-@dataclass(frozen=True)
-class MethodSpec:
-    """One method.
-
-    Attributes:
-        id: Registry / CLI id, kebab-case (maps to `dancegen/methods/<id with underscores>/`).
-        description: One line for `--help` and listings.
-        paper: File name of the paper under ../shared/papers/ (or a citation).
-        config: "module:Class" of the recipe dataclass.
-        load_config: "module:function" `(path | None, overrides) -> config` (follows `base:` chains).
-        pipeline: "module:Class" of the diffusers pipeline (None for methods without one).
-        verbs: verb name -> "module:function" implementing it (e.g. "train", "animate").
-    """
-
-    id: str
-    description: str
-    paper: str
-    config: str
-    load_config: str
-    pipeline: str | None = None
-    verbs: dict[str, str] = field(default_factory=dict)
-
-    def load(self, what: str) -> Any:
-        """Import one entry: "config", "load_config", "pipeline" or a verb name."""
-        target = self.verbs.get(what) if what in self.verbs else getattr(self, what, None)
-        if not isinstance(target, str):
-            raise InputError(f"method {self.id!r} has no {what!r} (verbs: {', '.join(sorted(self.verbs)) or 'none'})")
-        return load_object(target)
-
-
-def load_object(target: str) -> Any:
-    """Import "package.module:attribute"."""
-    module, _, attr = target.partition(":")
-    obj = importlib.import_module(module)
-    for part in attr.split(".") if attr else ():
-        obj = getattr(obj, part)
-    return obj
 
 
 def normalise_id(method_id: str) -> str:
@@ -96,6 +58,53 @@ def get_method(method_id: str) -> MethodSpec:
     if key not in methods:
         raise InputError(f"unknown method {method_id!r}; known methods: {', '.join(sorted(methods))}")
     return methods[key]
+
+
+#: The method a generating verb uses when neither --method nor the --model folder names one.
+VERB_DEFAULTS = {"animate": "dance-your-latents", "music2dance": "dance-any-beat", "text2character": "latentman"}
+
+
+def methods_with_verb(verb: str) -> list[str]:
+    """Ids of the registered methods that implement `verb`."""
+    return sorted(k for k, s in available_methods().items() if verb in s.verbs)
+
+
+def choose_method(verb: str, method: str | None = None, model: str | os.PathLike | None = None,
+                  request=None) -> MethodSpec:
+    """The method that runs a generating verb: ``--method``, else the one recorded in the ``--model`` folder (a
+    `train` / `finetune-oneshot` run or a method's model folder, local or bundled), else the verb's default
+    (``text2character`` with ``--poses``: dancing-avatar).
+
+    Raises:
+        InputError: an unknown method, one that does not implement the verb, or a request option it does not use.
+    """
+    from dancegen.core.model_folder import recorded_method
+    from dancegen.runtime import BUNDLED_ROOT
+
+    chosen, why = method, "--method"
+    if chosen is None and model is not None:
+        p = Path(model).expanduser()
+        if not p.exists() and "/" not in str(model) and (BUNDLED_ROOT / str(model)).is_dir():
+            p = BUNDLED_ROOT / str(model)
+        chosen, why = recorded_method(p), f"the model folder {model}"
+    if chosen is None:
+        chosen = VERB_DEFAULTS.get(verb)
+        if verb == "text2character" and request is not None and getattr(request, "poses", None) is not None:
+            chosen = "dancing-avatar"
+        why = f"the default of {verb}"
+    if chosen is None:
+        raise InputError(f"no method given for {verb}; pass --method (one of {', '.join(methods_with_verb(verb))})")
+    spec = get_method(chosen)
+    if verb not in spec.verbs:
+        others = methods_with_verb(verb)
+        raise InputError(f"method {spec.id} ({why}) does not implement {verb}; "
+                         + (f"methods that do: {', '.join(others)}" if others else f"no method implements {verb} yet"))
+    if request is not None and verb in spec.accepts:
+        extra = sorted(set(request.given) - set(spec.accepts[verb]) - {"method", "out"})
+        if extra:
+            flags = ", ".join("--" + e.replace("_", "-") for e in extra)
+            raise InputError(f"{spec.id} does not use {flags} for {verb}")
+    return spec
 
 
 #: Trainers of the project's own tools (not papers), reached by `dancegen train` through a recipe's `method:` like a

@@ -130,11 +130,11 @@ def test_animate_with_trained_model_folder(stage1, data_root, tmp_path):
 
 def test_animate_without_bundled_model_says_how_to_train_it(tmp_path, monkeypatch):
     from dancegen import api
-    from dancegen.methods.dance_your_latents import animate as dyl_animate
-    from dancegen.methods.dance_your_latents import model as dyl_model
+    from dancegen.core import model_folder
 
-    for module in (dyl_model, dyl_animate):  # a trimmed install without the bundled model
-        monkeypatch.setattr(module, "bundled_model_path", lambda: tmp_path / "models" / "dyl-tiny")
+    monkeypatch.setattr(model_folder, "BUNDLED_ROOT", tmp_path / "models")  # a trimmed install without it
+    (tmp_path / "ref.png").write_bytes(b"")  # inputs are checked first (they exist), then the model is looked for
+    (tmp_path / "poses").mkdir()
     with pytest.raises(MissingWeightsError) as e:
         api.animate(tmp_path / "ref.png", tmp_path / "poses", tmp_path / "out.mp4")
     msg = str(e.value)
@@ -172,9 +172,11 @@ def test_animate_full_size_sd_folder_builds(tmp_path):
     sa = api.animate("ref.png", "poses", tmp_path / "o.mp4", model=str(root), dry_run=True,
                      overrides=["model.variant=vd"])
     assert sa["parameters"]["temporal"] == 0
-    # with weights required (no dry run) the missing weight files are a clear error
-    with pytest.raises((MissingWeightsError, OSError, InputError)):
-        api.animate("ref.png", "poses", tmp_path / "o.mp4", model=str(root))
+    # with weights required (no dry run) the missing weight files are a clear error (the inputs exist)
+    (tmp_path / "ref.png").write_bytes(b"")
+    (tmp_path / "poses").mkdir()
+    with pytest.raises((MissingWeightsError, OSError)):
+        api.animate(tmp_path / "ref.png", tmp_path / "poses", tmp_path / "o.mp4", model=str(root))
 
 
 def test_cli_verbs(data_root, tmp_path):

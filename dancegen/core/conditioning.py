@@ -143,10 +143,10 @@ class ReferenceEncoder(nn.Module):
             ``(B, L, D)`` context; dropped rows are the unconditional context.
         """
         ctx = self.encode_pixels(clip_preprocess(images, self.image_size, value_range))
-        if drop_prob > 0:
-            keep = torch.rand(ctx.shape[0], generator=generator, device="cpu") >= drop_prob
-            keep = keep.to(ctx.device).view(-1, 1, 1)
-            ctx = torch.where(keep, ctx, self.uncond_embedding(ctx))
+        if drop_prob > 0:  # (only then is the unconditional context computed: a CLIP pass in zero_image mode)
+            from dancegen.core.guidance import drop_condition
+
+            ctx = drop_condition(ctx, drop_prob, generator, null=self.uncond_embedding(ctx))
         return ctx
 
     def cond_uncond(self, images: torch.Tensor, value_range: tuple[float, float] = (-1.0, 1.0)

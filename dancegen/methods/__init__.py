@@ -6,7 +6,7 @@ the `dancegen.methods` entry-point group (see `dancegen.registry`).
 
 from __future__ import annotations
 
-from dancegen.registry import MethodSpec
+from dancegen.method_spec import MethodSpec
 
 _DYL = "dancegen.methods.dance_your_latents"
 _DAB = "dancegen.methods.dance_any_beat"
@@ -21,6 +21,12 @@ METHODS: dict[str, MethodSpec] = {
         load_config=f"{_DYL}.config:load_recipe",
         pipeline=f"{_DYL}.pipeline:DanceYourLatentsPipeline",
         verbs={"train": f"{_DYL}.train:train", "animate": f"{_DYL}.animate:animate"},
+        smoke=("model.base=tiny", "model.init_from=null", "model.subspace_size=[2,2,2]", "data.root={data}",
+               "data.split=null", "data.resolution=[32,32]", "data.num_frames=4",
+               "data.synth={num_clips: 2, size: 32, num_frames: 6, fps: 8.0, seed: 0, camera: static}",
+               "train.stages=[{name: disco, steps: 2, lr: 1e-4}, {name: stsa_only, steps: 2, lr: 1e-4}, "
+               "{name: finetune, steps: 2, lr: 1e-4}]", "train.device=cpu", "train.checkpoint_every=2",
+               "inference.window=4", "inference.steps=2"),
     ),
     "dance-any-beat": MethodSpec(
         id="dance-any-beat",
@@ -31,6 +37,21 @@ METHODS: dict[str, MethodSpec] = {
         load_config=f"{_DAB}.config:load_recipe",
         pipeline=None,  # sampling is `pipeline.sample_flows` (a function; diffusers has no latent-flow pipeline)
         verbs={"train": f"{_DAB}.train:train", "music2dance": f"{_DAB}.music2dance:music2dance"},
+        accepts={"music2dance": ("song", "ref", "out", "model", "method", "overrides", "steps", "guidance_scale",
+                                 "seed", "device", "dtype", "seconds", "start", "fps", "sampler", "scene", "ref_mask",
+                                 "scene_mask")},
+        smoke=("data.root={data}", "data.synth={num_clips: 3, size: 32, seconds: 3.2, fps: 10.0, seed: 0}",
+               "data.resolution=32", "data.num_frames=8", "data.window_stride=4", "data.fps=10",
+               "data.test_music=[mBR0]", "music.encoder=scratch", "music.per_frame=true", "music.dim=16",
+               "music.layers=2", "music.n_mels=8", "music.tempogram_bins=4", "model.lfae.block_expansion=8",
+               "model.lfae.max_features=16", "model.lfae.num_bottleneck_blocks=1", "model.lfae.num_kp=4",
+               "model.lfae.kp_block_expansion=8", "model.lfae.kp_max_features=16", "model.lfae.kp_num_blocks=2",
+               "model.lfae.dm_block_expansion=8", "model.lfae.dm_max_features=16", "model.lfae.dm_num_blocks=2",
+               "model.unet.dim=8", "model.unet.dim_mults=[1,2]", "model.unet.attn_heads=2",
+               "model.unet.attn_dim_head=8",
+               "train.stages=[{name: lfae, steps: 2, batch_size: 2}, {name: diffusion, steps: 2, batch_size: 2}]",
+               "train.device=cpu", "train.checkpoint_every=2", "inference.sampler=ddim", "inference.steps=2",
+               "inference.overlap=2"),
     ),
 }
 

@@ -228,3 +228,16 @@ def render_pose_sequence(
             img = cv2.resize(img, (width, height), interpolation=cv2.INTER_LINEAR)
         out[i] = img
     return out
+
+
+def render_control_maps(seq: PoseSequence, min_draw: int = 256) -> np.ndarray:
+    """ControlNet pose maps ``(F, H, W, 3)`` uint8 at the sequence's size, drawn at >= `min_draw` px and resized.
+
+    OpenPose's limb width and joint radius are fixed in pixels (4 px); drawn directly on a small image (e.g. the
+    64 px of the bundled toy models) the skeleton becomes blobs. Drawing at 256 px or more and resizing
+    (controlnet_aux's ``detect_resolution`` path) keeps the proportions of a 256 px map at every size, in training
+    and inference alike. At 256 px and above this is `render_pose_sequence` itself.
+    """
+    k = max(1, -(-min_draw // max(seq.width, seq.height)))
+    return render_pose_sequence(seq, draw_size=(seq.width * k, seq.height * k) if k > 1 else None)
+

@@ -11,6 +11,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from dancegen.core.stages import StageConfig as BaseStageConfig
+from dancegen.core.stages import StagedTrainConfig
+
 METHOD_ID = "dance-any-beat"
 ENCODERS = ("scratch", "clap", "wav2clip", "clap+wav2clip")
 STAGE_NAMES = ("adapters", "lfae", "diffusion")
@@ -181,7 +184,7 @@ class ModelConfig:
 
 
 @dataclass
-class StageConfig:
+class StageConfig(BaseStageConfig):
     """One training stage: `adapters`, `lfae` (stage 1) or `diffusion` (stage 2, LFAE and adapters frozen).
 
     `adapters` fits the contrastive MLP adapters of the pretrained music branches (G3) for `music.adapter_epochs`
@@ -189,8 +192,6 @@ class StageConfig:
     `grad_clip` are not used (an epoch count fixes its length, as in the paper).
     """
 
-    name: str
-    steps: int
     lr: float = 2.0e-4  # [P]
     batch_size: int = 8
     betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
@@ -201,37 +202,28 @@ class StageConfig:
     def __post_init__(self):
         if self.name not in STAGE_NAMES:
             raise ValueError(f"train.stages: unknown stage {self.name!r} (known: {', '.join(STAGE_NAMES)})")
-        if self.steps < 1 or self.lr <= 0 or self.batch_size < 1:
-            raise ValueError(f"train.stages {self.name}: steps >= 1, lr > 0 and batch_size >= 1 are required")
+        super().__post_init__()
+        if self.batch_size < 1:
+            raise ValueError(f"train.stages {self.name}: batch_size >= 1 is required")
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(StagedTrainConfig):
+    """The stages and the loop settings shared by them (`core.stages`)."""
+
     stages: list[StageConfig] = field(default_factory=lambda: [
         StageConfig("lfae", steps=150_000, lr=2e-4, batch_size=100, betas=[0.5, 0.999], milestones=[0.4, 0.6, 0.8]),
         StageConfig("diffusion", steps=330_000, lr=2e-4, batch_size=16, betas=[0.9, 0.99],
                     milestones=[0.4, 0.6, 0.8])])
-    run: list[str] = field(default_factory=lambda: ["all"])
-    device: str = "auto"
-    mixed_precision: str = "no"
-    num_workers: int = 0
     log_every: int = 50
-    checkpoint_every: int = 1000
     keep_checkpoints: int = 2
 
     def __post_init__(self):
+        super().__post_init__()
         names = [s.name for s in self.stages]
-        if len(set(names)) != len(names):
-            raise ValueError(f"train.stages names must be unique, got {names}")
-        unknown = [r for r in self.run if r != "all" and r not in names]
-        if unknown:
-            raise ValueError(f"train.run names stages {unknown} that train.stages does not define ({names})")
         if "adapters" in names and "diffusion" in names and names.index("adapters") > names.index("diffusion"):
             raise ValueError(f"train.stages: adapters must come before diffusion (the diffusion model is "
                              f"conditioned on the adapted embeddings), got {names}")
-
-    def selected_stages(self) -> list[StageConfig]:
-        return list(self.stages) if list(self.run) == ["all"] else [s for s in self.stages if s.name in self.run]
 
 
 @dataclass

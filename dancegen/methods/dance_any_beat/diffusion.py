@@ -63,39 +63,6 @@ def _rand(n: int, generator: torch.Generator | None, device) -> torch.Tensor:
     return torch.rand(n, generator=generator, device=gen_device).to(device)
 
 
-def drop_condition(cond, prob: float, generator: torch.Generator | None = None):
-    """Replace whole rows of a condition by the null condition (zeros) with probability ``prob`` [L].
-
-    Args:
-        cond: a tensor with the batch first, None, or a tuple/list of those; for a sequence the same rows are
-            dropped in every member (e.g. the music embedding and the per-frame beats together).
-        prob: drop probability per row (LFDM: 0.1).
-        generator: source of the coin flips.
-
-    Returns:
-        The same structure with the dropped rows zeroed.
-    """
-    items = list(cond) if isinstance(cond, (tuple, list)) else [cond]
-    first = next((c for c in items if c is not None), None)
-    if first is None or prob <= 0:
-        return cond
-    keep = (_rand(first.shape[0], generator, first.device) >= prob)
-    out = [None if c is None else c * keep.view(-1, *([1] * (c.ndim - 1))).to(c.dtype) for c in items]
-    return type(cond)(out) if isinstance(cond, (tuple, list)) else out[0]
-
-
-def guided(model_fn_cond: ModelFn, model_fn_null: ModelFn, scale: float) -> ModelFn:
-    """Classifier-free guidance: eps = eps_null + scale * (eps_cond - eps_null); scale 1 = conditional only [L]."""
-    if scale == 1.0:
-        return model_fn_cond
-
-    def fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        eps_null = model_fn_null(x, t)
-        return eps_null + scale * (model_fn_cond(x, t) - eps_null)
-
-    return fn
-
-
 class GaussianDiffusion:
     """Discrete-time Gaussian diffusion with eps prediction (DDPM) for ``(B, C, F, h, w)`` samples.
 
@@ -165,6 +132,8 @@ class GaussianDiffusion:
 
     def drop_condition(self, cond, prob: float | None = None, generator: torch.Generator | None = None):
         """``drop_condition`` with ``null_cond_prob`` as the default probability."""
+        from dancegen.core.guidance import drop_condition
+
         return drop_condition(cond, self.null_cond_prob if prob is None else prob, generator)
 
     # ---------------------------------------------------------------- forward process and loss

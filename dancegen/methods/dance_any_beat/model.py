@@ -23,14 +23,19 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from dancegen.errors import InputError, MissingWeightsError
+from dancegen.core.method_model import MethodModel
+from dancegen.core.model_folder import MODEL_SUBDIR, FolderLayout  # noqa: F401  (MODEL_SUBDIR: train imports it)
+from dancegen.errors import InputError
 from dancegen.methods.dance_any_beat.config import DanceAnyBeatConfig
 
 MODEL_FILE = "dance_any_beat.yaml"
 WEIGHTS_FILE = "model.safetensors"
-MODEL_SUBDIR = "model"
 BUNDLED_MODEL = "dab-tiny"
 TINY_RECIPE = "recipes/dance_any_beat/tiny_synth.yaml"
+LAYOUT = FolderLayout(
+    "dance-any-beat", MODEL_FILE, (WEIGHTS_FILE,), bundled=BUNDLED_MODEL,
+    how_to_get=f"train one with `dancegen train --recipe {TINY_RECIPE} -o runs/dab-tiny` (or a recipes/dance_any_beat "
+               "table recipe) and pass --model with its run folder")
 
 
 def feature_dim(cfg: DanceAnyBeatConfig) -> int:
@@ -51,7 +56,7 @@ def uses_scratch_encoder(cfg: DanceAnyBeatConfig) -> bool:
     return cfg.music.encoder == "scratch" or cfg.music.per_frame
 
 
-class DanceAnyBeatModel(nn.Module):
+class DanceAnyBeatModel(MethodModel):
     """LFAE, music encoders and the flow U-Net of one recipe (see the module docstring)."""
 
     def __init__(self, config: DanceAnyBeatConfig):
@@ -172,15 +177,11 @@ class DanceAnyBeatModel(nn.Module):
         """Write the model folder atomically: weights and the resolved recipe."""
         from safetensors.torch import save_file
 
-        from dancegen.config import save_config
-        from dancegen.io.atomic import atomic_dir
-
-        folder = Path(folder)
-        with atomic_dir(folder) as tmp:
+        def write(tmp: Path) -> None:
             sd = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
             save_file(sd, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
-            save_config(self.config, tmp / MODEL_FILE)
-        return folder
+
+        return LAYOUT.save(folder, self.config, write)
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike, overrides: list[str] | None = None,
@@ -193,11 +194,9 @@ class DanceAnyBeatModel(nn.Module):
         found = model_folder(folder)
         if found is None:
             raise InputError(f"not a Dance Any Beat model folder (no {MODEL_FILE} and {WEIGHTS_FILE})", path=folder)
-        cfg = load_recipe(found / MODEL_FILE, overrides)
-        stored = load_recipe(found / MODEL_FILE)
-        if asdict(stored.model) != asdict(cfg.model) or _music_arch(stored) != _music_arch(cfg):
-            raise InputError("--set cannot change model.* or music.* (other than where the frozen music backbones "
-                             "are: music.clap, music.wav2clip, music.clip) of a trained model folder", path=found)
+        # where the frozen music backbones are (music.clap / wav2clip / clip) may change: a folder moved to another
+        # machine finds the same CLAP / Wav2CLIP / CLIP weights elsewhere
+        cfg = LAYOUT.load_recipe(found, overrides, load_recipe, fixed=lambda c: (asdict(c.model), _music_arch(c)))
         model = cls(cfg)
         sd = {k: v.float() if v.is_floating_point() else v for k, v in load_file(found / WEIGHTS_FILE).items()}
         missing, unexpected = model.load_state_dict(sd, strict=False)
@@ -216,17 +215,11 @@ def _music_arch(cfg: DanceAnyBeatConfig) -> dict:
 
 def model_folder(path: str | os.PathLike) -> Path | None:
     """The model folder at `path` (or `path/model/`), or None."""
-    p = Path(path)
-    for cand in (p, p / MODEL_SUBDIR):
-        if (cand / MODEL_FILE).is_file() and (cand / WEIGHTS_FILE).is_file():
-            return cand
-    return None
+    return LAYOUT.find(path)
 
 
 def bundled_model_path() -> Path:
-    from dancegen.core.weights import BUNDLED_ROOT
-
-    return BUNDLED_ROOT / BUNDLED_MODEL
+    return LAYOUT.bundled_path()
 
 
 def resolve_model_folder(model: str | os.PathLike | None) -> Path:
@@ -235,23 +228,7 @@ def resolve_model_folder(model: str | os.PathLike | None) -> Path:
     Raises:
         MissingWeightsError: nothing found, with how to train or pass one.
     """
-    from dancegen.core.weights import BUNDLED_ROOT
-
-    if model is None:
-        found = model_folder(bundled_model_path())
-        if found is None:
-            raise MissingWeightsError(
-                f"the bundled Dance Any Beat model {BUNDLED_MODEL!r} is not installed (looked in "
-                f"{bundled_model_path()}); train it with `dancegen train --recipe {TINY_RECIPE} -o runs/dab-tiny` "
-                "or pass --model with a trained model folder")
-        return found
-    found = model_folder(model)
-    if found is None and "/" not in str(model) and not Path(model).exists():
-        found = model_folder(BUNDLED_ROOT / str(model))
-    if found is None:
-        raise MissingWeightsError(f"no Dance Any Beat model folder at {model!r} (a `dancegen train` output of a "
-                                  f"recipes/dance_any_beat recipe, or a bundled name such as {BUNDLED_MODEL})")
-    return found
+    return LAYOUT.resolve(model)
 
 
 def load_init(model: DanceAnyBeatModel, source: str | os.PathLike) -> dict[str, int]:

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -21,17 +20,26 @@ import numpy as np
 from dancegen.errors import InputError
 
 
-def music2dance(song: str | os.PathLike, ref: str | os.PathLike, out: str | os.PathLike, *, seconds: float | None = None,
-                start: float = 0.0, fps: float | None = None, model: str | None = None, steps: int | None = None,
-                sampler: str | None = None, overrides: list[str] | None = None, seed: int | None = None,
-                scene: str | os.PathLike | None = None, ref_mask: str = "auto", scene_mask: str = "auto",
-                device: str = "auto", progress=None) -> dict:
+def music2dance(request, progress=None) -> dict:
     """Generate and write the video; returns a report (frames, seconds, clips, beats, timings, paths).
+
+    Args:
+        request: a `dancegen.requests.Music2DanceRequest`: song, ref, out, seconds, start, fps, model, steps,
+            sampler, overrides, seed, scene, ref_mask, scene_mask, device, dtype (half precision runs the networks
+            under autocast; the flow grids stay fp32), guidance_scale (the recipe's `inference.cond_scale`).
+        progress: optional ``progress(done, total)`` over all denoising steps.
 
     With `scene` ("choreograph anyone", `composite.place_person`), the person of `ref` (mask: `ref_mask`, a file or
     "auto") replaces the dancer of the scene image (`scene_mask`), and the composite, saved as
     ``<out>.reference.png``, is the reference.
     """
+    song, ref, out, seconds, start, fps = request.song, request.ref, request.out, request.seconds, request.start, \
+        request.fps
+    model, steps, sampler, seed = request.model, request.steps, request.sampler, request.seed
+    scene, ref_mask, scene_mask, device = request.scene, request.ref_mask, request.scene_mask, request.device
+    overrides = list(request.overrides or [])
+    if request.guidance_scale is not None:
+        overrides.append(f"inference.cond_scale={request.guidance_scale}")
     import torch
 
     from dancegen.audio.features import frame_features
@@ -94,12 +102,15 @@ def music2dance(song: str | os.PathLike, ref: str | os.PathLike, out: str | os.P
     gen = torch.Generator().manual_seed(int(cfg.inference.seed if seed is None else seed))
     t1 = time.perf_counter()
     # the song at its own rate, frame 0 (the reference) at t = 0: the embedding functions resample per backbone
-    a0 = sample_flows(m, x0, f, beats, steps=steps, sampler=sampler, generator=gen,
-                      progress=(lambda i, n: progress(i, n)) if progress else None,
-                      audio=(clip.mean(axis=1) if clip.ndim == 2 else clip, track_sr))
-    if out_fps != mfps:
-        a0 = resample_flows(a0, mfps, out_fps, n_out - 1)
-    frames = decode_frames(m, x0, a0)
+    plan = request.runtime(cfg.inference.device)
+    half = plan.dtype if plan.dtype != torch.float32 else None
+    with torch.autocast(torch.device(dev).type, dtype=half or torch.bfloat16, enabled=half is not None):
+        a0 = sample_flows(m, x0, f, beats, steps=steps, sampler=sampler, generator=gen,
+                          progress=(lambda i, n: progress(i, n)) if progress else None,
+                          audio=(clip.mean(axis=1) if clip.ndim == 2 else clip, track_sr)).float()
+        if out_fps != mfps:
+            a0 = resample_flows(a0, mfps, out_fps, n_out - 1)
+        frames = decode_frames(m, x0, a0)
     ref_frame = (x0[0].permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
     video = np.concatenate([ref_frame[None], frames])
     t2 = time.perf_counter()

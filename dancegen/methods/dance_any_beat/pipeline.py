@@ -99,10 +99,10 @@ def sample_flows(model, ref: torch.Tensor, features: np.ndarray, beats: np.ndarr
             frame = torch.zeros_like(frame) if frame is not None else None
         fn = model.denoiser(z0, cond, frame)
         if inf.cond_scale != 1.0:
-            from dancegen.methods.dance_any_beat.diffusion import guided
+            from dancegen.core.guidance import guided_fn
 
             null_frame = torch.zeros_like(frame) if frame is not None else None
-            fn = guided(fn, model.denoiser(z0, torch.zeros_like(cond), null_frame), inf.cond_scale)
+            fn = guided_fn(fn, model.denoiser(z0, torch.zeros_like(cond), null_frame), inf.cond_scale)
         known = (model.to_diffusion(out[:, :, s:s + overlap]), overlap) if j > 0 and overlap > 0 else None
 
         def tick(i, k, base=done):

@@ -98,14 +98,13 @@ def train(config: DanceAnyBeatConfig, output_dir: str | os.PathLike, resume: str
         Report: output_dir, model folder, per stage steps / last loss / trainable parameter count.
     """
     from dancegen.config import save_config
-    from dancegen.core.checkpoint import stage_resume
+    from dancegen.core.model_folder import RUN_RECIPE
+    from dancegen.core.stages import run_stages, start_run
     from dancegen.core.train import Trainer
     from dancegen.methods.dance_any_beat.data import FramePairs, MusicClips, _AistCache, ensure_synth_data
 
     say = progress or (lambda msg: None)
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(config, out / "recipe.yaml")
+    out = start_run(config, output_dir)
     if config.data.synth.num_clips > 0:
         say(f"synth: {config.data.synth.num_clips} AIST++-layout clips in {config.data.root}")
         ensure_synth_data(config)
@@ -115,23 +114,16 @@ def train(config: DanceAnyBeatConfig, output_dir: str | os.PathLike, resume: str
         loaded = load_init(model, config.model.init_from)
         say(f"init from {config.model.init_from}: {loaded}")
         with_adapters = {b for b in pretrained_branches(config.music) if f"{b}_adapter" in loaded}
-    stages = config.train.selected_stages()
-    if not stages:
-        raise InputError("train.run selects no stage")
-    check_adapters_trained(config, [s.name for s in stages], with_adapters)
+    check_adapters_trained(config, [s.name for s in config.train.selected_stages()], with_adapters)
     cache = _AistCache(Path(config.data.root), config)
-    report: dict = {"output_dir": str(out), "stages": {}}
-    t = config.train
-    stage_dirs = [out / f"stage-{k + 1}-{s.name}" for k, s in enumerate(config.train.stages)]
-    for k, stage in enumerate(config.train.stages):
-        if stage not in stages:
-            continue
-        stage_dir = stage_dirs[k]
-        resume_k = stage_resume(resume, stage_dirs, k)
+    report: dict = {"output_dir": str(out)}
+
+    def run_one(stage: StageConfig, stage_dir: Path, resume_k: str) -> dict:
+        nonlocal model
         if stage.name == "adapters":
-            report["stages"]["adapters"] = fit_music_adapters(model, config, stage, stage_dir, cache, resume_k, say)
+            rep = fit_music_adapters(model, config, stage, stage_dir, cache, resume_k, say)
             model.save_pretrained(stage_dir / MODEL_SUBDIR)
-            continue
+            return rep
         if stage.name == "lfae":
             data = FramePairs(config, "train", cache=cache)
             loss_fn, desc = make_lfae_loss(config)
@@ -148,17 +140,19 @@ def train(config: DanceAnyBeatConfig, output_dir: str | os.PathLike, resume: str
                 d.target_stats = target_statistics(model.eval(), data)  # the same numbers again on a resume
                 say("stage {}: normalized targets, flow std {:.5f}, occlusion mean {:.5f} std {:.5f}".format(
                     stage.name, *d.target_stats))
-                save_config(config, out / "recipe.yaml")
-        say(f"stage {stage.name}: {stage.steps} steps at lr {stage.lr:g} on {len(data)} items")
+                save_config(config, out / RUN_RECIPE)
+        say(f"stage {stage.name}: {len(data)} items")
         trainable = [p for p in TRAINABLE[stage.name] if p != "music" or model.music is not None]
-        loop = _loop_config(stage, t, config.seed, stage_dir, resume_k, trainable)
-        trainer = Trainer(model, loss_fn, data, loop)
+        trainer = Trainer(model, loss_fn, data, _loop_config(stage, config.train, config.seed, stage_dir, resume_k,
+                                                             trainable))
         result = trainer.fit()
         model = trainer.accelerator.unwrap_model(trainer.model)
         model.eval()
         model.save_pretrained(stage_dir / MODEL_SUBDIR)
-        report["stages"][stage.name] = {"steps": result.step, "loss": result.loss, "dir": str(stage_dir),
-                                        "trainable_parameters": sum(trainer.group_counts.values())}
+        return {"steps": result.step, "loss": result.loss, "dir": str(stage_dir),
+                "trainable_parameters": sum(trainer.group_counts.values())}
+
+    report["stages"] = run_stages(config, out, resume, run_one, say)
     model.lfae_frozen = False
     model.eval().requires_grad_(False).to("cpu")
     model.save_pretrained(out / MODEL_SUBDIR)
@@ -308,13 +302,10 @@ def fit_music_adapters(model: DanceAnyBeatModel, config: DanceAnyBeatConfig, sta
 
 
 def _loop_config(stage: StageConfig, t, seed: int, stage_dir: Path, resume: str, trainable: list[str]):
-    from dancegen.core.train_config import OptimConfig, TrainLoopConfig
+    from dancegen.core.stages import loop_config
+    from dancegen.core.train_config import OptimConfig
 
-    return TrainLoopConfig(
-        max_steps=stage.steps, batch_size=stage.batch_size, mixed_precision=t.mixed_precision, seed=seed,
-        device=t.device, num_workers=t.num_workers, log_every=min(t.log_every, stage.steps),
-        checkpoint_every=min(t.checkpoint_every, stage.steps), keep_checkpoints=t.keep_checkpoints,
-        output_dir=str(stage_dir), resume=resume, trainable=trainable,
-        optim=OptimConfig(name="adam", lr=stage.lr, betas=tuple(stage.betas), weight_decay=0.0,
-                          grad_clip=stage.grad_clip, lr_schedule="multistep" if stage.milestones else "constant",
-                          milestones=list(stage.milestones), gamma=stage.gamma))
+    return loop_config(t, stage, stage_dir, resume, trainable, seed,
+                       OptimConfig(name="adam", lr=stage.lr, betas=tuple(stage.betas), weight_decay=0.0,
+                                   grad_clip=stage.grad_clip, lr_schedule="multistep" if stage.milestones else "constant",
+                                   milestones=list(stage.milestones), gamma=stage.gamma))

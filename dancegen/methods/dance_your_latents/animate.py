@@ -20,16 +20,12 @@ from pathlib import Path
 import numpy as np
 
 from dancegen.errors import InputError
-from dancegen.methods.dance_your_latents.model import (
-    bundled_model_path,
-    missing_bundled_model_error,
-    model_folder,
-)
+from dancegen.methods.dance_your_latents.model import LAYOUT, model_folder
 
 POSE_SUFFIXES = (".npz", ".json")
 
 
-def resolve_animate_model(model: str | os.PathLike | None) -> tuple[str, str]:
+def resolve_animate_model(model: str | os.PathLike | None, allow_download: bool = False) -> tuple[str, str]:
     """("dyl", folder) for a trained model folder or the bundled one; ("sd", ref) for an SD-layout base.
 
     Raises:
@@ -39,55 +35,56 @@ def resolve_animate_model(model: str | os.PathLike | None) -> tuple[str, str]:
     from dancegen.core.weights import BUNDLED_ROOT, resolve_model
 
     if model is None:
-        folder = model_folder(bundled_model_path())
-        if folder is None:
-            raise missing_bundled_model_error()
-        return "dyl", str(folder)
+        return "dyl", str(LAYOUT.resolve(None))
     folder = model_folder(model)
+    if folder is None and not Path(model).exists() and "/" not in str(model):
+        folder = model_folder(BUNDLED_ROOT / str(model))
     if folder is not None:
         return "dyl", str(folder)
-    p = Path(model)
-    if not p.exists() and "/" not in str(model) and (BUNDLED_ROOT / str(model)).is_dir():
-        folder = model_folder(BUNDLED_ROOT / str(model))
-        if folder is not None:
-            return "dyl", str(folder)
-    resolved = resolve_model(model, kind="sd-image-variations")
+    resolved = resolve_model(model, kind="sd-image-variations", allow_download=allow_download)
     return "sd", resolved.location if resolved.is_local else resolved.ref
 
 
-def load_animate_model(model, recipe=None, overrides=None, device: str = "auto", dtype: str = "auto",
-                       dry_run: bool = False):
+def load_animate_model(request, dry_run: bool | None = None):
     """The model and the resolved recipe for `animate`.
 
-    A trained folder brings its own recipe; `recipe` then only supplies `flow`, `inference` and `seed`. An
-    SD-layout base uses `recipe` (default: the paper's settings) with `model.base` set to it.
+    A trained folder brings its own recipe; `request.recipe` then only supplies `flow`, `inference` and `seed`. An
+    SD-layout base uses `request.recipe` (default: the paper's settings) with `model.base` set to it. The runtime
+    plan (device, precision, CPU offload, VAE slicing / tiling) and the LoRA files of the request are applied.
 
     Returns:
         ``(DanceYourLatentsModel, config, runtime plan, kind)``.
     """
-    from dancegen.core.weights import plan_runtime
+    from dancegen.core.weights import apply_runtime
     from dancegen.methods.dance_your_latents.config import load_recipe
     from dancegen.methods.dance_your_latents.model import DanceYourLatentsModel, build_model
 
-    kind, where = resolve_animate_model(model)
-    sets = list(overrides or [])
+    dry_run = request.dry_run if dry_run is None else dry_run
+    kind, where = resolve_animate_model(request.model, request.downloads_allowed())
+    sets = list(request.overrides or [])
     if kind == "dyl":
-        if recipe is not None:
-            rcfg = load_recipe(recipe, sets)
+        if request.recipe is not None:
+            rcfg = load_recipe(request.recipe, sets)
             m = DanceYourLatentsModel.from_pretrained(where)
             m.config.flow, m.config.inference, m.config.seed = rcfg.flow, rcfg.inference, rcfg.seed
         else:
             m = DanceYourLatentsModel.from_pretrained(where, overrides=sets)
         cfg = m.config
     else:
-        cfg = load_recipe(recipe, sets + [f"model.base={where}"])
+        cfg = load_recipe(request.recipe, sets + [f"model.base={where}"])
         m = None
-    plan = plan_runtime(device if device != "auto" else cfg.inference.device,
-                        dtype if dtype != "auto" else cfg.inference.dtype)
+    plan = request.runtime(cfg.inference.device, cfg.inference.dtype)
     if kind == "sd":
         m = build_model(cfg, weights="meta" if dry_run else "load", dtype=None if dry_run else plan.dtype)
     if not dry_run:
-        m = m.to(device=plan.device, dtype=plan.dtype)
+        from dancegen.core.lora import load_lora
+
+        for k, (path, weight) in enumerate(request.lora_files()):
+            load_lora(m.unet, path, adapter_name=f"lora{k}", weight=weight)
+        apply_runtime(plan, {"reference": m.reference, "controlnets": m.controlnets, "unet": m.unet, "vae": m.vae},
+                      vae=m.vae, offload_order=("reference", "controlnets", "unet", "vae"))
+        if request.vae_tiling:
+            m.vae.enable_tiling()
     return m, cfg, plan, kind
 
 
@@ -131,35 +128,25 @@ def reference_pose_and_mask(ref_path: Path, want_mask: bool):
     return pose, mask
 
 
-def animate(ref, poses, out, *, model=None, recipe=None, overrides: list[str] | None = None, background=None,
-            ref_mask: str | os.PathLike | None = "auto", retarget: bool = True, frames: int | None = None,
-            steps: int | None = None, guidance_scale: float | None = None, size: int | tuple[int, int] | None = None,
-            device: str = "auto", dtype: str = "auto", seed: int | None = None, dry_run: bool = False,
-            preview: bool = True, progress=None) -> dict:
-    """Animate the person in `ref` with the driving `poses` (see the module docstring).
+def animate(request, progress=None) -> dict:
+    """Animate the person in `request.ref` with the driving `request.poses` (see the module docstring).
 
     Args:
-        ref: reference image path (or a ``(H, W, 3)`` uint8 array; then no pose/mask estimation is possible).
-        poses: pose folder (OpenPose JSON) / .npz / .json, a video or frame folder (poses are estimated), or a
-            ``PoseSequence``.
-        out: output video (.mp4 / .gif / folder).
-        model: trained DYL folder, bundled name, or sd-image-variations folder / hub id; None: the bundled model.
-        recipe / overrides: recipe YAML and ``key=value`` overrides.
-        background: background image for the background ControlNet (default: the reference minus the person).
-        ref_mask: person mask image of the reference, "auto" (estimated with the pose backend), or None (no split).
-        retarget: put the driving motion on the reference body (bone lengths and position of the reference).
-        frames: generate at most this many frames.
-        steps / guidance_scale: override ``inference.steps`` / ``inference.guidance_scale``.
-        size: output size N or (W, H) (default the recipe's ``data.resolution``).
-        device / dtype: runtime ("auto": the recipe's ``inference.device`` / ``inference.dtype``).
-        seed: initial-noise seed (default the recipe's).
-        dry_run: build the pipeline (from configs only for an SD-layout base) and report, without generating.
-        preview: also write ``<out>.preview.mp4``.
+        request: a `dancegen.requests.AnimateRequest`: ref (image path, or a ``(H, W, 3)`` uint8 array: then no
+            pose / mask estimation is possible), poses (pose folder / .npz / .json, a video or frame folder, or a
+            ``PoseSequence``), out (.mp4 / .gif / folder), model (trained DYL folder, bundled name, or an
+            sd-image-variations folder / hub id; None: the bundled model), recipe / overrides, background, ref_mask
+            (a mask image, "auto" or None), retarget, frames, steps, guidance_scale, size (W, H), device, dtype,
+            cpu_offload, vae_slicing, vae_tiling, lora, allow_download, seed, dry_run, preview.
         progress: optional ``progress(message)``.
 
     Returns:
         Report dict (model, kind, frames, size, seconds, outputs, parameter counts).
     """
+    ref, poses, out, model = request.ref, request.poses, request.out, request.model
+    ref_mask, retarget, frames, background = request.ref_mask, request.retarget, request.frames, request.background
+    steps, guidance_scale, seed, size = request.steps, request.guidance_scale, request.seed, request.size
+    dry_run, preview = request.dry_run, request.preview
     import torch
 
     from dancegen.config import save_config
@@ -169,7 +156,7 @@ def animate(ref, poses, out, *, model=None, recipe=None, overrides: list[str] | 
     say = progress or (lambda msg: None)
     out = Path(out)
     say("loading the model")
-    m, cfg, plan, kind = load_animate_model(model, recipe, overrides, device, dtype, dry_run)
+    m, cfg, plan, kind = load_animate_model(request)
     if steps is not None:
         cfg.inference.steps = int(steps)
     if guidance_scale is not None:
@@ -183,6 +170,8 @@ def animate(ref, poses, out, *, model=None, recipe=None, overrides: list[str] | 
     report = {"model": str(model) if model is not None else "bundled:dyl-tiny", "kind": kind,
               "variant": cfg.model.variant, "attention": cfg.model.attention, "size": [w, h],
               "parameters": m.num_parameters_by_part(), "runtime": plan.as_dict()}
+    if request.lora:
+        report["lora"] = [f"{p}:{wt:g}" for p, wt in request.lora_files()]
     pipe = DanceYourLatentsPipeline.from_model(m)
     if pipe.size_multiple and (h % pipe.size_multiple or w % pipe.size_multiple):
         raise InputError(f"size {w}x{h} must be a multiple of {pipe.size_multiple} for this model")
@@ -246,10 +235,10 @@ def animate(ref, poses, out, *, model=None, recipe=None, overrides: list[str] | 
 def preview_frames(ref_img: np.ndarray, seq, video: np.ndarray) -> np.ndarray:
     """Side-by-side frames: reference | pose map | output (``dancegen.io.montage``)."""
     from dancegen.io import montage
-    from dancegen.methods.dance_your_latents.data import render_pose_maps
+    from dancegen.pose.render import render_control_maps
 
     h = video.shape[1]
-    maps = render_pose_maps(seq.resized(video.shape[2], video.shape[1]))
+    maps = render_control_maps(seq.resized(video.shape[2], video.shape[1]))
     rows = []
     for t in range(video.shape[0]):
         cells = [montage.label(montage.fit(ref_img, h), "reference"), montage.label(maps[t], "pose"),

@@ -12,6 +12,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from dancegen.core.stages import StageConfig as BaseStageConfig
+from dancegen.core.stages import StagedTrainConfig
+
 METHOD_ID = "dance-your-latents"
 VARIANTS = ("disco", "vd", "vd_sa", "vd_sa_mf")
 ATTENTIONS = ("subspace", "temporal", "crossframe_first", "crossframe_middle", "crossframe_previous",
@@ -191,7 +194,7 @@ class FlowConfig:
 
 
 @dataclass
-class StageConfig:
+class StageConfig(BaseStageConfig):
     """One training stage (paper §4.5 / spec §3).
 
     Stages: `stsa_only` trains only the inserted temporal blocks; `finetune` trains everything except the
@@ -201,61 +204,39 @@ class StageConfig:
     """
 
     name: str = "stsa_only"
-    lr: float = 2.0e-4
     steps: int = 50000
+    lr: float = 2.0e-4
     trainable: list[str] | None = None  # parameter patterns replacing the stage's default set (advanced)
     kl_weight: float = 1.0e-6  # vae stage only: weight of the KL term (SD's autoencoder used 1e-6)
 
     def __post_init__(self):
         if self.name not in STAGE_NAMES:
             raise ValueError(f"train.stages: name must be one of {', '.join(STAGE_NAMES)}, got {self.name!r}")
-        if not self.lr > 0 or self.steps < 1:
-            raise ValueError(f"train.stages[{self.name}]: lr must be > 0 and steps >= 1")
+        super().__post_init__()
 
 
 def _default_stages() -> list[StageConfig]:
-    return [StageConfig("stsa_only", 2.0e-4, 50000), StageConfig("finetune", 2.0e-5, 20000)]
+    return [StageConfig("stsa_only", 50000, 2.0e-4), StageConfig("finetune", 20000, 2.0e-5)]
 
 
 @dataclass
-class TrainConfig:
-    """Both stages and the loop settings shared by them (core/train.py)."""
+class TrainConfig(StagedTrainConfig):
+    """Both stages and the loop settings shared by them (`core.stages`)."""
 
     stages: list[StageConfig] = field(default_factory=_default_stages)
-    run: list[str] = field(default_factory=lambda: ["all"])  # stage names to run now (in order), or ["all"]
     batch_size: int = 1  # clips per GPU  [choice]
     grad_accum: int = 1
     optimizer: str = "adamw"  # [choice]
     weight_decay: float = 0.01  # [choice]
     grad_clip: float | None = 1.0
-    mixed_precision: str = "no"  # no | fp16 | bf16 (CUDA); spec: fp16 on V100
-    gradient_checkpointing: bool = False
     ref_dropout: float = 0.05  # CFG reference dropout  [disco-code]
-    device: str = "auto"
-    num_workers: int = 0
-    log_every: int = 10
-    checkpoint_every: int = 1000
-    keep_checkpoints: int = 3
-    sample_every: int = 0  # steps between sample videos (0: never)
 
     def __post_init__(self):
-        names = [s.name for s in self.stages]
-        if len(set(names)) != len(names):
-            raise ValueError(f"train.stages names must be unique, got {names}")
-        if list(self.run) != ["all"]:
-            unknown = [r for r in self.run if r not in names]
-            if unknown:
-                raise ValueError(f"train.run names stages {unknown} that train.stages does not define ({names})")
+        super().__post_init__()
         if not 0.0 <= self.ref_dropout < 1.0:
             raise ValueError(f"train.ref_dropout must be in [0, 1), got {self.ref_dropout}")
         if self.batch_size < 1 or self.grad_accum < 1:
             raise ValueError("train.batch_size and train.grad_accum must be >= 1")
-
-    def selected_stages(self) -> list[StageConfig]:
-        """The stages `run` selects, in `stages` order."""
-        if list(self.run) == ["all"]:
-            return list(self.stages)
-        return [s for s in self.stages if s.name in self.run]
 
 
 @dataclass

@@ -25,6 +25,7 @@ import torch
 from torch.utils.data import Dataset
 
 from dancegen.errors import InputError
+from dancegen.pose.render import render_control_maps
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
@@ -99,19 +100,6 @@ def split_reference(image: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndar
         return image, image
     m = mask[..., None].astype(image.dtype)
     return image * m, image * (1 - m)
-
-
-def render_pose_maps(seq, min_draw: int = 256) -> np.ndarray:
-    """ControlNet pose maps `(F, H, W, 3)` uint8 at the sequence's size, drawn at >= `min_draw` px and resized.
-
-    OpenPose's limb width and joint radius are fixed in pixels (4 px); drawn directly on a small image (e.g. the
-    64 px of the tiny model) the skeleton becomes blobs. Drawing at DisCo's 256 px and resizing (controlnet_aux's
-    `detect_resolution` path) keeps the proportions of a 256 px map at every size, in training and inference alike.
-    """
-    from dancegen.pose.render import render_pose_sequence
-
-    k = max(1, -(-min_draw // max(seq.width, seq.height)))
-    return render_pose_sequence(seq, draw_size=(seq.width * k, seq.height * k) if k > 1 else None)
 
 
 def to_model_range(img: np.ndarray) -> np.ndarray:
@@ -198,7 +186,7 @@ class TikTokClips(Dataset):
         ref_mask = read_mask(video["masks"][r], self.size) if video["masks"] else None
         fg, bg = split_reference(ref_img, ref_mask)
         seq = video["poses"][ids]
-        maps = render_pose_maps(seq)
+        maps = render_control_maps(seq)
         item = {
             "frames": torch.from_numpy(np.ascontiguousarray(np.moveaxis(to_model_range(frames), 0, 1))),
             "pose_maps": torch.from_numpy(np.ascontiguousarray(np.moveaxis(maps, -1, 0))).float() / 255.0,

@@ -17,21 +17,25 @@ model, so each folder also loads with its own `from_pretrained`.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
+from dancegen.core.method_model import MethodModel
+from dancegen.core.model_folder import MODEL_SUBDIR, FolderLayout  # noqa: F401  (MODEL_SUBDIR: train imports it)
 from dancegen.errors import InputError, MissingWeightsError
 from dancegen.methods.dance_your_latents.config import DanceYourLatentsConfig, ModelConfig, TinyModelConfig
 
 MODEL_FILE = "dance_your_latents.yaml"
-MODEL_SUBDIR = "model"  # where `train` exports the model inside its output folder
 BUNDLED_MODEL = "dyl-tiny"
 TINY_RECIPE = "recipes/dance_your_latents/tiny_synth.yaml"
 TINY_DISCO_RECIPE = "recipes/dance_your_latents/tiny_synth_disco.yaml"
+LAYOUT = FolderLayout(
+    "dance-your-latents", MODEL_FILE, ("unet",), bundled=BUNDLED_MODEL,
+    how_to_get=f"train it with `dancegen train --recipe {TINY_DISCO_RECIPE} -o runs/dyl-tiny-disco`, then `dancegen "
+               f"train --recipe {TINY_RECIPE} -o runs/dyl-tiny` and `python -m dancegen.core.bundle runs/dyl-tiny/model "
+               f"{BUNDLED_MODEL}`, or pass --model with a trained model folder or an sd-image-variations folder")
 SUBFOLDERS = ("unet", "vae", "controlnet_pose", "controlnet_background", "image_encoder", "reference_projection",
               "scheduler")
 
@@ -63,21 +67,21 @@ def temporal_spec(model: ModelConfig) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------------------ tiny parts
 def tiny_unet_config(tiny: TinyModelConfig, latent_size: int) -> dict:
-    """A small ``UNet2DConditionModel`` config of the SD layout (cross-attention on the first levels)."""
-    n = len(tiny.unet_channels)
-    down = ["CrossAttnDownBlock2D" if i < tiny.cross_attn_levels else "DownBlock2D" for i in range(n)]
-    up = ["CrossAttnUpBlock2D" if n - 1 - i < tiny.cross_attn_levels else "UpBlock2D" for i in range(n)]
-    return {"sample_size": int(latent_size), "in_channels": tiny.latent_channels, "out_channels": tiny.latent_channels,
-            "layers_per_block": tiny.layers_per_block, "attention_head_dim": tiny.attention_head_dim,
-            "block_out_channels": list(tiny.unet_channels), "cross_attention_dim": tiny.context_dim,
-            "norm_num_groups": tiny.norm_num_groups, "down_block_types": down, "up_block_types": up}
+    """The recipe's `model.tiny` UNet (`core.tiny.tiny_unet_config`: SD layout, cross-attention on the first levels)."""
+    from dancegen.core.tiny import tiny_unet_config as config
+
+    return config(block_out_channels=tuple(tiny.unet_channels), cross_attention_dim=tiny.context_dim,
+                  sample_size=latent_size, in_channels=tiny.latent_channels, out_channels=tiny.latent_channels,
+                  layers_per_block=tiny.layers_per_block, attention_head_dim=tiny.attention_head_dim,
+                  norm_num_groups=tiny.norm_num_groups, cross_attn_levels=tiny.cross_attn_levels)
 
 
 def tiny_vae_config(tiny: TinyModelConfig, image_size: int) -> dict:
-    n = len(tiny.vae_channels)
-    return {"block_out_channels": list(tiny.vae_channels), "down_block_types": ["DownEncoderBlock2D"] * n,
-            "up_block_types": ["UpDecoderBlock2D"] * n, "latent_channels": tiny.latent_channels,
-            "norm_num_groups": tiny.norm_num_groups, "sample_size": int(image_size)}
+    """The recipe's `model.tiny` autoencoder (`core.tiny.tiny_vae_config`)."""
+    from dancegen.core.tiny import tiny_vae_config as config
+
+    return config(block_out_channels=tuple(tiny.vae_channels), latent_channels=tiny.latent_channels,
+                  sample_size=image_size, norm_num_groups=tiny.norm_num_groups)
 
 
 def _tiny_components(cfg: DanceYourLatentsConfig) -> dict[str, Any]:
@@ -114,7 +118,7 @@ def _config_only_components(folder: Path, device: str = "meta") -> dict[str, Any
 
 
 # ------------------------------------------------------------------------------------------------ the container
-class DanceYourLatentsModel(nn.Module):
+class DanceYourLatentsModel(MethodModel):
     """Every network of Dance-Your-Latents in one module (what training sees) plus the scheduler.
 
     Args:
@@ -162,11 +166,7 @@ class DanceYourLatentsModel(nn.Module):
     # -------------------------------------------------------------------------------------------- save / load
     def save_pretrained(self, folder: str | os.PathLike) -> Path:
         """Write the model folder atomically (see the module docstring); returns it."""
-        from dancegen.config import save_config
-        from dancegen.io.atomic import atomic_dir
-
-        folder = Path(folder)
-        with atomic_dir(folder) as tmp:
+        def write(tmp: Path) -> None:
             self.unet.save_pretrained(tmp / "unet")
             self.vae.save_pretrained(tmp / "vae")
             if self.controlnets.pose is not None:
@@ -177,8 +177,8 @@ class DanceYourLatentsModel(nn.Module):
             if self.reference.projection is not None:
                 self.reference.projection.save_pretrained(tmp / "reference_projection")
             self.scheduler.save_pretrained(tmp / "scheduler")
-            save_config(self.config, tmp / MODEL_FILE)
-        return folder
+
+        return LAYOUT.save(folder, self.config, write)
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike, overrides: list[str] | None = None, dtype=None,
@@ -202,10 +202,7 @@ class DanceYourLatentsModel(nn.Module):
         folder = model_folder(folder)
         if folder is None:
             raise InputError("not a Dance-Your-Latents model folder (no dance_your_latents.yaml)", path=folder)
-        cfg = load_recipe(folder / MODEL_FILE, overrides)
-        stored = load_recipe(folder / MODEL_FILE)
-        if asdict(stored.model) != asdict(cfg.model):
-            raise InputError("--set cannot change model.* of a trained model folder", path=folder / MODEL_FILE)
+        cfg = LAYOUT.load_recipe(folder, overrides, load_recipe)
         kw = {"torch_dtype": dtype if dtype is not None else torch.float32}  # bundled models are stored in fp16
         unet = VideoUNet.from_pretrained(folder / "unet", **kw)
         vae = AutoencoderKL.from_pretrained(folder / "vae", **kw)
@@ -225,27 +222,12 @@ class DanceYourLatentsModel(nn.Module):
 
 def model_folder(path: str | os.PathLike) -> Path | None:
     """The DYL model folder at `path` (or `path/model/`, a `train` output), or None."""
-    p = Path(path)
-    for cand in (p, p / MODEL_SUBDIR):
-        if (cand / MODEL_FILE).is_file() and (cand / "unet").is_dir():
-            return cand
-    return None
+    return LAYOUT.find(path)
 
 
 def bundled_model_path() -> Path:
     """Where the bundled tiny model lives (``dancegen/assets/models/dyl-tiny``)."""
-    from dancegen.core.weights import BUNDLED_ROOT
-
-    return BUNDLED_ROOT / BUNDLED_MODEL
-
-
-def missing_bundled_model_error() -> MissingWeightsError:
-    where = bundled_model_path()
-    return MissingWeightsError(
-        f"the bundled Dance-Your-Latents model {BUNDLED_MODEL!r} is not installed (looked in {where}); train it with "
-        f"`dancegen train --recipe {TINY_DISCO_RECIPE} -o runs/dyl-tiny-disco`, then `dancegen train --recipe "
-        f"{TINY_RECIPE} -o runs/dyl-tiny` and `python -m dancegen.core.bundle runs/dyl-tiny/model {BUNDLED_MODEL}`, "
-        "or pass --model with a trained model folder or an sd-image-variations folder")
+    return LAYOUT.bundled_path()
 
 
 # ------------------------------------------------------------------------------------------------ building

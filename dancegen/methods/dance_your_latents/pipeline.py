@@ -18,7 +18,8 @@ import torch
 from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
 
-from dancegen.methods.dance_your_latents.data import render_pose_maps, split_reference
+from dancegen.methods.dance_your_latents.data import split_reference
+from dancegen.pose.render import render_control_maps
 
 OUTPUT_TYPES = ("np", "pil", "pt", "latent")
 
@@ -169,7 +170,7 @@ class DanceYourLatentsPipeline(DiffusionPipeline):
             seq = pose_video[:f]
             if (seq.width, seq.height) != (width, height):
                 seq = seq.resized(width, height)
-            maps = render_pose_maps(seq)
+            maps = render_control_maps(seq)
         elif isinstance(pose_video, np.ndarray):
             maps = np.stack([_to_uint8_image(m, (height, width)) for m in pose_video[:f]])
         else:
@@ -182,17 +183,16 @@ class DanceYourLatentsPipeline(DiffusionPipeline):
     @torch.no_grad()
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """``(N, 3, H, W)`` in [-1, 1] -> scaled VAE latents (posterior mean) ``(N, C, h, w)``."""
-        vae = self.vae
-        return vae.encode(images.to(device=vae.device, dtype=vae.dtype)).latent_dist.mean * vae.config.scaling_factor
+        from dancegen.core.latents import encode_images
+
+        return encode_images(self.vae, images)
 
     @torch.no_grad()
     def decode_latents(self, latents: torch.Tensor, decode_chunk_size: int = 8) -> torch.Tensor:
         """``(1, C, F, h, w)`` -> ``(F, 3, H, W)`` float32 in [0, 1], decoding ``decode_chunk_size`` frames at a time."""
-        vae = self.vae
-        z = latents[0].permute(1, 0, 2, 3) / vae.config.scaling_factor
-        out = [vae.decode(z[i:i + decode_chunk_size].to(vae.dtype)).sample.float()
-               for i in range(0, z.shape[0], decode_chunk_size)]
-        return ((torch.cat(out).clamp(-1, 1) + 1) / 2).cpu()
+        from dancegen.core.latents import decode_latents
+
+        return decode_latents(self.vae, latents, decode_chunk_size)
 
     # ----------------------------------------------------------------------------------------------- __call__
     @torch.no_grad()
@@ -373,7 +373,7 @@ def _num_pose_frames(pose_video) -> int:
 
 
 def _raft_images(seq) -> np.ndarray:
-    return render_pose_maps(seq)
+    return render_control_maps(seq)
 
 
 def to_uint8_video(frames: np.ndarray) -> np.ndarray:

@@ -27,7 +27,6 @@ from pathlib import Path
 
 import torch
 
-from dancegen.errors import InputError
 from dancegen.methods.dance_your_latents.config import DanceYourLatentsConfig, StageConfig
 from dancegen.methods.dance_your_latents.model import MODEL_SUBDIR
 
@@ -125,7 +124,9 @@ def calibrate_vae_scaling(model, dataset, max_clips: int = 16) -> float:
 
 
 def _encode(vae, images: torch.Tensor) -> torch.Tensor:
-    return vae.encode(images.to(vae.dtype)).latent_dist.mean * vae.config.scaling_factor
+    from dancegen.core.latents import encode_images
+
+    return encode_images(vae, images)
 
 
 def make_sample_fn(cfg: DanceYourLatentsConfig, dataset):
@@ -173,17 +174,14 @@ def train(config: DanceYourLatentsConfig, output_dir: str | os.PathLike, resume:
     Returns:
         Report dict: output_dir, model folder, per stage its steps, last loss, trainable parameter count.
     """
-    from dancegen.config import save_config
-    from dancegen.core.checkpoint import stage_resume
+    from dancegen.core.stages import loop_config, run_stages, start_run
     from dancegen.core.train import Trainer
-    from dancegen.core.train_config import OptimConfig, TrainLoopConfig
+    from dancegen.core.train_config import OptimConfig
     from dancegen.methods.dance_your_latents.data import dataset_from_config, ensure_synth_data
     from dancegen.methods.dance_your_latents.model import build_model
 
     say = progress or (lambda msg: None)
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(config, out / "recipe.yaml")
+    out = start_run(config, output_dir)
     if config.data.synth.num_clips > 0:
         say(f"synth: {config.data.synth.num_clips} TikTok-layout clips in {config.data.root}")
         ensure_synth_data(config)
@@ -193,48 +191,35 @@ def train(config: DanceYourLatentsConfig, output_dir: str | os.PathLike, resume:
     latent_hw = tuple(int(r) // model.vae_scale_factor for r in config.data.resolution)
     dataset = dataset_from_config(config, latent_hw=latent_hw)
     say(f"data: {len(dataset)} clips of {config.data.num_frames} frames from {len(dataset.videos)} videos")
-
-    stages = config.train.selected_stages()
-    if not stages:
-        raise InputError("train.run selects no stage")
-    report = {"output_dir": str(out), "stages": {}, "num_clips": len(dataset)}
     t = config.train
-    stage_dirs = [out / f"stage-{k + 1}-{s.name}" for k, s in enumerate(config.train.stages)]
-    for k, stage in enumerate(config.train.stages):
-        if stage not in stages:
-            continue
+
+    def run_one(stage: StageConfig, stage_dir: Path, resume_k: str) -> dict:
+        nonlocal model
         trainable, frozen = stage_patterns(stage, model)
-        stage_dir = stage_dirs[k]
         if not trainable:
             say(f"stage {stage.name}: skipped, this variant has no parameters it trains")
-            report["stages"][stage.name] = {"skipped": "no trainable parameters for this variant"}
-            continue
-        loop = TrainLoopConfig(
-            max_steps=stage.steps, batch_size=t.batch_size, grad_accum=t.grad_accum,
-            mixed_precision=t.mixed_precision, gradient_checkpointing=t.gradient_checkpointing, seed=config.seed,
-            device=t.device, num_workers=t.num_workers, log_every=min(t.log_every, stage.steps),
-            sample_every=t.sample_every, checkpoint_every=min(t.checkpoint_every, stage.steps),
-            keep_checkpoints=t.keep_checkpoints, output_dir=str(stage_dir),
-            resume=stage_resume(resume, stage_dirs, k),
-            trainable=trainable, frozen=frozen,
-            optim=OptimConfig(name=t.optimizer, lr=stage.lr, weight_decay=t.weight_decay, grad_clip=t.grad_clip))
-        say(f"stage {stage.name}: {stage.steps} steps at lr {stage.lr:g}")
+            return {"skipped": "no trainable parameters for this variant"}
+        loop = loop_config(t, stage, stage_dir, resume_k, trainable, config.seed,
+                           OptimConfig(name=t.optimizer, lr=stage.lr, weight_decay=t.weight_decay,
+                                       grad_clip=t.grad_clip), frozen=frozen)
         is_vae = stage.name == "vae"
         loss_fn = make_vae_loss_fn(stage.kl_weight) if is_vae else make_loss_fn(model, config, stage.name)
         trainer = Trainer(model, loss_fn, dataset, loop,
                           sample_fn=make_sample_fn(config, dataset) if t.sample_every and not is_vae else None)
         result = trainer.fit()
         model = trainer.accelerator.unwrap_model(trainer.model)
-        report["stages"][stage.name] = {"steps": result.step, "loss": result.loss,
-                                        "trainable_parameters": sum(trainer.group_counts.values()),
-                                        "dir": str(stage_dir)}
+        rep = {"steps": result.step, "loss": result.loss, "trainable_parameters": sum(trainer.group_counts.values()),
+               "dir": str(stage_dir)}
         if is_vae:
             model.eval()
-            report["stages"][stage.name]["scaling_factor"] = calibrate_vae_scaling(model, dataset)
+            rep["scaling_factor"] = calibrate_vae_scaling(model, dataset)
             say(f"vae latent scaling factor {model.scaling_factor:.4g}")
         if not (stage_dir / MODEL_SUBDIR).is_dir():  # each stage's model: the `model.init_from` of other recipes
             model.save_pretrained(stage_dir / MODEL_SUBDIR)
-        report["stages"][stage.name]["model"] = str(stage_dir / MODEL_SUBDIR)
+        rep["model"] = str(stage_dir / MODEL_SUBDIR)
+        return rep
+
+    report = {"output_dir": str(out), "num_clips": len(dataset), "stages": run_stages(config, out, resume, run_one, say)}
     model.eval().requires_grad_(False)
     model.to("cpu")
     model.save_pretrained(out / MODEL_SUBDIR)
