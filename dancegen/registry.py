@@ -92,8 +92,10 @@ def choose_method(verb: str, method: str | None = None, model: str | os.PathLike
         if verb == "text2character" and request is not None and getattr(request, "poses", None) is not None:
             chosen = "dancing-avatar"
         why = f"the default of {verb}"
-    if chosen is None:
-        raise InputError(f"no method given for {verb}; pass --method (one of {', '.join(methods_with_verb(verb))})")
+    if chosen is None or (why.startswith("the default") and normalise_id(chosen) not in available_methods()):
+        others = methods_with_verb(verb)
+        raise InputError(f"no method given for {verb}; pass --method (one of {', '.join(others)})" if others
+                         else f"no method implements {verb} yet")
     spec = get_method(chosen)
     if verb not in spec.verbs:
         others = methods_with_verb(verb)

@@ -71,10 +71,16 @@ def test_default_reference_and_hub_policy(tmp_path, monkeypatch):
         resolve_model(None, kind="sd15", bundled_root=tmp_path)  # offline in tests
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
-    r = resolve_model("org/model", kind="unet", bundled_root=tmp_path)
+    monkeypatch.delenv("DANCEGEN_ALLOW_DOWNLOAD", raising=False)
+    # online, but nothing downloads unless asked: a one-line error saying how to get it or allow it
+    with pytest.raises(MissingWeightsError, match="downloads not allowed") as e:
+        resolve_model("org/model", kind="unet", bundled_root=tmp_path)
+    assert "--allow-download" in str(e.value) and "huggingface-cli download org/model" in str(e.value)
+    assert "\n" not in str(e.value)
+    r = resolve_model("org/model", kind="unet", bundled_root=tmp_path, allow_download=True)
     assert r == ResolvedModel("org/model", "hub", "org/model", "unet") and not r.is_local
-    with pytest.raises(MissingWeightsError, match="downloads not allowed"):
-        resolve_model("org/model", kind="unet", bundled_root=tmp_path, allow_download=False)
+    monkeypatch.setenv("DANCEGEN_ALLOW_DOWNLOAD", "1")
+    assert resolve_model("org/model", kind="unet", bundled_root=tmp_path).source == "hub"
 
 
 def test_hub_cache_snapshot_is_used_offline(sd_folder, tmp_path, monkeypatch):

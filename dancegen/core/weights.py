@@ -92,7 +92,7 @@ def resolve_model(
     ref: str | os.PathLike | None,
     kind: str = "any",
     bundled_root: str | os.PathLike | None = None,
-    allow_download: bool = True,
+    allow_download: bool | None = None,
 ) -> ResolvedModel:
     """Resolve a model reference: local folder, then bundled name, then HF cache, then (online only) hub id.
 
@@ -102,7 +102,8 @@ def resolve_model(
         kind: one of ``MODEL_KINDS``; the folder layout is checked against it.
         bundled_root: folder of bundled models (default ``dancegen/assets/models``).
         allow_download: permit returning a bare hub id for ``from_pretrained`` to download (only when
-            ``HF_HUB_OFFLINE`` is not set).
+            ``HF_HUB_OFFLINE`` is not set). None: only when $DANCEGEN_ALLOW_DOWNLOAD is set to a true value (the
+            CLI's ``--allow-download`` passes True). Nothing downloads silently.
 
     Returns:
         A ``ResolvedModel``.
@@ -114,6 +115,8 @@ def resolve_model(
     """
     if kind not in MODEL_KINDS:
         raise InputError(f"unknown model kind {kind!r}; expected one of {', '.join(MODEL_KINDS)}")
+    if allow_download is None:
+        allow_download = os.environ.get("DANCEGEN_ALLOW_DOWNLOAD", "").strip().lower() in ("1", "true", "yes", "on")
     default_hub, _, what = MODEL_KINDS[kind]
     ref_s = os.fspath(ref) if ref is not None else default_hub
     if ref_s is None:
@@ -152,7 +155,8 @@ def resolve_model(
                       else "the Hugging Face Hub (skipped: downloads not allowed)")
 
     hub = ref_s if _HUB_ID.match(ref_s) else default_hub
-    how = (f"download it with `huggingface-cli download {hub} --local-dir PATH` and pass --model PATH" if hub
+    how = (f"download it with `huggingface-cli download {hub} --local-dir PATH` and pass --model PATH, or let "
+           "dancegen fetch it with --allow-download (or DANCEGEN_ALLOW_DOWNLOAD=1)" if hub
            else "pass --model PATH pointing at a local copy")
     raise MissingWeightsError(f"{what} {ref_s!r} not found; looked in: {'; '.join(looked)}; {how}")
 

@@ -42,7 +42,11 @@ def resolve_animate_model(model: str | os.PathLike | None, allow_download: bool 
     if folder is not None:
         return "dyl", str(folder)
     resolved = resolve_model(model, kind="sd-image-variations", allow_download=allow_download)
-    return "sd", resolved.location if resolved.is_local else resolved.ref
+    if not resolved.is_local:  # the user allowed it (--allow-download): fetch it now, explicitly, once
+        from huggingface_hub import snapshot_download
+
+        return "sd", snapshot_download(resolved.ref)
+    return "sd", resolved.location
 
 
 def load_animate_model(request, dry_run: bool | None = None):
