@@ -610,6 +610,29 @@ def train_cmd(
     _report(rep, ("output_dir", "model", "stages"))
 
 
+weights_app = typer.Typer(help="Every model dancegen knows: bundled toys and real weights (where published, licence, "
+                                "size, what uses it, whether it is on this machine).", no_args_is_help=True,
+                          rich_markup_mode="rich")
+app.add_typer(weights_app, name="weights")
+
+
+@verb("list", _group=weights_app)
+def weights_list_cmd(
+    kind: Annotated[str | None, typer.Option(help="bundled | hub | file.")] = None,
+    used_by: Annotated[str | None, typer.Option(help="Only models a method, verb or metric uses.")] = None,
+    long: Annotated[bool, typer.Option("--long", help="Every field: source, how to get it.")] = False,
+    json_: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
+):
+    """List the models: nothing is downloaded; `local` says where each one was found on this machine.
+
+    Example: [cyan]dancegen weights list --used-by dance-your-latents --long[/cyan]
+    """
+    from dancegen.catalog import as_json, format_details, format_table, list_models
+
+    entries = list_models(kind, used_by)
+    typer.echo(as_json(entries) if json_ else format_details(entries) if long else format_table(entries))
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -71,8 +71,6 @@ def load_recipe_chain(cls: type[T], path: str | os.PathLike | None = None, overr
     Raises:
         InputError: unknown key / wrong type (naming key and file), malformed YAML, a failed validation.
     """
-    from dancegen.registry import recipe_chain
-
     if path is None:
         return load_config(cls, None, overrides)
     chain = recipe_chain(path)
@@ -122,3 +120,43 @@ def save_config(cfg: Any, path: str | os.PathLike) -> None:
     from dancegen.io.atomic import write_text
 
     write_text(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+
+
+# ------------------------------------------------------------------------------------------- recipe chains
+def recipe_chain(path: str | os.PathLike) -> list[Path]:
+    """The files of a recipe and its `base:` ancestors, base first.
+
+    Raises:
+        InputError: a missing file, malformed YAML, or a cycle.
+    """
+    import yaml
+
+    chain: list[Path] = []
+    p = Path(path)
+    while True:
+        if not p.is_file():
+            raise InputError("recipe not found", p)
+        if p.resolve() in [c.resolve() for c in chain]:
+            raise InputError("recipe `base:` chain has a cycle", p)
+        chain.append(p)
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise InputError(f"not valid YAML ({str(e).splitlines()[0]})", p) from None
+        base = data.get("base") if isinstance(data, dict) else None
+        if not base:
+            break
+        p = (p.parent / str(base)) if not Path(str(base)).is_absolute() else Path(str(base))
+    return chain[::-1]
+
+
+def recipe_method(path: str | os.PathLike) -> str | None:
+    """The `method:` of a recipe (the last file of its `base:` chain that sets it), kebab-case; None if unset."""
+    import yaml
+
+    method = None
+    for p in recipe_chain(path):
+        data = yaml.safe_load(p.read_text()) or {}
+        if isinstance(data, dict) and data.get("method"):
+            method = str(data["method"])
+    return str(method).strip().lower().replace("_", "-") if method else None

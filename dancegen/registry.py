@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from dancegen.config import recipe_chain, recipe_method  # noqa: F401  (re-exported)
 from dancegen.errors import InputError
 from dancegen.method_spec import MethodSpec, load_object
 
@@ -123,43 +124,3 @@ def trainer_of(method_id: str):
         return tuple(load_object(t) for t in TOOL_TRAINERS[key])
     spec = get_method(key)
     return spec.load("load_config"), spec.load("train")
-
-
-# ------------------------------------------------------------------------------------------- recipes
-def recipe_chain(path: str | os.PathLike) -> list[Path]:
-    """The files of a recipe and its `base:` ancestors, base first.
-
-    Raises:
-        InputError: a missing file, malformed YAML, or a cycle.
-    """
-    import yaml
-
-    chain: list[Path] = []
-    p = Path(path)
-    while True:
-        if not p.is_file():
-            raise InputError("recipe not found", p)
-        if p.resolve() in [c.resolve() for c in chain]:
-            raise InputError("recipe `base:` chain has a cycle", p)
-        chain.append(p)
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise InputError(f"not valid YAML ({str(e).splitlines()[0]})", p) from None
-        base = data.get("base") if isinstance(data, dict) else None
-        if not base:
-            break
-        p = (p.parent / str(base)) if not Path(str(base)).is_absolute() else Path(str(base))
-    return chain[::-1]
-
-
-def recipe_method(path: str | os.PathLike) -> str | None:
-    """The `method:` of a recipe (the last file of its `base:` chain that sets it), kebab-case; None if unset."""
-    import yaml
-
-    method = None
-    for p in recipe_chain(path):
-        data = yaml.safe_load(p.read_text()) or {}
-        if isinstance(data, dict) and data.get("method"):
-            method = str(data["method"])
-    return normalise_id(method) if method else None

@@ -256,3 +256,22 @@ def test_wav2clip_embedding(tmp_path, monkeypatch):
     with pytest.raises(MissingWeightsError, match="music.wav2clip"):
         mu.wav2clip_embedding(x, SR, tmp_path / "missing.pt")
     assert mu.wav2clip_embedding(x, SR, None, random_init=True).shape == (512,)
+
+
+def test_fit_adapters_leaves_the_global_rng_alone(monkeypatch):
+    rng = np.random.default_rng(0)
+    audio, target = rng.normal(size=(16, 8)).astype(np.float32), rng.normal(size=(16, 8)).astype(np.float32)
+    torch.manual_seed(1234)
+    torch.rand(3)
+    before = torch.get_rng_state()
+    reseeds = []
+    monkeypatch.setattr(torch, "manual_seed", lambda s: reseeds.append(s))
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda s: reseeds.append(s))
+    mu.fit_adapters(audio, target, epochs=2, batch_size=8, hidden=16, out_dim=8)
+    assert torch.equal(torch.get_rng_state(), before) and reseeds == []
+    monkeypatch.undo()
+    torch.manual_seed(0)  # the same initial adapters as a global seed of 0 would give
+    ref = mu.ContrastiveAdapterPair(8, 8, 16, 8)
+    untrained, _ = mu.fit_adapters(audio, target, epochs=0, hidden=16, out_dim=8)
+    assert all(torch.equal(a, b) for a, b in zip(ref.state_dict().values(), untrained.state_dict().values(),
+                                                 strict=True))

@@ -161,3 +161,28 @@ def test_clip_text_and_frame_scores(dirs):
     assert moving < 100.0
     with pytest.raises(MissingWeightsError, match="not available locally"):
         evaluate(["clip-frame"], pred, clip_model=str(tmp / "nope"))
+
+
+def test_random_init_backbones_leave_the_global_rng_alone(dirs, monkeypatch):
+    """house-style §6: a random-init backbone is seeded locally. The caller's torch RNG state is the same after
+    `evaluate`, no generator is reseeded globally (CPU or CUDA), and the score is that of the same network built
+    right after `torch.manual_seed(0)` (the numbers the earlier global reseeding gave)."""
+    import torch
+
+    from dancegen.metrics.backbones import features as ft
+
+    _, pred, gt, vids = dirs
+    torch.manual_seed(1234)
+    torch.rand(3)  # some caller state that is not a fresh seed
+    before = torch.get_rng_state()
+    reseeds = []
+    monkeypatch.setattr(torch, "manual_seed", lambda seed: reseeds.append(("torch", seed)))
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: reseeds.append(("cuda", seed)))
+    rep = evaluate(["lpips"], pred, gt, random_weights=True)
+    assert torch.equal(torch.get_rng_state(), before)
+    assert reseeds == []
+    monkeypatch.undo()
+    torch.manual_seed(0)
+    net = ft.LPIPSScorer("alex", None, None, "cpu", "[-1,1]")
+    want = np.mean([np.mean(net(p, g)) for p, g in vids.values()])
+    assert rep["metrics"]["lpips"]["value"] == pytest.approx(want, rel=1e-5)

@@ -180,13 +180,32 @@ def test_evaluate_clip_music_end_to_end(dance):
     assert again["metrics"]["clip-music"]["value"] == pytest.approx(m["value"])  # resumed from the cache
 
 
+def test_clip_music_backbones_leave_the_global_rng_alone(dance, monkeypatch):
+    """house-style §6: the random-init Wav2CLIP of `clip-music` is seeded locally. The caller's torch RNG state is
+    unchanged and nothing is reseeded globally (CPU or CUDA); the score is the same as with fresh backbones built
+    right after `torch.manual_seed(0)` (the earlier global reseeding), checked in the end-to-end test above."""
+    from dancegen.metrics.evaluate import evaluate
+
+    torch.manual_seed(1234)
+    torch.rand(3)
+    before = torch.get_rng_state()
+    reseeds = []
+    monkeypatch.setattr(torch, "manual_seed", lambda seed: reseeds.append(("torch", seed)))
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: reseeds.append(("cuda", seed)))
+    rep = evaluate(["clip-music"], dance / "pred", random_weights=True, cs_clip_model=str(dance / "clip"))
+    assert torch.equal(torch.get_rng_state(), before)
+    assert reseeds == []
+    assert -1.0 <= rep["metrics"]["clip-music"]["value"] <= 1.0
+
+
 def test_missing_wav2clip_weights_say_file_and_source(dance):
     from dancegen.metrics.evaluate import evaluate
 
     with pytest.raises(MissingWeightsError, match=r"Wav2CLIP\.pt.*github\.com/descriptinc/lyrebird-wav2clip/releases"):
         evaluate(["clip-music"], dance / "pred", cs_clip_model=str(dance / "clip"))
     # Without a local CLIP ViT-B/32 the message names that model and where it is published.
-    with pytest.raises(MissingWeightsError, match=r"openai/clip-vit-base-patch32.*huggingface\.co/openai/clip-vit-base-patch32"):
+    with pytest.raises(MissingWeightsError,
+                       match=r"openai/clip-vit-base-patch32.*huggingface\.co/openai/clip-vit-base-patch32"):
         evaluate(["clip-music"], dance / "pred")
 
 

@@ -37,7 +37,7 @@ def _seeded(seed: int) -> Iterator[None]:
     import torch
 
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)  # the CPU generator only (torch.manual_seed also reseeds CUDA)
         yield
 
 

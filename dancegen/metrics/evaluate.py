@@ -9,6 +9,7 @@ stopped and a rerun with the same protocol recomputes nothing (the dancegen.io.b
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -16,7 +17,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -179,11 +180,10 @@ class EvalContext:
 
     # backbones -----------------------------------------------------------------------------------------------------
     def backbone(self, key: str):
+        """The network `key` of this context, built once (random-init ones seeded, see `_cpu_seed`)."""
         if key not in self._nets:
-            import torch
-
-            torch.manual_seed(0)  # only matters for random_weights; makes random-init runs reproducible
-            self._nets[key] = self._build(key)
+            with _cpu_seed(0):  # only matters for random_weights: makes random-init runs reproducible
+                self._nets[key] = self._build(key)
         return self._nets[key]
 
     def _build(self, key: str):
@@ -211,6 +211,20 @@ class EvalContext:
             emb = ClipEmbedder(model, dev, allow_download=self.allow_download)
             self.weight_info["clip"] = {"name": "clip", "model": str(model), "sha256": _dir_weights_hash(model)}
             return emb
+        if key == "cs-clip":
+            # CS (clip-music) needs ViT-B/32, the space Wav2CLIP lives in: its own option, not `clip_model` (whose
+            # default ViT-L/14 is a different space).
+            from dancegen.metrics.backbones.clip import ClipEmbedder
+            from dancegen.metrics.backbones.wav2clip import CS_CLIP_MODEL
+
+            model = o.get("cs_clip_model") or CS_CLIP_MODEL
+            emb = ClipEmbedder(model, dev, allow_download=self.allow_download)
+            self.weight_info["clip-cs"] = {"name": "clip-cs", "model": str(model), "sha256": _dir_weights_hash(model)}
+            return emb
+        if key == "wav2clip":
+            from dancegen.metrics.backbones.wav2clip import load_wav2clip
+
+            return load_wav2clip(self.weight("wav2clip"), dev)  # random init when weight() gives None
         raise KeyError(key)
 
     # side inputs ---------------------------------------------------------------------------------------------------
@@ -310,7 +324,8 @@ class EvalContext:
                         parts, uv = z["parts"], z["uv"].astype(np.float32)
                         iuv = np.concatenate([parts[..., None].astype(np.float32), uv], axis=-1)
             except (OSError, KeyError, ValueError) as e:
-                raise InputError(f"not an IUV .npz with 'iuv' or 'parts'+'uv' ({e.__class__.__name__})", path) from None
+                raise InputError(f"not an IUV .npz with 'iuv' or 'parts'+'uv' ({e.__class__.__name__})",
+                                 path) from None
         item.iuv = iuv[: item.pred.shape[0]]
         return item.iuv
 
@@ -338,6 +353,21 @@ class EvalContext:
         extract_poses(item.pred_path, out, write_maps=False, write_video=False, write_masks=False,
                       weights_dir=self.weights_dir)
         return read_pose_input(out / "poses.npz", width=w, height=h, fps=item.fps)
+
+
+@contextlib.contextmanager
+def _cpu_seed(seed: int) -> Iterator[None]:
+    """Seed torch's CPU generator for a block and give the caller's RNG state back afterwards (house-style §6).
+
+    Backbones are built on the CPU and then moved, so the CPU generator is the only one their random init draws
+    from. Only it is seeded: `torch.manual_seed` would also reseed every CUDA device, and `fork_rng(devices=[])`
+    would not undo that.
+    """
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)
+        yield
 
 
 def _dir_weights_hash(model) -> str | None:
@@ -497,8 +527,9 @@ def evaluate(metrics: list[str] | str, pred, gt=None, audio=None, prompt: str | 
                "cs_clip_model": cs_clip_model, "fd_method": fd_method}
     array_masks = masks if isinstance(masks, np.ndarray) else None
     array_iuv = iuv if isinstance(iuv, np.ndarray) else None
-    ctx = EvalContext(weights_dir, device, allow_download, random_weights, options, audio, poses, pred_poses, cache_dir,
-                      masks=None if array_masks is not None else masks, iuv=None if array_iuv is not None else iuv)
+    ctx = EvalContext(weights_dir, device, allow_download, random_weights, options, audio, poses, pred_poses,
+                      cache_dir, masks=None if array_masks is not None else masks,
+                      iuv=None if array_iuv is not None else iuv)
     common = {"frames": frames, "max_frames": max_frames, "resize": size, "random_weights": random_weights,
               "options": options, "prompt": prompt, "dancegen": dancegen.__version__}
 
@@ -549,7 +580,8 @@ def evaluate(metrics: list[str] | str, pred, gt=None, audio=None, prompt: str | 
             entry["value"] = _json_num(float(np.mean(vals))) if vals else None
             infinite = [vid for vid, r in per_video.items() if spec.name in r.get("notes", {})]
             if infinite:
-                entry["note"] = f"infinite for {len(infinite)} video(s) ({', '.join(infinite[:3])}), left out of the mean"
+                entry["note"] = (f"infinite for {len(infinite)} video(s) ({', '.join(infinite[:3])}), left out of "
+                                 "the mean")
         entry["protocol"] = _metric_protocol(spec, ctx, common, per_video)
         report_metrics[spec.name] = entry
 
@@ -588,7 +620,8 @@ def _metric_protocol(spec: MetricSpec, ctx: EvalContext, common: dict, per_video
     if spec.weights:
         proto["backbones"] = ctx.weights_protocol(spec.weights)
     if spec.name.startswith("fvd"):
-        proto["clips"] = "all (segments, mean per video)" if spec.name == "fvd-disco" else common["options"]["fvd_clips"]
+        proto["clips"] = ("all (segments, mean per video)" if spec.name == "fvd-disco"
+                          else common["options"]["fvd_clips"])
         proto["fvd_resize"] = common["options"]["fvd_resize"] or (
             "stretch" if spec.name == "fvd" else "short-side-crop" if spec.name == "fvd-videogpt" else "pil-bicubic")
     if spec.name == "fid":

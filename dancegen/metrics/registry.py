@@ -157,10 +157,10 @@ def _clip_frame(ctx, item):
 
 
 def _clip_music(ctx, item):
-    from dancegen.metrics.backbones.wav2clip import clip_music_score, cs_backbones
+    from dancegen.metrics.backbones.wav2clip import clip_music_score
 
     audio, sr = ctx.audio_for(item)
-    return clip_music_score(item.pred, audio, sr, *cs_backbones(ctx), fps=item.fps)
+    return clip_music_score(item.pred, audio, sr, ctx.backbone("cs-clip"), ctx.backbone("wav2clip"), fps=item.fps)
 
 
 _I = "dancegen.metrics.image"

@@ -230,8 +230,10 @@ def fit_adapters(audio_emb: np.ndarray | torch.Tensor, target_emb: np.ndarray | 
         raise InputError(f"fit_adapters needs paired (N, D) embeddings with N >= 2, got {tuple(a.shape)} and "
                          f"{tuple(t.shape)}")
     lab = _duplicate_row_labels(t) if labels is None else torch.as_tensor(np.asarray(labels)).long()
+    # Built on the CPU from a seeded CPU generator, the caller's state restored afterwards. Only the CPU generator is
+    # seeded: torch.manual_seed would also reseed every CUDA device for good (fork_rng(devices=[]) does not undo it).
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)
         pair = ContrastiveAdapterPair(a.shape[1], t.shape[1], hidden, out_dim)
     pair = pair.to(device).train()
     a, t, lab = a.to(device), t.to(device), lab.to(device)

@@ -1,4 +1,4 @@
-"""Wav2CLIP audio encoder (Wu et al., ICASSP 2022) and Dance Any Beat's CS music-video score (specs/dance-any-beat.md §4).
+"""Wav2CLIP audio encoder (Wu et al., ICASSP 2022) and Dance Any Beat's CS music-video score (DAB spec §4).
 
 Wav2CLIP distils CLIP ViT-B/32's image space into an audio encoder, so one clip of music maps to a 512-d vector
 that can be compared with CLIP image embeddings. The network here is our own definition of the `wav2clip` 0.1.0
@@ -22,7 +22,8 @@ own classes (tests/fixtures/metrics_wav2clip/golden_keys.json).
 
 CS (Dance Any Beat Table 3, [A] choices of the spec): cos(v, a) where v is the renormalised mean of the
 L2-normalised CLIP ViT-B/32 frame embeddings of the video and a the Wav2CLIP embedding of the clip's audio
-(mono, resampled to 16 kHz); the mean over videos is the reported score (dancegen.metrics.evaluate does that).
+(mono, resampled to 16 kHz); the mean over videos is the reported score. `dancegen.metrics.evaluate` builds both
+networks (its context's `cs-clip` and `wav2clip` backbones) and averages; this module imports nothing from it.
 """
 
 from __future__ import annotations
@@ -267,25 +268,3 @@ def clip_music_score(video_frames: np.ndarray, audio: np.ndarray, sr: int, clip_
     seconds = None if not fps else len(video_frames) / float(fps)
     a = embed_audio(wav2clip_model, audio, sr, seconds).astype(np.float64)
     return float(v @ a / max(float(np.linalg.norm(a)), 1e-12))
-
-
-def cs_backbones(ctx) -> tuple[object, Wav2CLIP]:
-    """The CLIP ViT-B/32 embedder and the Wav2CLIP of an evaluate context, built once per context.
-
-    The CLIP model is `ctx.options["cs_clip_model"]` when set, else `CS_CLIP_MODEL` (not the `clip_model` option
-    of the other CLIP metrics, whose default ViT-L/14 is a different space). The Wav2CLIP file is resolved and
-    hash-recorded through `ctx.weight("wav2clip")` (random init with `random_weights`).
-    """
-    nets = ctx._nets
-    if "cs-clip" not in nets:
-        from dancegen.metrics.backbones.clip import ClipEmbedder
-        from dancegen.metrics.evaluate import _dir_weights_hash
-
-        model = ctx.options.get("cs_clip_model") or CS_CLIP_MODEL
-        nets["cs-clip"] = ClipEmbedder(model, ctx.device, allow_download=ctx.allow_download)
-        ctx.weight_info["clip-cs"] = {"name": "clip-cs", "model": str(model), "sha256": _dir_weights_hash(model)}
-    if "wav2clip" not in nets:
-        path = ctx.weight("wav2clip")
-        torch.manual_seed(0)  # reproducible random-init runs (tests)
-        nets["wav2clip"] = load_wav2clip(path, ctx.device)
-    return nets["cs-clip"], nets["wav2clip"]
