@@ -1,8 +1,9 @@
 """Per-call frame context shared by the attention processors and temporal blocks of one video model.
 
-CORE_CONTRACT.md: the video UNet owns one ``FrameContextHolder`` and hands it to every processor / temporal block it
-creates; the pipeline wraps each UNet call in ``with holder.use(FrameContext(num_frames=F, ...)):``. This avoids
-monkeypatching ``forward`` or widening diffusers call signatures. No torch import at module level.
+The contract (docs/architecture.md, "Data contracts"): the video UNet owns one ``FrameContextHolder`` and hands it to
+every processor / temporal block it creates; the pipeline wraps each UNet call in
+``with holder.use(FrameContext(num_frames=F, ...)):``. This avoids monkeypatching ``forward`` or widening diffusers
+call signatures. No torch import at module level.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ class FrameContext:
             H_lat, W_lat)}`` with one flow per STSA half (offsets 0 and ``s_f // 2``; the reference frames are
             ``dancegen.core.align.required_reference_frames(F, s_f)``). None: no motion-flow alignment (the "SA"
             ablation). A batch of B clips also serves 2B under classifier-free guidance.
-        extra: free-form per-call data (e.g. RCA caches, debug switches).
+        extra: free-form per-call data: ``step_index`` (0 = the noisiest denoising step; MasaCtrl's processors gate on
+            it), RCA caches, debug switches.
     """
 
     num_frames: int
