@@ -122,3 +122,31 @@ def test_cli_refuses_an_option_the_method_does_not_use(tmp_path):
                                    "--vae-tiling"])
     assert res.exit_code == 2 and "does not use --vae-tiling" in res.output and "Traceback" not in res.output
     assert not (tmp_path / "o.mp4").exists()
+
+
+def test_animate_loads_a_lora_file_onto_the_bundled_model(tmp_path):
+    """--lora reaches the model: a LoRA saved from the bundled UNet changes the video; weight 0 gives it back."""
+    import numpy as np
+    from tests_helpers import dance_sequence
+
+    from dancegen import api
+    from dancegen.core.lora import add_lora, save_lora
+    from dancegen.io.video import read_video, write_image
+    from dancegen.methods.dance_your_latents.model import DanceYourLatentsModel, bundled_model_path
+    from dancegen.pose.openpose_json import write_openpose_folder
+
+    model = DanceYourLatentsModel.from_pretrained(bundled_model_path())
+    add_lora(model.unet, "style", rank=4, targets="cross_attn", init="random")  # non-zero: it must change things
+    lora = save_lora(tmp_path / "style.safetensors", model.unet, "style")
+    ref = np.full((64, 64, 3), 100, np.uint8)
+    ref[12:56, 26:38] = (200, 50, 50)
+    write_image(tmp_path / "ref.png", ref)
+    write_openpose_folder(dance_sequence(2).resized(64, 64), tmp_path / "poses")
+    common = dict(retarget=False, ref_mask=None, frames=2, steps=2, preview=False, seed=0)
+    videos = {}
+    for name, loras in (("base", None), ("lora", [str(lora)]), ("zero", [f"{lora}:0"])):
+        rep = api.animate(tmp_path / "ref.png", tmp_path / "poses", tmp_path / f"{name}.mp4", lora=loras, **common)
+        videos[name] = read_video(tmp_path / f"{name}.mp4").frames.astype(int)
+    assert rep["lora"] == [f"{lora}:0"]
+    assert np.abs(videos["lora"] - videos["base"]).mean() > 0.5
+    assert np.array_equal(videos["zero"], videos["base"])
