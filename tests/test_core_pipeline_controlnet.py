@@ -7,8 +7,9 @@ import copy
 import pytest
 import torch
 
-from dancegen.core.controlnet import DisCoControlNets, LatentControlNetModel
+from dancegen.core.controlnet import LatentControlNetModel
 from dancegen.core.unet3d import TINY_UNET_CONFIG, VideoUNet
+from dancegen.methods.dance_your_latents.model import DisCoControlNets
 
 B, F, H = 2, 3, 16
 

@@ -21,8 +21,9 @@ Insertion is done with PyTorch forward hooks rather than by wrapping modules: fo
 host ``Transformer2DModel``; for "after_cross_attn" a pre-hook on the transformer block's ``norm2`` keeps the residual
 stream ``x`` entering the cross-attention and a forward hook on ``attn2`` replaces its output ``a`` by
 ``a + (T(x + a) - (x + a))``, so the block's own ``hidden = attn_output + x`` becomes ``T(x + a)`` (a pre-hook on the
-host records the token grid ``h, w`` that STSA needs). Deviation from CORE_CONTRACT.md's ``TransformerWithTemporal``
-wording, for one reason: the wrapped UNet stays a genuine ``UNet2DConditionModel`` with the original module tree, so
+host records the token grid ``h, w`` that STSA needs). Hooks rather than a wrapper module (a "transformer with
+temporal" class), for one reason: the wrapped UNet stays a genuine ``UNet2DConditionModel`` with the original module
+tree, so
 (1) its state-dict keys are exactly the pretrained SD keys (``video_unet.unet.load_state_dict(sd15_unet_state_dict)``
 works), and (2) diffusers' ``ControlNetModel.from_unet(video_unet.unet)`` still works (it copies ``down_blocks`` by
 key). The hooks only act while a ``FrameContext`` is set (i.e. inside ``VideoUNet.forward`` / ``frame_context``);
@@ -51,6 +52,7 @@ from diffusers.utils import BaseOutput
 from torch import nn
 
 from dancegen.core.context import FrameContext, FrameContextHolder
+from dancegen.core.controlnet import ControlResiduals, ResidualHook, control_residuals
 
 TEMPORAL_KINDS = ("stsa", "temporal", "none")
 TEMPORAL_POSITIONS = ("after_block", "after_cross_attn")
@@ -430,6 +432,7 @@ class VideoUNet(ModelMixin, ConfigMixin):
         added_cond_kwargs: dict | None = None,
         class_labels: torch.Tensor | None = None,
         return_dict: bool = True,
+        residual_hook: ResidualHook | None = None,
     ) -> VideoUNetOutput | tuple[torch.Tensor]:
         """Denoise a batch of clips.
 
@@ -446,9 +449,18 @@ class VideoUNet(ModelMixin, ConfigMixin):
                 serves only the unshifted half (valid when the shift is off or F <= s_f). None: no align.
             cross_attention_kwargs / added_cond_kwargs / class_labels: passed to the image UNet unchanged.
             return_dict: return ``VideoUNetOutput`` (True) or a tuple.
+            residual_hook: ``hook(index, control, skip) -> added`` between the ControlNet residuals and the UNet's
+                skip features (Edit-Your-Motion §2.4 Motion Attention: new skip = ``u_k + hook(k, c_k, u_k)``; index
+                ``0..n_down-1`` for the down residuals in diffusers' order, ``n_down`` for the mid-block output), all
+                ``(B*F, C_k, H_k, W_k)``; see ``dancegen.core.controlnet.control_residuals``. It runs under this
+                call's frame context (``self.holder.peek()`` gives F), so it can attend over frames. Needs both
+                residual arguments; ignored without residuals. None: residuals are added as plain ControlNet.
 
         Returns:
             ``(B, C_out, F, H, W)`` prediction.
+
+        Raises:
+            ValueError: ``residual_hook`` with only one of the two residual arguments.
         """
         b, c, f, h, w = sample.shape
         x = sample.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w)
@@ -463,15 +475,21 @@ class VideoUNet(ModelMixin, ConfigMixin):
             ctx = FrameContext(num_frames=f, flow_to_ref=flow_to_ref)
         elif flow_to_ref is not None:
             ctx = replace(ctx, flow_to_ref=flow_to_ref, flows=None)
-        with self.holder.use(ctx):
+        down = tuple(down_block_additional_residuals) if down_block_additional_residuals is not None else None
+        if residual_hook is not None and (down is None) != (mid_block_additional_residual is None):
+            raise ValueError("residual_hook needs both down_block_additional_residuals and "
+                             "mid_block_additional_residual (ControlNet residuals), or neither")
+        hooked = residual_hook is not None and down is not None
+        residuals = ControlResiduals(list(down), mid_block_additional_residual) if hooked else None
+        with self.holder.use(ctx), control_residuals(self.unet, residuals, residual_hook) as res_kwargs:
+            if not hooked:  # exactly the arguments diffusers always got (None, or the residuals as given)
+                res_kwargs = {"down_block_additional_residuals": down,
+                              "mid_block_additional_residual": mid_block_additional_residual}
             out = self.unet(
                 x,
                 t,
                 encoder_hidden_states=ehs,
-                down_block_additional_residuals=(
-                    tuple(down_block_additional_residuals) if down_block_additional_residuals is not None else None
-                ),
-                mid_block_additional_residual=mid_block_additional_residual,
+                **res_kwargs,
                 cross_attention_kwargs=cross_attention_kwargs,
                 added_cond_kwargs=added_cond_kwargs,
                 class_labels=class_labels,

@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from diffusers import ControlNetModel, UNet2DConditionModel
 
+from dancegen.core.controlnet import ControlNetSet, ControlResiduals, LatentControlNetModel
 from dancegen.core.method_model import MethodModel
 from dancegen.core.model_folder import MODEL_SUBDIR, FolderLayout  # noqa: F401  (MODEL_SUBDIR: train imports it)
 from dancegen.errors import InputError, MissingWeightsError
@@ -117,6 +119,82 @@ def _config_only_components(folder: Path, device: str = "meta") -> dict[str, Any
             "scheduler": DDIMScheduler.from_pretrained(folder, subfolder="scheduler")}
 
 
+# ------------------------------------------------------------------------------------------------ DisCo controls
+class DisCoControlNets(ControlNetSet):
+    """Pose + background ControlNets of DisCo, applied frame by frame to a clip (a ``ControlNetSet`` named
+    ``pose`` and ``background``, summed in that order).
+
+    ``forward`` keeps DisCo's argument names (``pose_images``, ``background_latents``, ``pose_scale``,
+    ``background_scale``) rather than the set's ``conditions`` / ``scales`` dicts.
+
+    Args:
+        pose: ControlNet on rendered pose images (RGB in [0, 1], image resolution).
+        background: ``LatentControlNetModel`` on the masked-background VAE latent, or None (pose only).
+    """
+
+    def __init__(self, pose: ControlNetModel | None, background: ControlNetModel | None = None):
+        if pose is None and background is None:
+            raise ValueError("DisCoControlNets needs at least one ControlNet")
+        super().__init__({"pose": pose, "background": background})
+
+    @classmethod
+    def from_unet(
+        cls,
+        unet: UNet2DConditionModel,
+        pose: bool = True,
+        background: bool = True,
+        pose_embedding_channels: tuple[int, ...] = (16, 32, 96, 256),
+    ) -> DisCoControlNets:
+        """Initialise both ControlNets from the image UNet (DisCo ``Net.__init__``).
+
+        Args:
+            unet: the pretrained image UNet (``VideoUNet.unet`` works: it keeps the original module tree).
+            pose / background: which ControlNets to build.
+            pose_embedding_channels: the pose image encoder widths; each stage after the first halves the
+                resolution, so ``len - 1`` halvings must equal the VAE downsampling (3 for SD: 256 px -> 32 latent).
+        """
+        pose_cn = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=tuple(pose_embedding_channels)) \
+            if pose else None
+        bg_cn = LatentControlNetModel.from_unet(unet) if background else None
+        p = next(unet.parameters())
+        out = cls(pose_cn, bg_cn)
+        return out.to(device=p.device, dtype=p.dtype)
+
+    def forward(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor | float | int,
+        encoder_hidden_states: torch.Tensor,
+        pose_images: torch.Tensor | None = None,
+        background_latents: torch.Tensor | None = None,
+        pose_scale: float = 1.0,
+        background_scale: float = 1.0,
+        frame_chunk: int | None = None,
+    ) -> ControlResiduals | None:
+        """Run the ControlNets on every frame and sum their residuals (``ControlNetSet.forward``).
+
+        Args:
+            sample: ``(B, C, F, H, W)`` noisy latents (or already folded ``(B*F, C, H, W)``; then pass ``(B*F,)``-
+                shaped conditions).
+            timestep: scalar, ``(B,)`` or ``(B*F,)``.
+            encoder_hidden_states: ``(B, L, D)`` reference embedding shared by frames, or ``(B*F, L, D)``.
+            pose_images: ``(B, 3, F, Hi, Wi)`` or ``(B*F, 3, Hi, Wi)`` rendered skeletons in [0, 1].
+            background_latents: ``(B, 4, H, W)`` (shared by the clip), ``(B, 4, F, H, W)`` or ``(B*F, 4, H, W)``;
+                already multiplied by the VAE scaling factor.
+            pose_scale / background_scale: conditioning scales (0 skips that ControlNet).
+            frame_chunk: run at most this many folded frames at once (memory); None = all at once.
+
+        Returns:
+            Summed residuals for the folded batch, or None when no ControlNet ran.
+        """
+        return super().forward(sample, timestep, encoder_hidden_states,
+                               {"pose": pose_images, "background": background_latents},
+                               scales={"pose": pose_scale, "background": background_scale}, frame_chunk=frame_chunk)
+
+
+# ------------------------------------------------------------------------------------------------ residual hook
+
+
 # ------------------------------------------------------------------------------------------------ the container
 class DanceYourLatentsModel(MethodModel):
     """Every network of Dance-Your-Latents in one module (what training sees) plus the scheduler.
@@ -169,10 +247,7 @@ class DanceYourLatentsModel(MethodModel):
         def write(tmp: Path) -> None:
             self.unet.save_pretrained(tmp / "unet")
             self.vae.save_pretrained(tmp / "vae")
-            if self.controlnets.pose is not None:
-                self.controlnets.pose.save_pretrained(tmp / "controlnet_pose")
-            if self.controlnets.background is not None:
-                self.controlnets.background.save_pretrained(tmp / "controlnet_background")
+            self.controlnets.save_pretrained(tmp)  # controlnet_pose/, controlnet_background/
             self.reference.image_encoder.save_pretrained(tmp / "image_encoder")
             if self.reference.projection is not None:
                 self.reference.projection.save_pretrained(tmp / "reference_projection")
@@ -191,11 +266,10 @@ class DanceYourLatentsModel(MethodModel):
                 must not change).
             dtype / device: where to put the networks (None: fp32 on CPU).
         """
-        from diffusers import AutoencoderKL, ControlNetModel, DDIMScheduler
+        from diffusers import AutoencoderKL, DDIMScheduler
         from transformers import CLIPVisionModelWithProjection
 
         from dancegen.core.conditioning import ReferenceEncoder, ReferenceProjection
-        from dancegen.core.controlnet import DisCoControlNets, LatentControlNetModel
         from dancegen.core.unet3d import VideoUNet
         from dancegen.methods.dance_your_latents.config import load_recipe
 
@@ -206,10 +280,10 @@ class DanceYourLatentsModel(MethodModel):
         kw = {"torch_dtype": dtype if dtype is not None else torch.float32}  # bundled models are stored in fp16
         unet = VideoUNet.from_pretrained(folder / "unet", **kw)
         vae = AutoencoderKL.from_pretrained(folder / "vae", **kw)
-        pose = ControlNetModel.from_pretrained(folder / "controlnet_pose", **kw) \
-            if (folder / "controlnet_pose").is_dir() else None
-        bg = LatentControlNetModel.from_pretrained(folder / "controlnet_background", **kw) \
-            if (folder / "controlnet_background").is_dir() else None
+        nets = ControlNetSet.from_pretrained_folders(
+            {name: folder / f"controlnet_{name}" for name in ("pose", "background")
+             if (folder / f"controlnet_{name}").is_dir()}, **kw)
+        pose, bg = (nets[name] if name in nets else None for name in ("pose", "background"))
         clip = CLIPVisionModelWithProjection.from_pretrained(folder / "image_encoder", **kw)
         proj = ReferenceProjection.from_pretrained(folder / "reference_projection", **kw) \
             if (folder / "reference_projection").is_dir() else None
@@ -252,7 +326,6 @@ def build_model(cfg: DanceYourLatentsConfig, base: str | os.PathLike | None = No
         MissingWeightsError / InputError: the base cannot be found or has the wrong layout.
     """
     from dancegen.core.conditioning import ReferenceEncoder
-    from dancegen.core.controlnet import DisCoControlNets
     from dancegen.core.unet3d import VideoUNet
 
     ref = str(base if base is not None else cfg.model.base)
