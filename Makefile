@@ -10,7 +10,7 @@ MODELS_STAMP := $(VENV)/.dancegen-models
 export HF_HUB_OFFLINE ?= 1
 DEMO_OUT ?= demo_out
 
-.PHONY: help install models demo test test-slow bench lint clean
+.PHONY: help install models demo test test-fast test-slow bench lint clean
 
 help:  ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -39,6 +39,9 @@ demo: install  ## Synthetic clips -> poses -> retarget -> motion flow -> music2d
 # through Item._nodeid, which pytest no longer reads.)
 test: install  ## Fast offline test suite (CI)
 	DANCEGEN_REQUIRE_MODELS=1 $(BIN)/python -m pytest -m "not slow and not gpu" -n 2 --dist loadfile -q
+
+test-fast: install  ## Unit and equivalence tests only (no bundled-model quality tests): for iteration
+	$(BIN)/python -m pytest -m "not slow and not gpu and not quality" -n 2 --dist loadfile -q
 
 test-slow: install  ## Slow tests and tests that need real weights (DANCEGEN_WEIGHTS_DIR)
 	DANCEGEN_RUN_SLOW=1 $(BIN)/python -m pytest -m "slow" -q

@@ -19,6 +19,8 @@ from typer.testing import CliRunner
 
 from dancegen.core.weights import BUNDLED_ROOT
 
+pytestmark = pytest.mark.quality  # bundled-model quality: `make test` runs it, `make test-fast` does not
+
 MODEL = BUNDLED_ROOT / "dab-tiny"
 VIDEOS = 4
 STEPS = 10  # DDIM steps (the recipe's 25 cost 2.5x the time)

@@ -17,6 +17,8 @@ from typer.testing import CliRunner
 
 from dancegen.core.weights import BUNDLED_ROOT
 
+pytestmark = pytest.mark.quality  # bundled-model quality: `make test` runs it, `make test-fast` does not
+
 MODELS = {"full": BUNDLED_ROOT / "dyl-tiny", "framewise": BUNDLED_ROOT / "dyl-tiny-framewise"}
 FRAMES = 8  # one STSA window (the README's table uses 16 frames: twice the cost, the same picture)
 
