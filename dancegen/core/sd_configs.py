@@ -15,7 +15,17 @@ import json
 import os
 from pathlib import Path
 
-from dancegen.core.unet3d import SD15_UNET_CONFIG
+# SD-1.x UNet (stable-diffusion-v1-5/stable-diffusion-v1-5 and lambdalabs/sd-image-variations-diffusers share it; both
+# have cross_attention_dim 768).
+SD15_UNET_CONFIG: dict = {
+    "sample_size": 64, "in_channels": 4, "out_channels": 4, "layers_per_block": 2, "attention_head_dim": 8,
+    "block_out_channels": [320, 640, 1280, 1280], "cross_attention_dim": 768, "norm_num_groups": 32,
+    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+    "act_fn": "silu", "center_input_sample": False, "downsample_padding": 1, "flip_sin_to_cos": True, "freq_shift": 0,
+    "mid_block_scale_factor": 1, "norm_eps": 1e-5,
+}
+
 
 SD15_VAE_CONFIG: dict = {
     "act_fn": "silu", "block_out_channels": [128, 256, 512, 512], "in_channels": 3, "out_channels": 3,

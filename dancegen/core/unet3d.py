@@ -53,22 +53,12 @@ from torch import nn
 
 from dancegen.core.context import FrameContext, FrameContextHolder
 from dancegen.core.controlnet import ControlResiduals, ResidualHook, control_residuals
+from dancegen.core.sd_configs import SD15_UNET_CONFIG  # noqa: F401  (re-exported: the published SD-1.x UNet config)
 
 TEMPORAL_KINDS = ("stsa", "temporal", "none")
 TEMPORAL_POSITIONS = ("after_block", "after_cross_attn")
 SPATIAL_ATTN_MODES = ("self", "first", "middle", "previous", "all", "sparse_causal", "rca")
 PARAMETER_GROUPS = ("temporal", "spatial_attn", "unet")
-
-# SD-1.x UNet config (runwayml/stable-diffusion-v1-5 and lambdalabs/sd-image-variations-diffusers share it; both
-# have cross_attention_dim 768): for building the full-size model with random weights (tests, memory estimates).
-SD15_UNET_CONFIG: dict = {
-    "sample_size": 64, "in_channels": 4, "out_channels": 4, "layers_per_block": 2, "attention_head_dim": 8,
-    "block_out_channels": [320, 640, 1280, 1280], "cross_attention_dim": 768, "norm_num_groups": 32,
-    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
-    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
-    "act_fn": "silu", "center_input_sample": False, "downsample_padding": 1, "flip_sin_to_cos": True, "freq_shift": 0,
-    "mid_block_scale_factor": 1, "norm_eps": 1e-5,
-}
 
 # Tiny UNet of the same layout family (stack-notes.md §3): 2 levels, channels (32, 64), 0.79M parameters.
 TINY_UNET_CONFIG: dict = {

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dancegen.core.components import SD15Components  # noqa: F401  (re-exported)
 from dancegen.errors import InputError, MissingWeightsError
 from dancegen.runtime import BUNDLED_ROOT  # noqa: F401  (re-exported: the methods import it from here)
 
@@ -97,8 +98,9 @@ def resolve_model(
     """Resolve a model reference: local folder, then bundled name, then HF cache, then (online only) hub id.
 
     Args:
-        ref: a folder path, a bundled model name, or a Hugging Face id ("org/name"). None uses the kind's default
-            hub id (when it has one).
+        ref: a folder path, a single-file SD-1.5 checkpoint (``.safetensors``, or a tensors-only ``.ckpt``/``.pt``,
+            in the original LDM layout; kinds "sd15" and "any"), a bundled model name, or a Hugging Face id
+            ("org/name"). None uses the kind's default hub id (when it has one).
         kind: one of ``MODEL_KINDS``; the folder layout is checked against it.
         bundled_root: folder of bundled models (default ``dancegen/assets/models``).
         allow_download: permit returning a bare hub id for ``from_pretrained`` to download (only when
@@ -106,12 +108,14 @@ def resolve_model(
             CLI's ``--allow-download`` passes True). Nothing downloads silently.
 
     Returns:
-        A ``ResolvedModel``.
+        A ``ResolvedModel``; ``source`` "single-file" (``location`` the file) for a single-file checkpoint.
 
     Raises:
         MissingWeightsError: nothing usable found; the message names the model, every place looked in, and the
             command that fetches it.
-        InputError: ``ref`` is a folder that exists but does not have the expected layout, or ``kind`` is unknown.
+        InputError: ``ref`` is a folder that exists but does not have the expected layout, a file where the kind
+            needs a folder (a single file has no image encoder for "sd-image-variations"), a ``.safetensors`` file
+            that is not an SD-1.x checkpoint, or ``kind`` is unknown.
     """
     if kind not in MODEL_KINDS:
         raise InputError(f"unknown model kind {kind!r}; expected one of {', '.join(MODEL_KINDS)}")
@@ -126,6 +130,20 @@ def resolve_model(
     path = Path(ref_s).expanduser()
     looked.append(f"local path {path}")
     if path.exists():
+        if path.is_file() and kind in ("sd15", "sd-image-variations", "any"):
+            from dancegen.core.single_file import SINGLE_FILE_SUFFIXES, check_sd15_single_file
+
+            if path.suffix.lower() in SINGLE_FILE_SUFFIXES:
+                if kind == "sd-image-variations":
+                    raise InputError("a single-file checkpoint has no image encoder (CLIP vision tower); "
+                                     f"sd-image-variations needs a {what}", path=path)
+                try:
+                    check_sd15_single_file(path)  # the header only: a LoRA or SDXL file fails here, not later
+                except InputError:
+                    if kind == "sd15":
+                        raise
+                else:
+                    return ResolvedModel(ref_s, "single-file", str(path.resolve()), kind)
         if not path.is_dir() and kind != "any":
             raise InputError(f"expected a {what}, got a file", path=path)
         problem = _layout_problem(path, kind)
@@ -161,64 +179,45 @@ def resolve_model(
     raise MissingWeightsError(f"{what} {ref_s!r} not found; looked in: {'; '.join(looked)}; {how}")
 
 
-@dataclass
-class SD15Components:
-    """The parts of an SD-1.x pipeline loaded from one folder.
-
-    Attributes:
-        unet: ``UNet2DConditionModel``.
-        vae: ``AutoencoderKL``.
-        scheduler: ``DDIMScheduler`` built from ``scheduler/`` (whatever scheduler class the folder names).
-        image_encoder: ``CLIPVisionModelWithProjection`` (sd-image-variations) or None.
-        text_encoder / tokenizer: ``CLIPTextModel`` / ``CLIPTokenizer`` (text SD-1.5) or None.
-        path: the folder.
-    """
-
-    unet: Any
-    vae: Any
-    scheduler: Any
-    image_encoder: Any = None
-    text_encoder: Any = None
-    tokenizer: Any = None
-    path: str = ""
-
-    @property
-    def vae_scale_factor(self) -> int:
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
-
-    @property
-    def scaling_factor(self) -> float:
-        return float(self.vae.config.scaling_factor)
-
-    def models(self) -> dict[str, Any]:
-        """The torch modules present, by name."""
-        return {k: v for k, v in (("image_encoder", self.image_encoder), ("text_encoder", self.text_encoder),
-                                  ("unet", self.unet), ("vae", self.vae)) if v is not None}
-
-
 def load_sd15_components(
     path: str | os.PathLike | ResolvedModel,
     dtype: Any = None,
     device: Any = None,
     load_text_encoder: bool = True,
+    tokenizer: Any = None,
 ) -> SD15Components:
-    """Build the pipeline parts from an SD-1.5-layout folder (or a resolved hub id).
+    """Build the pipeline parts from an SD-1.5-layout folder, a single-file checkpoint, or a resolved hub id.
 
     Args:
         path: folder with ``unet/``, ``vae/``, ``scheduler/`` and ``image_encoder/`` and/or ``text_encoder/`` (+
-            ``tokenizer/``), or a ``ResolvedModel`` (a "hub" one is downloaded here, explicitly, by diffusers).
-        dtype: torch dtype for the models (None: as stored, i.e. fp32 for the usual checkpoints).
+            ``tokenizer/``), a single-file SD-1.5 checkpoint (``core.single_file.load_single_file_sd15``), or a
+            ``ResolvedModel`` (a "hub" one is downloaded here, explicitly, by diffusers).
+        dtype: torch dtype for the models (None: as stored, i.e. fp32 for the usual checkpoints; a single file:
+            fp32).
         device: device to move the models to (None: stay on CPU).
-        load_text_encoder: also load ``text_encoder/`` + ``tokenizer/`` when present.
+        load_text_encoder: also load ``text_encoder/`` + ``tokenizer/`` when present (a single file: its text
+            encoder, with a tokenizer from ``tokenizer`` or the local Hugging Face cache).
+        tokenizer: single files only (they carry no vocabulary): a tokenizer folder or ``CLIPTokenizer``; None looks
+            in the local Hugging Face cache. A folder always uses its own ``tokenizer/``.
 
     Returns:
         ``SD15Components`` (all models in eval mode, gradients off).
 
     Raises:
-        MissingWeightsError: a required subfolder is missing.
+        MissingWeightsError: a required subfolder is missing, or a single file's tokenizer is not available.
+        InputError: a single file that is not an SD-1.x checkpoint.
     """
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 
+    if isinstance(path, ResolvedModel):
+        single = path.location if path.source == "single-file" else None
+    else:
+        single = path if Path(path).is_file() else None
+    if single is not None:
+        from dancegen.core.single_file import load_single_file_sd15
+
+        return load_single_file_sd15(single, dtype=dtype, tokenizer=tokenizer, device=device,
+                                     load_text_encoder=load_text_encoder)
     if isinstance(path, ResolvedModel):
         if path.source == "hub":
             from huggingface_hub import snapshot_download

@@ -1,0 +1,41 @@
+"""The parts of an SD-1.x pipeline, however they were loaded (a diffusers folder or a single-file checkpoint)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class SD15Components:
+    """The parts of an SD-1.x pipeline loaded from one folder.
+
+    Attributes:
+        unet: ``UNet2DConditionModel``.
+        vae: ``AutoencoderKL``.
+        scheduler: ``DDIMScheduler`` built from ``scheduler/`` (whatever scheduler class the folder names).
+        image_encoder: ``CLIPVisionModelWithProjection`` (sd-image-variations) or None.
+        text_encoder / tokenizer: ``CLIPTextModel`` / ``CLIPTokenizer`` (text SD-1.5) or None.
+        path: the folder.
+    """
+
+    unet: Any
+    vae: Any
+    scheduler: Any
+    image_encoder: Any = None
+    text_encoder: Any = None
+    tokenizer: Any = None
+    path: str = ""
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def scaling_factor(self) -> float:
+        return float(self.vae.config.scaling_factor)
+
+    def models(self) -> dict[str, Any]:
+        """The torch modules present, by name."""
+        return {k: v for k, v in (("image_encoder", self.image_encoder), ("text_encoder", self.text_encoder),
+                                  ("unet", self.unet), ("vae", self.vae)) if v is not None}
