@@ -205,8 +205,8 @@ def test_tokenizer_comes_from_the_cache_or_a_one_line_error(tiny, tmp_path, monk
         sf.load_single_file_sd15(path)
     msg = str(e.value)
     assert "\n" not in msg and "no tokenizer" in msg and str(tmp_path / "empty-cache") in msg
-    assert "huggingface-cli download stable-diffusion-v1-5/stable-diffusion-v1-5 --include 'tokenizer/*'" in msg
-    # the same snapshot layout huggingface-cli writes: refs/main -> snapshots/<commit>/tokenizer/
+    assert "hf download stable-diffusion-v1-5/stable-diffusion-v1-5 --include 'tokenizer/*'" in msg
+    # the same snapshot layout hf download writes: refs/main -> snapshots/<commit>/tokenizer/
     repo = tmp_path / "cache" / "models--stable-diffusion-v1-5--stable-diffusion-v1-5"
     (repo / "refs").mkdir(parents=True)
     (repo / "refs" / "main").write_text("0" * 40)

@@ -59,7 +59,7 @@ def test_missing_model_error_says_what_where_how(tmp_path):
     msg = str(e.value)
     assert "sd-image-variations-diffusers" in msg and "local path" in msg and "Hugging Face cache" in msg
     assert "HF_HUB_OFFLINE is set" in msg
-    assert "huggingface-cli download lambdalabs/sd-image-variations-diffusers" in msg and "--model PATH" in msg
+    assert "hf download lambdalabs/sd-image-variations-diffusers" in msg and "--model PATH" in msg
     assert "\n" not in msg  # one line for the CLI
     with pytest.raises(MissingWeightsError, match="bundled models"):
         resolve_model("no-such-bundle", kind="sd15", bundled_root=tmp_path)
@@ -75,7 +75,7 @@ def test_default_reference_and_hub_policy(tmp_path, monkeypatch):
     # online, but nothing downloads unless asked: a one-line error saying how to get it or allow it
     with pytest.raises(MissingWeightsError, match="downloads not allowed") as e:
         resolve_model("org/model", kind="unet", bundled_root=tmp_path)
-    assert "--allow-download" in str(e.value) and "huggingface-cli download org/model" in str(e.value)
+    assert "--allow-download" in str(e.value) and "hf download org/model" in str(e.value)
     assert "\n" not in str(e.value)
     r = resolve_model("org/model", kind="unet", bundled_root=tmp_path, allow_download=True)
     assert r == ResolvedModel("org/model", "hub", "org/model", "unet") and not r.is_local

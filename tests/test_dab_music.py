@@ -225,7 +225,7 @@ def test_clap_missing_weights(tmp_path, monkeypatch):
     assert "no_such_clap" in str(e.value)
     with pytest.raises(MissingWeightsError, match="HF_HUB_OFFLINE") as e:
         mu.load_clap("dancegen-tests/no-such-clap-model")
-    assert "huggingface-cli download dancegen-tests/no-such-clap-model" in str(e.value)
+    assert "hf download dancegen-tests/no-such-clap-model" in str(e.value)
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "config.json").write_text(json.dumps({}))

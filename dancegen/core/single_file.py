@@ -39,7 +39,7 @@ TOKENIZER_SOURCES: tuple[tuple[str, str], ...] = (
     ("stable-diffusion-v1-5/stable-diffusion-v1-5", "tokenizer"),
     ("openai/clip-vit-large-patch14", ""),
 )
-TOKENIZER_DOWNLOAD = "huggingface-cli download stable-diffusion-v1-5/stable-diffusion-v1-5 --include 'tokenizer/*'"
+TOKENIZER_DOWNLOAD = "hf download stable-diffusion-v1-5/stable-diffusion-v1-5 --include 'tokenizer/*'"
 
 # SD-1.5's values for what tensor shapes cannot tell, over the classes' defaults (core.sd_configs, the published ones).
 _SD15_UNET_EXTRA = {k: SD15_UNET_CONFIG[k] for k in ("sample_size", "attention_head_dim", "norm_num_groups",
@@ -354,8 +354,8 @@ def resolve_tokenizer(tokenizer: Any = None):
     looked = " and ".join(f"{r}{' (' + s + '/)' if s else ''}" for r, s in TOKENIZER_SOURCES)
     raise MissingWeightsError(
         f"a single-file checkpoint has no tokenizer and none is cached (looked for {looked} in the Hugging Face cache "
-        f"{cache}); get SD-1.5's with `{TOKENIZER_DOWNLOAD}` (`hf download` with the same arguments on "
-        f"huggingface_hub >= 1.0), or pass a tokenizer folder")
+        f"{cache}); get SD-1.5's with `{TOKENIZER_DOWNLOAD}` (huggingface_hub's command line), or pass a tokenizer "
+        "folder")
 
 
 # ------------------------------------------------------------------------------------------------------- loading

@@ -173,7 +173,7 @@ def resolve_model(
                       else "the Hugging Face Hub (skipped: downloads not allowed)")
 
     hub = ref_s if _HUB_ID.match(ref_s) else default_hub
-    how = (f"download it with `huggingface-cli download {hub} --local-dir PATH` and pass --model PATH, or let "
+    how = (f"download it with `hf download {hub} --local-dir PATH` and pass --model PATH, or let "
            "dancegen fetch it with --allow-download (or DANCEGEN_ALLOW_DOWNLOAD=1)" if hub
            else "pass --model PATH pointing at a local copy")
     raise MissingWeightsError(f"{what} {ref_s!r} not found; looked in: {'; '.join(looked)}; {how}")
@@ -232,7 +232,7 @@ def load_sd15_components(
     if problem:
         raise MissingWeightsError(
             f"SD-1.5-layout model incomplete: {problem} (needs unet/, vae/, scheduler/ and image_encoder/ or "
-            f"text_encoder/); get one with `huggingface-cli download {MODEL_KINDS['sd-image-variations'][0]} "
+            f"text_encoder/); get one with `hf download {MODEL_KINDS['sd-image-variations'][0]} "
             f"--local-dir PATH`", path=folder)
     kw = {"torch_dtype": dtype} if dtype is not None else {}
     unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", **kw)

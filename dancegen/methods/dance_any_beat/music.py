@@ -292,7 +292,7 @@ def _clap_missing(ref: str, reason: str) -> MissingWeightsError:
     hub = ref if _HUB_ID.match(ref) and not Path(ref).exists() else DEFAULT_CLAP
     offline = " (HF_HUB_OFFLINE is set, so the hub was not asked)" if _hub_offline() else ""
     return MissingWeightsError(
-        f"CLAP model {ref!r} not available{offline}: {reason}. Download it with `huggingface-cli download {hub} "
+        f"CLAP model {ref!r} not available{offline}: {reason}. Download it with `hf download {hub} "
         f"--local-dir PATH` (a transformers ClapModel folder) and pass `--set music.clap=PATH`")
 
 
