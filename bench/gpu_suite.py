@@ -337,7 +337,7 @@ def _dyl_train_step(args, res: dict, checkpointing: bool) -> None:
             loss = loss_fn(model, batch)
         loss.backward()
         opt.step()
-        return float(loss)
+        return float(loss.detach())
 
     step()  # warm-up (optimizer states allocated here)
     with measure(dev, res, f"dyl_{key}"):
@@ -392,7 +392,7 @@ def _dab_train_step(args, res: dict, checkpointing: bool) -> None:
         loss, *_ = (lambda o: o if isinstance(o, tuple) else (o,))(loss_fn(model, batch))
         loss.backward()
         opt.step()
-        return float(loss)
+        return float(loss.detach())
 
     step()
     with measure(dev, res, f"dab_{key}"):
