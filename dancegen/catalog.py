@@ -89,6 +89,16 @@ _BUNDLED_INFO: dict[str, tuple[tuple[str, ...], str, str]] = {
     "synthpose-tiny": (("extract-pose", "dance-your-latents"),
                        "SynthPose keypoint estimator of the synthetic dancers (extract-pose --backend synthpose)",
                        "recipes/pose/synthpose_tiny.yaml"),
+    "t2i-tiny": (("latentman", "edit-your-motion", "dancing-avatar", "text2character", "finetune-oneshot"),
+                 "text-to-image model in SD-1.5's folder layout (UNet, CLIP text encoder, tokenizer, VAE), trained on "
+                 "synthetic frames and captions",
+                 "recipes/t2i/t2i_tiny.yaml"),
+    "controlnet-openpose-tiny": (("edit-your-motion", "dancing-avatar", "text2character", "finetune-oneshot"),
+                                 "OpenPose ControlNet for t2i-tiny (diffusers ControlNet folder, controlnet_aux maps)",
+                                 "recipes/t2i/controlnet_openpose_tiny.yaml"),
+    "controlnet-depth-tiny": (("latentman", "text2character"),
+                              "depth ControlNet for t2i-tiny (near is bright, background 0)",
+                              "recipes/t2i/controlnet_depth_tiny.yaml"),
 }
 _PROJECT_LICENCE = "Apache-2.0 (dancegen; trained by this project)"
 

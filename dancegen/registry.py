@@ -114,6 +114,7 @@ def choose_method(verb: str, method: str | None = None, model: str | os.PathLike
 #: method's: name -> ("module:load_config", "module:train").
 TOOL_TRAINERS = {
     "synthpose": ("dancegen.pose.synthpose_train:load_config", "dancegen.pose.synthpose_train:train"),
+    "t2i": ("dancegen.t2i.config:load_config", "dancegen.t2i.train:train"),
 }
 
 

@@ -164,8 +164,30 @@ def tiny_clip_text_config(
     return CLIPTextConfig(**cfg)
 
 
-def _write_json(path: Path, obj: dict) -> None:
+def write_json(path: Path, obj: dict) -> None:
+    """JSON with sorted keys and a final newline (the same object writes the same bytes)."""
     path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def sd15_model_index(with_text: bool = True, with_image_encoder: bool = False) -> dict[str, Any]:
+    """``model_index.json`` of an SD-1.5-layout folder: a ``StableDiffusionPipeline`` (text) or, without text, a
+    ``StableDiffusionImageVariationPipeline``; DDIM scheduler, no safety checker."""
+    from diffusers import __version__ as diffusers_version
+
+    index: dict[str, Any] = {
+        "_diffusers_version": diffusers_version, "requires_safety_checker": False, "safety_checker": [None, None],
+        "scheduler": ["diffusers", "DDIMScheduler"], "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"], "feature_extractor": [None, None],
+    }
+    if with_text:
+        index.update(_class_name="StableDiffusionPipeline", text_encoder=["transformers", "CLIPTextModel"],
+                     tokenizer=["transformers", "CLIPTokenizer"], image_encoder=[None, None])
+    else:
+        index["_class_name"] = "StableDiffusionImageVariationPipeline"
+    if with_image_encoder:
+        index.update(image_encoder=["transformers", "CLIPVisionModelWithProjection"],
+                     feature_extractor=["transformers", "CLIPImageProcessor"])
+    return index
 
 
 def write_tiny_sd15(
@@ -200,7 +222,6 @@ def write_tiny_sd15(
         ValueError: neither encoder requested (an SD-1.5 folder has at least one), or a bad ``image_size``.
     """
     from diffusers import AutoencoderKL, UNet2DConditionModel
-    from diffusers import __version__ as diffusers_version
 
     from dancegen.core.schedulers import ddim_scheduler_sd15
 
@@ -217,11 +238,7 @@ def write_tiny_sd15(
     with _seeded(seed):
         AutoencoderKL(**tiny_vae_config(sample_size=image_size)).save_pretrained(folder / "vae")
     ddim_scheduler_sd15().save_pretrained(folder / "scheduler")
-    index: dict[str, Any] = {
-        "_diffusers_version": diffusers_version, "requires_safety_checker": False, "safety_checker": [None, None],
-        "scheduler": ["diffusers", "DDIMScheduler"], "unet": ["diffusers", "UNet2DConditionModel"],
-        "vae": ["diffusers", "AutoencoderKL"], "feature_extractor": [None, None],
-    }
+    index = sd15_model_index(with_text, with_image_encoder)
     if with_text:
         from transformers import CLIPTextModel
 
@@ -231,10 +248,6 @@ def write_tiny_sd15(
         with _seeded(seed):
             CLIPTextModel(tiny_clip_text_config(tokenizer, hidden_size=context_dim)).save_pretrained(
                 folder / "text_encoder")
-        index.update(_class_name="StableDiffusionPipeline", text_encoder=["transformers", "CLIPTextModel"],
-                     tokenizer=["transformers", "CLIPTokenizer"], image_encoder=[None, None])
-    else:
-        index["_class_name"] = "StableDiffusionImageVariationPipeline"
     if with_image_encoder:
         from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
@@ -246,9 +259,7 @@ def write_tiny_sd15(
         side = int(vision.image_size)
         CLIPImageProcessor(size={"shortest_edge": side}, crop_size={"height": side, "width": side}).save_pretrained(
             folder / "feature_extractor")
-        index.update(image_encoder=["transformers", "CLIPVisionModelWithProjection"],
-                     feature_extractor=["transformers", "CLIPImageProcessor"])
-    _write_json(folder / "model_index.json", index)
+    write_json(folder / "model_index.json", index)
     return folder
 
 

@@ -1,0 +1,232 @@
+"""Training of the bundled text-to-image model (`t2i-tiny`) and its ControlNets on the shared loop.
+
+    dancegen train --recipe recipes/t2i/t2i_tiny.yaml -o runs/t2i-tiny
+    dancegen train --recipe recipes/t2i/controlnet_openpose_tiny.yaml -o runs/controlnet-openpose-tiny
+    dancegen train --recipe recipes/t2i/controlnet_depth_tiny.yaml -o runs/controlnet-depth-tiny
+
+- Stage `t2i` (`control: null`): a UNet and a CLIP text encoder trained together from random weights on the frames'
+  latents and captions (the autoencoder of `model.vae_from`, frozen; the tokenizer built from the captions' words,
+  `captions.tokenizer_words`). Loss: MSE to the v target (`model.prediction_type`) at a uniform timestep of a
+  zero-terminal-SNR schedule (Lin et al. 2024). Output: an SD-1.5-layout folder (unet/, vae/, text_encoder/,
+  tokenizer/, scheduler/, model_index.json): every SD-1.5 code path loads it.
+- Stage `controlnet` (`control: openpose | depth`): `ControlNetModel.from_unet` of the base (the encoder copied, the
+  zero convolutions at zero), trained on the control images with the base frozen; prompts dropped with
+  `train.prompt_dropout` (ControlNet's 50 % is for a model that already follows text; ours uses less). Output: a
+  diffusers ControlNet folder, like lllyasviel/sd-controlnet-openpose.
+
+The run folder holds `recipe.yaml`, `data/` (rendered frames and latents), `stage-1-<name>/` (metrics,
+checkpoints: `resume="auto"` continues exactly) and `model/`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from dancegen.core.model_folder import MODEL_SUBDIR
+
+
+class T2IModel(nn.Module):
+    """What one training step needs: the UNet, the text encoder and, for ControlNet recipes, the ControlNet."""
+
+    def __init__(self, unet, text_encoder, controlnet=None):
+        super().__init__()
+        self.unet, self.text_encoder, self.controlnet = unet, text_encoder, controlnet
+
+
+def sd15_scheduler_config(model_cfg) -> dict:
+    """The DDIM scheduler config of the bundled model: SD-1.5's betas, rescaled to zero terminal SNR when asked."""
+    cfg = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+               clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type=model_cfg.prediction_type)
+    if model_cfg.zero_terminal_snr:
+        cfg.update(rescale_betas_zero_snr=True, timestep_spacing="trailing")
+    return cfg
+
+
+def build_base(model_cfg, tokenizer):
+    """A fresh UNet (SD-1.5's block layout, narrowed) and CLIP text encoder for the recipe's sizes."""
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    from dancegen.core.tiny import tiny_clip_text_config
+
+    levels = len(model_cfg.unet_channels)
+    down = ["CrossAttnDownBlock2D" if a else "DownBlock2D" for a in model_cfg.attention]
+    up = ["CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(model_cfg.attention)]
+    unet = UNet2DConditionModel(
+        sample_size=16, in_channels=4, out_channels=4, block_out_channels=tuple(model_cfg.unet_channels),
+        down_block_types=tuple(down), up_block_types=tuple(up), layers_per_block=model_cfg.layers_per_block,
+        cross_attention_dim=model_cfg.text_width, attention_head_dim=model_cfg.attention_head_dim,
+        norm_num_groups=model_cfg.norm_num_groups)
+    assert levels == len(down)
+    text = CLIPTextModel(tiny_clip_text_config(
+        tokenizer, hidden_size=model_cfg.text_width, intermediate_size=4 * model_cfg.text_width,
+        num_attention_heads=model_cfg.text_heads, num_hidden_layers=model_cfg.text_layers,
+        projection_dim=model_cfg.text_width))
+    return unet, text
+
+
+def save_base_folder(folder: Path, unet, text_encoder, tokenizer_dir: Path, vae, scheduler_config: dict) -> Path:
+    """Write an SD-1.5-layout folder (the files `StableDiffusionPipeline.from_pretrained` reads); the tokenizer's
+    files are copied as built (`core.text.build_clip_tokenizer`: SD-1.5's four files, byte-stable)."""
+    import shutil
+
+    from diffusers import DDIMScheduler
+
+    from dancegen.core.tiny import sd15_model_index, write_json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    unet.save_pretrained(folder / "unet")
+    text_encoder.save_pretrained(folder / "text_encoder")
+    shutil.copytree(tokenizer_dir, folder / "tokenizer", dirs_exist_ok=True)
+    vae.save_pretrained(folder / "vae")
+    DDIMScheduler(**scheduler_config).save_pretrained(folder / "scheduler")
+    write_json(folder / "model_index.json", sd15_model_index(with_text=True))
+    return folder
+
+
+def make_loss_fn(scheduler_config: dict):
+    """MSE to the scheduler's target (v or eps) at a uniform timestep; text and ControlNet as the model has them."""
+    from diffusers import DDPMScheduler
+
+    sched = DDPMScheduler(**{k: v for k, v in scheduler_config.items() if k != "set_alpha_to_one"})
+    alphas = sched.alphas_cumprod
+    v_pred = sched.config.prediction_type == "v_prediction"
+
+    def loss_fn(m, batch):
+        z0 = batch["latents"]
+        n = z0.shape[0]
+        t = torch.randint(0, sched.config.num_train_timesteps, (n,), device=z0.device)
+        noise = torch.randn_like(z0)
+        a = alphas.to(z0.device)[t].float().view(n, 1, 1, 1)
+        zt = a.sqrt() * z0 + (1 - a).sqrt() * noise
+        context = m.text_encoder(batch["input_ids"])[0]
+        kw = {}
+        if m.controlnet is not None:
+            down, mid = m.controlnet(zt, t, encoder_hidden_states=context, controlnet_cond=batch["control"],
+                                     return_dict=False)
+            kw = {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
+        pred = m.unet(zt, t, encoder_hidden_states=context, **kw).sample
+        target = a.sqrt() * noise - (1 - a).sqrt() * z0 if v_pred else noise
+        return torch.nn.functional.mse_loss(pred.float(), target.float())
+
+    return loss_fn
+
+
+def load_vae(ref: str):
+    """The ``vae/`` of a bundled name or a local model folder (any model with an SD-layout autoencoder)."""
+    from diffusers import AutoencoderKL
+
+    from dancegen.core.weights import resolve_model
+    from dancegen.errors import MissingWeightsError
+
+    folder = Path(resolve_model(ref, kind="any").location) / "vae"
+    if not (folder / "config.json").is_file():
+        raise MissingWeightsError("model.vae_from has no vae/ folder", path=folder.parent)
+    return AutoencoderKL.from_pretrained(folder)
+
+
+def _load_base(folder):
+    from dancegen.core.weights import load_sd15_components, resolve_model
+
+    comps = load_sd15_components(resolve_model(str(folder), kind="sd15"))
+    if comps.text_encoder is None or comps.tokenizer is None:
+        from dancegen.errors import MissingWeightsError
+
+        raise MissingWeightsError("model.base has no text_encoder/ + tokenizer/ (a text-to-image folder is needed)",
+                                  path=folder)
+    return comps
+
+
+def train(config, output_dir: str | os.PathLike, resume: str = "auto", progress=None) -> dict:
+    """Train the recipe's model and write `output_dir/model` (the caller seeds the global RNGs first).
+
+    Args:
+        config: a `T2IRecipe`.
+        output_dir: the run folder.
+        resume: "auto" (continue from the latest checkpoint), "never", or a checkpoint folder.
+        progress: optional `progress(message)` callback.
+    """
+    import numpy as np
+
+    from dancegen.core.stages import loop_config, run_stages, start_run
+    from dancegen.core.train import Trainer
+    from dancegen.core.train_config import OptimConfig
+    from dancegen.t2i.data import T2IDataset, encode_latents, ensure_frames, tokenize
+
+    say = progress or (lambda msg: None)
+    out = start_run(config, output_dir)
+    mc, t = config.model, config.train
+    control = config.control
+    say(f"data: {config.data.num_clips} synthetic clips (master seed {config.data.seed})")
+    arrays = ensure_frames(out / "data", config.data, say)
+
+    if control is None:
+        from dancegen.core.text import build_clip_tokenizer
+        from dancegen.t2i.captions import tokenizer_words
+
+        tokenizer_dir = out / "data" / "tokenizer"
+        tokenizer = build_clip_tokenizer(tokenizer_dir, tokenizer_words())
+        vae = load_vae(mc.vae_from)
+        sched_cfg = sd15_scheduler_config(mc)
+        if mc.init_from:
+            base = _load_base(mc.init_from)
+            unet, text, tokenizer = base.unet, base.text_encoder, base.tokenizer
+            tokenizer_dir = Path(base.path) / "tokenizer"
+        else:
+            unet, text = build_base(mc, tokenizer)
+        model = T2IModel(unet, text)
+        trainable = ["unet", "text_encoder"]
+    else:
+        from diffusers import ControlNetModel
+
+        base = _load_base(mc.base)
+        tokenizer, vae, sched_cfg = base.tokenizer, base.vae, dict(base.scheduler.config)
+        halvings = len(vae.config.block_out_channels) - 1
+        if mc.init_from:
+            net = ControlNetModel.from_pretrained(mc.init_from)
+        else:
+            net = ControlNetModel.from_unet(base.unet, conditioning_channels=3,
+                                            conditioning_embedding_out_channels=tuple(16 * 2**i
+                                                                                      for i in range(halvings + 1)))
+        model = T2IModel(base.unet, base.text_encoder, net)
+        trainable = ["controlnet"]
+    vae.eval().requires_grad_(False)
+
+    latent_file = out / "data" / "latents.pt"
+    if latent_file.is_file():
+        latents = torch.load(latent_file)
+    else:
+        say("encoding the frames with the autoencoder")
+        latents = encode_latents(vae, arrays["frames"])
+        torch.save(latents, latent_file)
+    ids = tokenize(tokenizer, [c for caps in arrays["captions"] for c in caps])
+    ids = ids.reshape(len(arrays["captions"]), -1, ids.shape[-1])
+    control_images = None if control is None else arrays["pose_maps" if control == "openpose" else "depth_maps"]
+    dataset = T2IDataset(latents, ids, np.asarray(arrays["clip"]), tokenize(tokenizer, [""])[0], t.prompt_dropout,
+                         control_images)
+    say(f"data: {len(dataset)} frames, {ids.shape[0] * ids.shape[1]} captions")
+    loss_fn = make_loss_fn(sched_cfg)
+
+    def run_one(stage, stage_dir: Path, resume_k: str) -> dict:
+        loop = loop_config(t, stage, stage_dir, resume_k, trainable, config.seed,
+                           OptimConfig(name=t.optimizer, lr=stage.lr, weight_decay=t.weight_decay,
+                                       grad_clip=t.grad_clip, warmup_steps=t.warmup_steps,
+                                       lr_schedule=t.lr_schedule, min_lr_ratio=t.min_lr_ratio))
+        trainer = Trainer(model, loss_fn, dataset, loop)
+        result = trainer.fit()
+        return {"steps": result.step, "loss": result.loss, "dir": str(stage_dir),
+                "trainable_parameters": sum(trainer.group_counts.values())}
+
+    report = {"output_dir": str(out), "frames": len(dataset), "stages": run_stages(config, out, resume, run_one, say)}
+    model.eval().requires_grad_(False)
+    folder = out / MODEL_SUBDIR
+    if control is None:
+        save_base_folder(folder, model.unet, model.text_encoder, tokenizer_dir, vae, sched_cfg)
+    else:
+        model.controlnet.save_pretrained(folder)
+    report["model"] = str(folder)
+    return report
