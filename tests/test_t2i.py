@@ -199,7 +199,7 @@ def test_recipe_errors_name_the_problem(tmp_path):
     from dancegen.errors import InputError
     from dancegen.t2i.config import load_config
 
-    with pytest.raises(InputError, match="stage 'controlnet'"):
+    with pytest.raises(InputError, match=r"trains stages \['controlnet'\]"):
         load_config("recipes/t2i/controlnet_depth_tiny.yaml",
                     ["train.stages=[{name: t2i, steps: 2, lr: 1e-3}]"])
     with pytest.raises(InputError, match="control must be"):

@@ -113,7 +113,7 @@ def tokenize(tokenizer, texts: list[str]):
 
 
 class T2IDataset(Dataset):
-    """Samples ``{"latents", "input_ids"[, "control"]}`` for the shared training loop (see the module docstring).
+    """Samples ``{"latents", "input_ids"[, "control"][, "weights"]}`` for the shared training loop (see the module docstring).
 
     Args:
         latents: ``(N, C, h, w)`` scaled latents of the frames.
@@ -122,12 +122,14 @@ class T2IDataset(Dataset):
         empty_ids: ``(L,)`` ids of the empty prompt.
         prompt_dropout: probability of the empty prompt (classifier-free guidance training).
         control: ``(N, S, S, 3)`` or ``(N, S, S)`` uint8 control images, or None.
+        weights: ``(N, 1, h, w)`` per-latent-pixel loss weights, or None (uniform).
     """
 
     def __init__(self, latents, caption_ids, clip_index: np.ndarray, empty_ids, prompt_dropout: float,
-                 control: np.ndarray | None = None):
+                 control: np.ndarray | None = None, weights=None):
         self.latents, self.caption_ids, self.clip_index = latents, caption_ids, clip_index
         self.empty_ids, self.prompt_dropout, self.control = empty_ids, float(prompt_dropout), control
+        self.weights = weights
 
     def __len__(self) -> int:
         return len(self.latents)
@@ -139,6 +141,15 @@ class T2IDataset(Dataset):
         else:
             ids = variants[int(torch.randint(len(variants), ()))]
         item = {"latents": self.latents[i], "input_ids": ids}
+        if self.weights is not None:
+            item["weights"] = self.weights[i]
         if self.control is not None:
             item["control"] = to_unit(self.control[i:i + 1])[0]
         return item
+
+
+def person_weights(masks: np.ndarray, latent_size: int, person_weight: float):
+    """Loss weights ``(N, 1, h, w)``: ``1 + person_weight * (share of each latent pixel the person covers)``."""
+    m = torch.from_numpy(np.ascontiguousarray(masks)).float()[:, None]
+    share = torch.nn.functional.adaptive_avg_pool2d(m, latent_size)
+    return 1.0 + float(person_weight) * share

@@ -28,6 +28,11 @@ from torch import nn
 
 from dancegen.core.model_folder import MODEL_SUBDIR
 
+#: The new layers of a diffusers ControlNet (core.train_config pattern syntax): the zero-initialised residual outputs
+#: and the condition embedding (whose last conv starts at zero); the rest is the copied UNet encoder.
+ZERO_CONVS = ("controlnet.controlnet_down_blocks", "controlnet.controlnet_mid_block",
+              "controlnet.controlnet_cond_embedding")
+
 
 class T2IModel(nn.Module):
     """What one training step needs: the UNet, the text encoder and, for ControlNet recipes, the ControlNet."""
@@ -89,7 +94,8 @@ def save_base_folder(folder: Path, unet, text_encoder, tokenizer_dir: Path, vae,
 
 
 def make_loss_fn(scheduler_config: dict):
-    """MSE to the scheduler's target (v or eps) at a uniform timestep; text and ControlNet as the model has them."""
+    """MSE to the scheduler's target (v or eps) at a uniform timestep; text and ControlNet as the model has them; a
+    batch's ``weights`` (``person_weights``) weight the latent pixels."""
     from diffusers import DDPMScheduler
 
     sched = DDPMScheduler(**{k: v for k, v in scheduler_config.items() if k != "set_alpha_to_one"})
@@ -111,7 +117,11 @@ def make_loss_fn(scheduler_config: dict):
             kw = {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
         pred = m.unet(zt, t, encoder_hidden_states=context, **kw).sample
         target = a.sqrt() * noise - (1 - a).sqrt() * z0 if v_pred else noise
-        return torch.nn.functional.mse_loss(pred.float(), target.float())
+        err = (pred.float() - target.float()) ** 2
+        if "weights" in batch:  # a weighted mean over the batch
+            w = batch["weights"]
+            return (err * w).sum() / (w.sum() * err.shape[1])
+        return err.mean()
 
     return loss_fn
 
@@ -126,13 +136,29 @@ def load_vae(ref: str):
     folder = Path(resolve_model(ref, kind="any").location) / "vae"
     if not (folder / "config.json").is_file():
         raise MissingWeightsError("model.vae_from has no vae/ folder", path=folder.parent)
-    return AutoencoderKL.from_pretrained(folder)
+    return AutoencoderKL.from_pretrained(folder, torch_dtype=torch.float32)  # bundled weights are fp16
+
+
+@torch.no_grad()
+def match_cond_embedding(net, vae, frames, controls) -> float:
+    """Give the ControlNet's condition embedding a random last conv whose output std equals the std of the copied
+    encoder's ``conv_in`` features on these frames (see `T2ITrainConfig.cond_embedding_init`); returns the scale."""
+    from dancegen.t2i.data import encode_latents, to_unit
+
+    conv = net.controlnet_cond_embedding.conv_out
+    conv.reset_parameters()
+    feats = net.conv_in(encode_latents(vae, frames))
+    emb = net.controlnet_cond_embedding(to_unit(controls))
+    scale = float(feats.std() / emb.std().clamp_min(1e-8))
+    conv.weight.mul_(scale)
+    conv.bias.mul_(scale)
+    return scale
 
 
 def _load_base(folder):
     from dancegen.core.weights import load_sd15_components, resolve_model
 
-    comps = load_sd15_components(resolve_model(str(folder), kind="sd15"))
+    comps = load_sd15_components(resolve_model(str(folder), kind="sd15"), dtype=torch.float32)  # bundled: fp16
     if comps.text_encoder is None or comps.tokenizer is None:
         from dancegen.errors import MissingWeightsError
 
@@ -155,7 +181,7 @@ def train(config, output_dir: str | os.PathLike, resume: str = "auto", progress=
     from dancegen.core.stages import loop_config, run_stages, start_run
     from dancegen.core.train import Trainer
     from dancegen.core.train_config import OptimConfig
-    from dancegen.t2i.data import T2IDataset, encode_latents, ensure_frames, tokenize
+    from dancegen.t2i.data import T2IDataset, encode_latents, ensure_frames, person_weights, tokenize
 
     say = progress or (lambda msg: None)
     out = start_run(config, output_dir)
@@ -187,11 +213,17 @@ def train(config, output_dir: str | os.PathLike, resume: str = "auto", progress=
         tokenizer, vae, sched_cfg = base.tokenizer, base.vae, dict(base.scheduler.config)
         halvings = len(vae.config.block_out_channels) - 1
         if mc.init_from:
-            net = ControlNetModel.from_pretrained(mc.init_from)
+            from dancegen.core.weights import resolve_model
+
+            net = ControlNetModel.from_pretrained(resolve_model(mc.init_from, kind="unet").location,
+                                                  torch_dtype=torch.float32)
         else:
             net = ControlNetModel.from_unet(base.unet, conditioning_channels=3,
                                             conditioning_embedding_out_channels=tuple(16 * 2**i
                                                                                       for i in range(halvings + 1)))
+        if not mc.init_from and t.cond_embedding_init == "matched":
+            arrays_c = arrays["pose_maps" if control == "openpose" else "depth_maps"]
+            match_cond_embedding(net, vae, arrays["frames"][:64], arrays_c[:64])
         model = T2IModel(base.unet, base.text_encoder, net)
         trainable = ["controlnet"]
     vae.eval().requires_grad_(False)
@@ -206,22 +238,32 @@ def train(config, output_dir: str | os.PathLike, resume: str = "auto", progress=
     ids = tokenize(tokenizer, [c for caps in arrays["captions"] for c in caps])
     ids = ids.reshape(len(arrays["captions"]), -1, ids.shape[-1])
     control_images = None if control is None else arrays["pose_maps" if control == "openpose" else "depth_maps"]
-    dataset = T2IDataset(latents, ids, np.asarray(arrays["clip"]), tokenize(tokenizer, [""])[0], t.prompt_dropout,
-                         control_images)
-    say(f"data: {len(dataset)} frames, {ids.shape[0] * ids.shape[1]} captions")
+    empty = tokenize(tokenizer, [""])[0]
+    say(f"data: {len(latents)} frames, {ids.shape[0] * ids.shape[1]} captions")
     loss_fn = make_loss_fn(sched_cfg)
 
     def run_one(stage, stage_dir: Path, resume_k: str) -> dict:
+        weights = (person_weights(arrays["masks"], latents.shape[-1], stage.person_weight)
+                   if stage.person_weight > 0 else None)
+        dataset = T2IDataset(latents, ids, np.asarray(arrays["clip"]), empty, t.prompt_dropout, control_images,
+                             weights)
         loop = loop_config(t, stage, stage_dir, resume_k, trainable, config.seed,
                            OptimConfig(name=t.optimizer, lr=stage.lr, weight_decay=t.weight_decay,
                                        grad_clip=t.grad_clip, warmup_steps=t.warmup_steps,
                                        lr_schedule=t.lr_schedule, min_lr_ratio=t.min_lr_ratio))
-        trainer = Trainer(model, loss_fn, dataset, loop)
+        groups = None
+        if control is not None and t.zero_conv_lr_scale != 1.0:
+            from dancegen.core.train_config import ParamGroup
+
+            groups = [ParamGroup("zero_convs", list(ZERO_CONVS), lr=stage.lr * t.zero_conv_lr_scale)]
+        trainer = Trainer(model, loss_fn, dataset, loop, param_groups=groups)
         result = trainer.fit()
+        if control is None:  # each stage's model: a ControlNet recipe's model.base may name it
+            save_base_folder(stage_dir / MODEL_SUBDIR, model.unet, model.text_encoder, tokenizer_dir, vae, sched_cfg)
         return {"steps": result.step, "loss": result.loss, "dir": str(stage_dir),
                 "trainable_parameters": sum(trainer.group_counts.values())}
 
-    report = {"output_dir": str(out), "frames": len(dataset), "stages": run_stages(config, out, resume, run_one, say)}
+    report = {"output_dir": str(out), "frames": len(latents), "stages": run_stages(config, out, resume, run_one, say)}
     model.eval().requires_grad_(False)
     folder = out / MODEL_SUBDIR
     if control is None:
