@@ -46,17 +46,31 @@ def _is_pose_input(path: Path) -> bool:
 
 def load_poses(path: PathLike, *, fps: float | None = None, size: tuple[int, int] | None = None,
                backend: str = "blazepose", **extract_kw):
-    """Poses from a pose folder/npz, or extracted from an image/video/frame folder with the default backend.
+    """Poses from a pose folder/npz, a 3D motion file, or extracted from an image/video/frame folder.
+
+    The source kind is decided here, in this order: a 3D motion file (`.npy`/`.pkl`/`.pickle`/`.bvh`: MDM
+    results.npy, HumanML3D new_joints, synth joints3d.npy, AIST++ keypoints3d, BVH) is read by
+    `dancegen.motion.read_motion` and projected to COCO-18 by `project_motion` (one fixed front camera); a pose
+    folder / `.json` / `.npz` is read as poses; anything else goes to the pose backend (`backend`).
 
     Args:
+        fps: Override the frame rate (pose JSON and motion files).
         size: `(width, height)` of the images the keypoints belong to, for OpenPose JSON written by other tools
-            (which records no image size); dancegen's own folders carry it in `pose_meta.json`.
+            (which records no image size); dancegen's own folders carry it in `pose_meta.json`. For a motion file,
+            the projection's image size (default 512x512).
     """
     from dancegen.pose.openpose_json import read_pose_input
 
     path = Path(path)
     if not path.exists():
         raise InputError("no such file or folder", path)
+    from dancegen.motion.io import is_motion_file
+
+    if is_motion_file(path):
+        from dancegen.motion.io import project_motion, read_motion
+
+        w, h = size if size else (512, 512)
+        return project_motion(read_motion(path, fps=fps), width=w, height=h)
     if _is_pose_input(path):
         w, h = size if size else (None, None)
         return read_pose_input(path, width=w, height=h, fps=fps)
@@ -100,7 +114,11 @@ def check_video_output(out: PathLike) -> Path:
 
 def pose_convert(src: PathLike, out: PathLike, to: str = "coco18", fps: float | None = None,
                  size: tuple[int, int] | None = None) -> dict:
-    """Convert a pose folder/npz to another 2D keypoint format (`dancegen.pose.convert.FORMATS`)."""
+    """Convert a pose folder/npz, or a 3D motion file projected to COCO-18, to a 2D format (`pose.convert.FORMATS`).
+
+    Motion files (MDM results.npy, HumanML3D new_joints/*.npy, synth joints3d.npy, AIST++ keypoints3d/*.pkl, .bvh)
+    are projected through one front camera at `size` (default 512x512); see `load_poses`.
+    """
     from dancegen.pose.convert import FORMATS, convert
 
     if to not in FORMATS:
@@ -112,7 +130,10 @@ def pose_convert(src: PathLike, out: PathLike, to: str = "coco18", fps: float | 
 
 def pose_render(src: PathLike, out: PathLike, width: int | None = None, height: int | None = None,
                 hands: bool = True, face: bool = True, threshold: float = 0.3) -> dict:
-    """Render poses as ControlNet pose maps (OpenPose/controlnet_aux convention) to an mp4/gif or PNG folder."""
+    """Render poses as ControlNet pose maps (OpenPose/controlnet_aux convention) to an mp4/gif or PNG folder.
+
+    A 3D motion file (see `load_poses`) is projected at `width` x `height` (default 512x512) first.
+    """
     from dancegen.io.video import write_video
     from dancegen.pose.render import render_pose_sequence
 

@@ -151,7 +151,8 @@ def pose_verb(name: str, **kwargs):
     return deco
 
 
-Src = Annotated[Path, typer.Argument(help="Pose folder (OpenPose JSON), .json frame or .npz; or a video/image.")]
+Src = Annotated[Path, typer.Argument(help="Pose folder (OpenPose JSON), .json frame or .npz; a 3D motion file (.npy, "
+                                     ".pkl, .bvh; projected to COCO-18); or a video/image.")]
 Out = Annotated[Path, typer.Option("--output", "-o", help="Output folder (OpenPose JSON + pose.mp4) or .npz.")]
 
 
@@ -159,9 +160,15 @@ Out = Annotated[Path, typer.Option("--output", "-o", help="Output folder (OpenPo
 def pose_convert_cmd(src: Src, out: Out, to: Annotated[str, typer.Option(help="Target format.")] = "coco18",
                      fps: Annotated[float | None, typer.Option(help="Override the frame rate.")] = None,
                      image_size: ImageSize = None):
-    """Convert poses between coco18, coco17, aist, dwpose133 and mediapipe33.
+    """Convert poses between coco18, coco17, aist, dwpose133 and mediapipe33, or project a 3D motion to 2D.
+
+    SRC may also be a 3D motion file: MDM results.npy, HumanML3D new_joints/*.npy, dancegen synth joints3d.npy,
+    AIST++ keypoints3d/*.pkl or .bvh. It is projected to COCO-18 through one fixed front camera framed on the whole
+    motion (image size from --image-size, default 512x512; --fps overrides the file's frame rate).
 
     Example: [cyan]dancegen pose convert poses/ --to coco17 -o poses_coco17.npz[/cyan]
+
+    Example: [cyan]dancegen pose convert results.npy -o mdm_poses/ --image-size 512x512[/cyan]
     """
     from dancegen import api
 
@@ -176,6 +183,10 @@ def pose_render_cmd(src: Src,
                     face: Annotated[bool, typer.Option(help="Draw face points when present.")] = True,
                     threshold: Annotated[float, typer.Option(help="Confidence below which joints are skipped.")] = 0.3):
     """Draw ControlNet pose maps in the OpenPose/controlnet_aux convention (same colours, widths, order).
+
+    SRC may also be a 3D motion file (MDM results.npy, HumanML3D new_joints/*.npy, synth joints3d.npy, AIST++
+    keypoints3d/*.pkl, .bvh): it is projected to COCO-18 through one fixed front camera at --width x --height
+    (default 512x512) and then drawn.
 
     Example: [cyan]dancegen pose render poses/ -o pose_maps.mp4 --width 512 --height 512[/cyan]
     """
