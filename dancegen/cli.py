@@ -82,6 +82,10 @@ def main_options(
     if device not in DEVICES and not (device.startswith("cuda:") and device[5:].isdigit()):
         _err(f"--device must be one of {', '.join(DEVICES)} or cuda:N, got {device!r}")
         raise typer.Exit(2)
+    if not 0 <= seed < 2**32:
+        _err(f"--seed must be between 0 and {2**32 - 1} (numpy and torch generators take unsigned 32-bit seeds), "
+             f"got {seed}")
+        raise typer.Exit(2)
     state.device, state.seed = device, seed
     set_verbosity(0 if quiet else 2 if verbose else 1)
 
@@ -280,7 +284,7 @@ def synth_cmd(
     num_clips: Annotated[int, typer.Option(help="Number of clips in the whole run.")] = 1,
     layout: Annotated[str, typer.Option(help="clips | tiktok (DisCo-like) | aist (AIST++-like) | humanml3d.")]
     = "clips",
-    size: Annotated[str, typer.Option(help="N (square) or WxH, 64 to 512 px.")] = "256",
+    size: Annotated[str, typer.Option(help="N (square) or WxH, 32 to 1024 px (64 to 512 tested).")] = "256",
     seconds: Annotated[float | None, typer.Option(help="Clip length in seconds (default 4).")] = None,
     frames: Annotated[int | None, typer.Option(help="Clip length in frames (wins over --seconds).")] = None,
     fps: Annotated[float, typer.Option(help="Frame rate.")] = 24.0,

@@ -116,3 +116,17 @@ def test_synth_backward_flow_records_its_direction(tmp_path):
     clip = tmp_path / "s" / "clip_00000"
     code, out = _run(["flow", clip / "openpose_json", "-o", tmp_path / "f", "--gt", clip / "flow_backward.npz"])
     assert code == 2 and "backward" in _one_error_line(out)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["synth", "-o", "{tmp}/s", "--fps", "nan"], "--fps"),
+    (["synth", "-o", "{tmp}/s", "--fps", "inf"], "--fps"),
+    (["synth", "-o", "{tmp}/s", "--seconds", "nan"], "--seconds"),
+    (["--seed", "-1", "synth", "-o", "{tmp}/s"], "--seed"),
+    (["--seed", str(2**32), "synth", "-o", "{tmp}/s"], "--seed"),
+])
+def test_non_finite_and_out_of_range_numbers_are_one_line_errors(tmp_path, args, needle):
+    """Issue 15: `synth --fps nan` and `--seed -1` were tracebacks (NaN passed `fps <= 0`; numpy refused -1)."""
+    code, out = _run([a.format(tmp=tmp_path) for a in args])
+    assert code == 2 and needle in _one_error_line(out)
+    assert not (tmp_path / "s").exists()

@@ -243,10 +243,12 @@ def test_music2dance_cli_length_audio_and_bad_inputs(trained, world, tmp_path):
     assert len(v.frames) == 23 and v.fps == pytest.approx(10)  # floor(2.35 s x 10 fps) frames, frame 0 the reference
     assert v.audio is not None and abs(v.audio.shape[0] / v.sample_rate - 2.35) < 0.05
     assert (tmp_path / "dance.recipe.yaml").is_file()
-    r = runner.invoke(app, ["music2dance", str(song), "--ref", str(img), "-o", str(tmp_path / "d25.mp4"),
-                            "--model", trained["model"], "--fps", "25", "--seconds", "1"])
+    r = runner.invoke(app, ["--seed", "77", "music2dance", str(song), "--ref", str(img), "-o",
+                            str(tmp_path / "d25.mp4"), "--model", trained["model"], "--fps", "25", "--seconds", "1"])
     assert r.exit_code == 0, r.output
     assert video_info(tmp_path / "d25.mp4")["num_frames"] == 25
+    # issue 15: the recipe next to the video records the seed that made it (it kept the recipe's own before)
+    assert yaml.safe_load((tmp_path / "d25.recipe.yaml").read_text())["inference"]["seed"] == 77
     # choreograph anyone: the person of --ref replaces the scene's dancer; the composite is saved and used
     box = np.zeros((32, 32, 3), np.uint8)
     box[6:30, 10:22] = 255

@@ -24,6 +24,7 @@ every n-th clip.
 from __future__ import annotations
 
 import json
+import math
 import os
 import pickle
 import time
@@ -514,8 +515,10 @@ def generate(
         parse_motion_text(motion)  # fail before any work
     if camera_motion is not None and camera_motion not in CAMERA_MOTIONS:
         raise InputError(f"unknown camera motion {camera_motion!r}; choose one of {', '.join(CAMERA_MOTIONS)}")
-    if fps <= 0:
-        raise InputError(f"--fps must be positive, got {fps}")
+    if not (math.isfinite(fps) and fps > 0):
+        raise InputError(f"--fps must be a positive number, got {fps}")
+    if seconds is not None and not (math.isfinite(seconds) and seconds > 0):
+        raise InputError(f"--seconds must be a positive number, got {seconds}")
     try:
         w, h = _parse_size(size)
     except ValueError as e:

@@ -99,7 +99,9 @@ def music2dance(request, progress=None) -> dict:
     f, beats = clip_music(feats, 1, n_model - 1, cfg.music)
     a2, b2 = int(round(start * track_sr)), int(round((start + duration) * track_sr))
     clip = track[a2:b2]
-    gen = torch.Generator().manual_seed(int(cfg.inference.seed if seed is None else seed))
+    if seed is not None:  # the recipe written next to the video records the seed that made it
+        cfg.inference.seed = int(seed)
+    gen = torch.Generator().manual_seed(int(cfg.inference.seed))
     t1 = time.perf_counter()
     # the song at its own rate, frame 0 (the reference) at t = 0: the embedding functions resample per backbone
     plan = request.runtime(cfg.inference.device)
