@@ -120,7 +120,9 @@ def pose_convert(src: PathLike, out: PathLike, to: str = "coco18", fps: float | 
     are projected through one front camera at `size` (default 512x512); see `load_poses`.
     """
     from dancegen.pose.convert import FORMATS, convert
+    from dancegen.requests import positive_number
 
+    positive_number("--fps", fps)
     if to not in FORMATS:
         raise InputError(f"cannot convert to {to!r}; 2D targets are {', '.join(FORMATS)} (3D formats such as "
                          "humanml3d22 are sources: project them with dancegen.pose.convert.humanml3d_to_coco18)")

@@ -197,6 +197,9 @@ class Music2DanceRequest(GenerateRequest):
         _exists(self.song, "song")
         _exists(self.ref, "reference image")
         _exists(self.scene, "scene image")
+        positive_number("--fps", self.fps)  # 0 used to mean "the model's rate" silently
+        positive_number("--seconds", self.seconds)
+        positive_number("--start", self.start, allow_zero=True)
         if self.out is not None and Path(self.out).suffix.lower() not in (".mp4", ".mov"):
             raise InputError("music2dance writes an mp4 (the music is its audio track); give -o NAME.mp4", self.out)
 
@@ -222,6 +225,17 @@ class Text2CharacterRequest(GenerateRequest):
     place: str | None = None
     background: Path | None = None
     controlnet: list[str] = field(default_factory=list)
+
+
+def positive_number(option: str, value: float | None, allow_zero: bool = False) -> None:
+    """A numeric option, when given, must be finite and > 0 (>= 0 with `allow_zero`): never a silent default."""
+    import math
+
+    if value is None:
+        return
+    ok = math.isfinite(value) and (value >= 0 if allow_zero else value > 0)
+    if not ok:
+        raise InputError(f"{option} must be a {'non-negative' if allow_zero else 'positive'} number, got {value}")
 
 
 def _exists(path, what: str) -> None:

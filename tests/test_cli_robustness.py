@@ -130,3 +130,25 @@ def test_non_finite_and_out_of_range_numbers_are_one_line_errors(tmp_path, args,
     code, out = _run([a.format(tmp=tmp_path) for a in args])
     assert code == 2 and needle in _one_error_line(out)
     assert not (tmp_path / "s").exists()
+
+
+def test_zero_is_not_a_silent_default(tmp_path, poses):
+    """Issue 15: `--fps 0` meant "not given" (the model's / the file's rate); now it is refused, in under a second,
+    before any model loads."""
+    img = tmp_path / "ref.png"
+    from dancegen.io.video import write_image
+
+    write_image(img, np.zeros((64, 64, 3), np.uint8))
+    song = tmp_path / "song.wav"
+    from dancegen.io.audio import write_audio
+
+    write_audio(song, np.zeros(22050, np.float32), 22050)
+    for args, needle in (
+        (["music2dance", song, "--ref", img, "-o", tmp_path / "d.mp4", "--fps", "0"], "--fps"),
+        (["music2dance", song, "--ref", img, "-o", tmp_path / "d.mp4", "--seconds", "-1"], "--seconds"),
+        (["music2dance", song, "--ref", img, "-o", tmp_path / "d.mp4", "--start", "nan"], "--start"),
+        (["pose", "convert", poses, "-o", tmp_path / "p.npz", "--fps", "0"], "--fps"),
+    ):
+        code, out = _run(args)
+        assert code == 2 and needle in _one_error_line(out), out
+    assert not (tmp_path / "d.mp4").exists() and not (tmp_path / "p.npz").exists()
