@@ -16,7 +16,8 @@ from dancegen.errors import DanceGenError, InputError
 
 app = typer.Typer(
     name="dancegen",
-    help="Human dance video generation: animate a photo from poses, dance to music, edit motion, text to character.\n\n"
+    help="Human dance video generation: animate a photo from poses, dance to music (motion editing and text to "
+    "character are still to come).\n\n"
     "Shared tools: extract-pose, flow, synth. Run `dancegen VERB --help` for an example of each.",
     no_args_is_help=True,
     add_completion=False,
@@ -161,7 +162,9 @@ Out = Annotated[Path, typer.Option("--output", "-o", help="Output folder (OpenPo
 
 
 @pose_verb("convert")
-def pose_convert_cmd(src: Src, out: Out, to: Annotated[str, typer.Option(help="Target format.")] = "coco18",
+def pose_convert_cmd(src: Src, out: Out, to: Annotated[str, typer.Option(
+        help="Target format: coco18 (OpenPose), coco17 (MS-COCO), aist (AIST++, COCO-17 order), dwpose133 "
+             "(COCO-WholeBody), mediapipe33 (BlazePose).")] = "coco18",
                      fps: Annotated[float | None, typer.Option(help="Override the frame rate.")] = None,
                      image_size: ImageSize = None):
     """Convert poses between coco18, coco17, aist, dwpose133 and mediapipe33, or project a 3D motion to 2D.
@@ -247,10 +250,7 @@ def demo_cmd(
     size: Annotated[int, typer.Option(help="Frame size of the synthetic clips.")] = 256,
     seconds: Annotated[float, typer.Option(help="Clip length.")] = 2.0,
 ):
-    """Run the main job on the embedded default: synthesise two dancers, extract dancer A's poses, retarget them
-    onto dancer B, compute the motion flow, score each step against the synthetic ground truth, then make B dance
-    to A's music with the bundled Dance Any Beat model (and A's motion with the bundled Dance-Your-Latents model once
-    one is installed).
+    """Run the main job on the embedded default: synthesise two dancers, extract A's poses, retarget them onto B, compute the motion flow, score each step against the synthetic ground truth, then make B dance A's motion with the bundled Dance-Your-Latents model and A's music with the bundled Dance Any Beat model.
 
     Look at OUT/summary.png (one picture of every stage) and OUT/summary.mp4; numbers are in OUT/report.json.
 

@@ -152,3 +152,20 @@ def test_zero_is_not_a_silent_default(tmp_path, poses):
         code, out = _run(args)
         assert code == 2 and needle in _one_error_line(out), out
     assert not (tmp_path / "d.mp4").exists() and not (tmp_path / "p.npz").exists()
+
+
+def test_help_lists_what_exists():
+    """Issue 15 (clarity): `pose convert --to` names its formats; the top-level help does not advertise verbs that do
+    not exist yet; the demo help does not hedge about a model that is bundled."""
+    from dancegen.pose.convert import FORMATS
+
+    code, out = _run(["pose", "convert", "--help"])
+    assert code == 0 and all(f in out for f in FORMATS), out
+    code, out = _run(["--help"])
+    registered = {c.name for c in app.registered_commands} | {g.name for g in app.registered_groups}
+    for verb in ("text2character", "finetune-oneshot"):
+        assert (verb in registered) == (verb in out)
+    if "text2character" not in registered:
+        assert "still to come" in out
+    code, out = _run(["demo", "--help"])
+    assert code == 0 and "once one is installed" not in out
