@@ -369,7 +369,7 @@ def evaluate_cmd(
         return
     if pred is None:
         raise DanceGenError("--pred is required (the generated videos)")
-    from dancegen.metrics.evaluate import table_rows
+    from dancegen.metrics.evaluate import report_paths, table_rows
 
     rep = api.evaluate(metric, pred, gt=gt, out=out, audio=audio, prompt=prompt, poses=poses, pred_poses=pred_poses,
                        masks=masks, iuv=iuv, weights_dir=weights_dir, resize=resize, frames=frames,
@@ -382,7 +382,8 @@ def evaluate_cmd(
         table.add_row(*row)
     console.print(table)
     if out is not None:
-        console.print(f"report: {out} (+ {Path(out).with_suffix('.csv').name})")
+        json_path, csv_path = report_paths(out)  # what was written: `-o dir` writes dir.json
+        console.print(f"report: {json_path} (+ {csv_path.name})")
 
 
 @verb("extract-pose")

@@ -54,6 +54,10 @@ def test_identical_videos_score_perfectly(world, tmp_path):
     m = json.loads((tmp_path / "r.json").read_text())["metrics"]
     assert m["ssim"]["value"] == pytest.approx(1.0) and m["l1"]["value"] == 0.0
     assert m["psnr"]["value"] is None and "infinite for 1 video" in m["psnr"]["note"]
+    # issue 15: `-o NAME` without .json writes NAME.json and says so (it printed NAME)
+    code, out = _run(["evaluate", "-m", "l1", "--pred", str(v), "--gt", str(v), "-o", str(tmp_path / "rep")])
+    assert code == 0 and (tmp_path / "rep.json").is_file() and not (tmp_path / "rep").exists()
+    assert f"report: {tmp_path / 'rep.json'}" in out.replace("\n", ""), out
 
 
 @pytest.mark.parametrize("args,needle", [

@@ -655,13 +655,18 @@ def report_rows(report: dict) -> list[dict]:
     return rows
 
 
+def report_paths(out: str | os.PathLike) -> tuple[Path, Path]:
+    """The JSON and CSV files `-o OUT` names: OUT itself when it ends in .json, else OUT with suffix .json."""
+    out = Path(out)
+    json_path = out if out.suffix.lower() == ".json" else out.with_suffix(".json")
+    return json_path, json_path.with_suffix(".csv")
+
+
 def write_report(report: dict, out: str | os.PathLike) -> tuple[Path, Path]:
     """Write `out` (JSON) and `out` with suffix `.csv`, atomically. Returns both paths."""
     from dancegen.io.atomic import write_text
 
-    out = Path(out)
-    json_path = out if out.suffix.lower() == ".json" else out.with_suffix(".json")
-    csv_path = json_path.with_suffix(".csv")
+    json_path, csv_path = report_paths(out)
     write_text(json_path, json.dumps(report, indent=2, allow_nan=False) + "\n")
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
