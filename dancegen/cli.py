@@ -47,8 +47,11 @@ def verb(name: str, _group: typer.Typer | None = None, **kwargs):
     def deco(fn):
         @functools.wraps(fn)
         def wrapper(*a, **kw):
+            from dancegen.console import quiet_libraries, verbosity
+
             try:
-                return fn(*a, **kw)
+                with quiet_libraries(verbosity() == 0):  # --quiet silences other libraries' bars and warnings too
+                    return fn(*a, **kw)
             except DanceGenError as e:
                 _err(str(e))
                 raise typer.Exit(e.exit_code) from None

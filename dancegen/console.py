@@ -81,3 +81,52 @@ def spinner(description: str) -> Iterator[None]:
                   transient=True) as p:
         p.add_task(description, total=None)
         yield
+
+
+#: Environment switches that silence other libraries' progress bars and log chatter (tqdm reads TQDM_* defaults from
+#: the environment: diffusers' and transformers' loading bars are tqdm bars).
+QUIET_ENV = {"TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error",
+             "DIFFUSERS_VERBOSITY": "error"}
+
+
+@contextlib.contextmanager
+def quiet_libraries(active: bool = True) -> Iterator[None]:
+    """While active (--quiet): no third-party progress bars, warnings or info logs; the environment and warning
+    filters are restored afterwards (so a library caller or a test process is left as it was)."""
+    if not active:
+        yield
+        return
+    import logging
+    import os
+    import warnings
+
+    saved = {k: os.environ.get(k) for k in QUIET_ENV}
+    os.environ.update(QUIET_ENV)  # read by tqdm / huggingface_hub / transformers when they are first imported
+    patched = None
+    if "tqdm.std" in sys.modules:  # tqdm read its environment at import: switch its bars off for this command
+        bar_cls = sys.modules["tqdm.std"].tqdm
+        original_init = bar_cls.__init__
+
+        def silent_init(self, *args, **kwargs):
+            kwargs["disable"] = True
+            original_init(self, *args, **kwargs)
+
+        bar_cls.__init__, patched = silent_init, (bar_cls, original_init)
+    loggers = [logging.getLogger(n) for n in ("transformers", "diffusers", "huggingface_hub", "PIL")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        if patched is not None:
+            patched[0].__init__ = patched[1]
+        for lg, lv in zip(loggers, levels, strict=True):
+            lg.setLevel(lv)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

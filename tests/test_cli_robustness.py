@@ -169,3 +169,18 @@ def test_help_lists_what_exists():
         assert "still to come" in out
     code, out = _run(["demo", "--help"])
     assert code == 0 and "once one is installed" not in out
+
+
+def test_quiet_silences_other_libraries_and_restores_them(tmp_path):
+    """Issue 15: --quiet left diffusers' / transformers' tqdm bars ("Writing model shards") on stderr."""
+    import os
+
+    args = ["train", "--recipe", "recipes/t2i/t2i_tiny.yaml", "--set", "data.num_clips=2", "--set", "data.num_frames=4",
+            "--set", "data.frame_step=2", "--set", "data.captions_per_clip=2",
+            "--set", "train.stages=[{name: t2i, steps: 1, lr: 1e-3, batch_size: 2}]"]
+    code, loud = _run(args + ["-o", tmp_path / "loud"])
+    assert code == 0 and "Writing model shards" in loud, loud
+    code, quiet = _run(["-q"] + args + ["-o", tmp_path / "quiet"])
+    assert code == 0 and quiet.strip() == "", quiet
+    assert (tmp_path / "quiet" / "model" / "unet").is_dir()
+    assert "TQDM_DISABLE" not in os.environ  # the switch lasts for the command only
