@@ -349,3 +349,19 @@ def test_generate_workers_match_serial(tmp_path):
     for name in ("clip_00000", "clip_00001"):
         for f in ("joints3d.npy", "iuv.npz", "pose_coco18.npy"):
             assert (tmp_path / "w1" / name / f).read_bytes() == (tmp_path / "w2" / name / f).read_bytes()
+
+
+def test_overwrite_with_fewer_clips_removes_the_old_extra_clips(tmp_path):
+    """Issue 15: `synth --overwrite` with fewer clips left the old extra clips beside the new ones (and in the index
+    files' place). Only clips the previous run wrote go; other files stay."""
+    generate(tmp_path / "c", 3, size=64, num_frames=3, flow=False)
+    (tmp_path / "c" / "notes.txt").write_text("mine")
+    generate(tmp_path / "c", 1, size=64, num_frames=3, flow=False, overwrite=True)
+    assert sorted(p.name for p in (tmp_path / "c").iterdir() if p.is_dir()) == ["clip_00000"]
+    assert (tmp_path / "c" / "notes.txt").read_text() == "mine"
+    generate(tmp_path / "h", 3, layout="humanml3d", size=64, num_frames=3, flow=False)
+    before = sorted(p.name for p in (tmp_path / "h" / "new_joints").iterdir())
+    generate(tmp_path / "h", 2, layout="humanml3d", size=64, num_frames=3, flow=False, overwrite=True)
+    after = sorted(p.name for p in (tmp_path / "h" / "new_joints").iterdir())
+    assert len(before) == 3 and after == before[:2]
+    assert not list((tmp_path / "h").rglob(before[2].split(".")[0] + ".*"))

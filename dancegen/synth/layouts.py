@@ -378,6 +378,29 @@ def _job_list(num_clips: int, layout: str, seed: int) -> list[dict]:
     return jobs
 
 
+def _remove_stale_clips(out: Path, previous: dict, keep: set[str]) -> list[str]:
+    """`--overwrite` with fewer clips (or another layout): remove the clips the previous run in `out` wrote (its
+    `synth.json` names layout, clip count and seed) that this run will not write. Only those clips' own folders
+    (clips / TikTok layouts) or files named after them one level down (AIST++ / HumanML3D layouts) go."""
+    import shutil
+
+    try:
+        old_jobs = _job_list(int(previous["num_clips"]), str(previous["layout"]), int(previous["seed"]))
+    except (KeyError, TypeError, ValueError, InputError):
+        return []  # a synth.json this version did not write: leave everything as it is
+    stale = [j["name"] for j in old_jobs if j["name"] not in keep]
+    for name in stale:
+        if previous["layout"] in ("clips", "tiktok"):
+            if (out / name).is_dir():
+                shutil.rmtree(out / name)
+            continue
+        for sub in [out, *(d for d in out.iterdir() if d.is_dir())]:
+            for f in sub.glob(f"{name}.*"):
+                if f.is_file():
+                    f.unlink()
+    return stale
+
+
 def _marker(out: Path, layout: str, job: dict) -> Path:
     if layout in ("clips", "tiktok"):
         return out / job["name"]
@@ -556,6 +579,8 @@ def generate(
             raise InputError(f"folder holds clips made with other options ({', '.join(changed)}: "
                              f"{', '.join(repr(previous.get(k)) for k in changed)}); use another folder or --overwrite",
                              out)
+    if previous is not None and overwrite:
+        _remove_stale_clips(out, previous, {j["name"] for j in jobs})
     _save_json(out / "synth.json", record)
 
     todo, skipped = [], []
