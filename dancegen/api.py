@@ -208,7 +208,9 @@ def video_batch(source: PathLike) -> list[Path] | None:
     source = Path(source)
     if not source.is_dir():
         return None
-    videos = [p for p in source.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES]
+    from dancegen.io.atomic import is_hidden
+
+    videos = [p for p in source.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES and not is_hidden(p)]
     return sorted(videos, key=lambda p: natural_key(p.name)) or None
 
 

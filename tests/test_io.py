@@ -183,3 +183,45 @@ def test_atomic_outputs_get_ordinary_permissions(tmp_path):
         os.umask(mask)
     assert stat.S_IMODE((tmp_path / "f.txt").stat().st_mode) == 0o644
     assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o755
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_killed_writers_leftovers_are_swept_and_never_read_as_items(tmp_path):
+    """Issue 15: kill -9 left hidden .part folders forever, and batch inputs took `.x.part.mp4` for a video."""
+    import os
+
+    from dancegen.api import video_batch
+    from dancegen.metrics.evaluate import _video_entries
+
+    dead = _dead_pid()
+    stale_dir = tmp_path / f".out.{dead}.abc.part"
+    stale_dir.mkdir()
+    (stale_dir / "0000.png").write_bytes(b"x")
+    stale_file = tmp_path / f".clip.{dead}.xyz.part.mp4"
+    stale_file.write_bytes(b"x")
+    live = tmp_path / f".out.{os.getpid()}.def.part"  # a writer of this process still at work: kept
+    live.mkdir()
+    other = tmp_path / ".out.notapid.part"  # not ours to judge: kept
+    other.mkdir()
+    frames = np.zeros((2, 16, 16, 3), np.uint8)
+    write_video(tmp_path / "clip.mp4", frames, fps=4)
+    assert not stale_file.exists() and live.exists()  # writing clip.mp4 swept its own stale sibling
+    (tmp_path / f".clip2.{os.getpid()}.q.part.mp4").write_bytes(b"x")  # mid-write: not swept, not an item
+    assert [p.name for p in video_batch(tmp_path)] == ["clip.mp4"]
+    with atomic_dir(tmp_path / "out") as d:
+        (d / "a.txt").write_text("a")
+    assert not stale_dir.exists() and live.exists() and other.exists()
+    assert (tmp_path / "out" / "a.txt").read_text() == "a"
+    (tmp_path / "frames").mkdir()
+    write_image(tmp_path / "frames" / "0000.png", frames[0])
+    (tmp_path / "frames" / ".0001.123.part.png").write_bytes(b"broken")
+    assert [p.name for p in list_images(tmp_path / "frames")] == ["0000.png"]
+    assert set(_video_entries(tmp_path, "pred")) == {"clip", "frames"}

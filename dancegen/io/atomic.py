@@ -16,10 +16,52 @@ def _umask() -> int:
     return mask
 
 
+def is_hidden(path: str | os.PathLike) -> bool:
+    """Hidden entries (a leading dot), among them every temporary `.part` file or folder of this module: inputs that
+    list a folder skip them, so a crashed run's leftovers are never read as items."""
+    return Path(path).name.startswith(".")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists (another user's) or cannot tell: keep its files
+    return True
+
+
+def sweep_stale_parts(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporary siblings of `path` left by a writer that was killed (kill -9, power loss): their names
+    carry the writer's process id, and only those of processes no longer running go. Returns what was removed."""
+    import glob
+
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    removed = []
+    for stem in {path.name, path.stem}:
+        for cand in path.parent.glob(f".{glob.escape(stem)}.*.part*"):
+            pid = cand.name[len(stem) + 2:].split(".", 1)[0]
+            if not pid.isdigit() or int(pid) == os.getpid() or _pid_alive(int(pid)):
+                continue
+            if cand.is_dir():
+                shutil.rmtree(cand, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    cand.unlink()
+            removed.append(cand)
+    return removed
+
+
 def _tmp_sibling(path: Path, suffix: str = "") -> Path:
     # Same folder as the target so os.replace is a rename on one file system. Keep the extension last:
-    # writers such as PyAV and OpenCV choose the container from it.
-    fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".part{suffix or path.suffix}", dir=path.parent)
+    # writers such as PyAV and OpenCV choose the container from it. The process id in the name lets a later
+    # writer of the same path remove the file if this process dies before the rename (sweep_stale_parts).
+    sweep_stale_parts(path)
+    fd, name = tempfile.mkstemp(prefix=f".{path.stem}.{os.getpid()}.", suffix=f".part{suffix or path.suffix}",
+                                dir=path.parent)
     os.close(fd)
     # mkstemp creates 0600; give the output the mode an ordinary open() would (0666 minus the umask).
     os.chmod(name, 0o666 & ~_umask())
@@ -51,14 +93,15 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Path
     """Yield a temporary folder next to `path`; on success it replaces `path`, on error it is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
+    sweep_stale_parts(path)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".part", dir=path.parent))
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp creates 0700
     try:
         yield tmp
         if path.exists():
             if not overwrite:
                 raise FileExistsError(path)
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".part.old", dir=path.parent))
             os.replace(path, old / "x")
             os.replace(tmp, path)
             shutil.rmtree(old, ignore_errors=True)

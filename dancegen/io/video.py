@@ -60,7 +60,8 @@ def natural_key(name: str) -> list:
 def list_images(folder: str | os.PathLike) -> list[Path]:
     """Image files of a folder in natural sort order."""
     folder = Path(folder)
-    files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+             and not p.name.startswith(".")]  # hidden files and crashed writers' .part files are not frames
     return sorted(files, key=lambda p: natural_key(p.name))
 
 

@@ -55,8 +55,8 @@ def _video_entries(path: str | os.PathLike, role: str) -> dict[str, Path]:
         return {p.stem: p}
     if not p.is_dir():
         raise InputError(f"--{role}: no such file or folder", p)
-    subs = {c.stem if c.is_file() else c.name: c for c in sorted(p.iterdir())
-            if (c.is_file() and is_video_path(c)) or (c.is_dir() and list_images(c))}
+    subs = {c.stem if c.is_file() else c.name: c for c in sorted(p.iterdir()) if not c.name.startswith(".")
+            and ((c.is_file() and is_video_path(c)) or (c.is_dir() and list_images(c)))}
     if subs:
         return subs
     if list_images(p):
