@@ -107,6 +107,12 @@ def choose_method(verb: str, method: str | None = None, model: str | os.PathLike
         if extra:
             flags = ", ".join("--" + e.replace("_", "-") for e in extra)
             raise InputError(f"{spec.id} does not use {flags} for {verb}")
+    recipe = getattr(request, "recipe", None) if request is not None else None
+    if recipe is not None and Path(recipe).is_file():  # a recipe of another method: say so, not a type error later
+        theirs = recipe_method(recipe)
+        if theirs and normalise_id(theirs) != spec.id:
+            raise InputError(f"this recipe is for method {theirs}, but {verb} runs {spec.id} ({why}); pass a "
+                             f"{spec.id} recipe, or --method {theirs} if it implements {verb}", recipe)
     return spec
 
 

@@ -184,3 +184,18 @@ def test_quiet_silences_other_libraries_and_restores_them(tmp_path):
     assert code == 0 and quiet.strip() == "", quiet
     assert (tmp_path / "quiet" / "model" / "unet").is_dir()
     assert "TQDM_DISABLE" not in os.environ  # the switch lasts for the command only
+
+
+def test_a_recipe_of_another_method_is_named_before_loading(tmp_path, poses):
+    """Issue 15: `animate --recipe <a dance-any-beat recipe>` loaded the model, then failed with a type error."""
+    import time
+
+    from dancegen.io.video import write_image
+
+    write_image(tmp_path / "ref.png", np.zeros((64, 64, 3), np.uint8))
+    t0 = time.perf_counter()
+    code, out = _run(["animate", "--ref", tmp_path / "ref.png", "--poses", poses, "-o", tmp_path / "a.mp4",
+                      "--recipe", "recipes/dance_any_beat/tiny_synth.yaml"])
+    line = _one_error_line(out)
+    assert code == 2 and "for method dance-any-beat" in line and "tiny_synth.yaml" in line
+    assert time.perf_counter() - t0 < 10 and not (tmp_path / "a.mp4").exists()
