@@ -164,11 +164,11 @@ class AnimateRequest(GenerateRequest):
         super().check()
         if self.dry_run:  # a dry run builds the model only
             return
-        _exists(self.ref, "reference image")
+        _exists(self.ref, "reference image", file=True)
         _exists(self.poses, "driving poses")
-        _exists(self.background, "background image")
+        _exists(self.background, "background image", file=True)
         if self.ref_mask not in (None, "auto"):
-            _exists(self.ref_mask, "reference mask")
+            _exists(self.ref_mask, "reference mask", file=True)
 
 
 @dataclass
@@ -194,9 +194,9 @@ class Music2DanceRequest(GenerateRequest):
         super().check()
         if self.song is None or self.ref is None:
             raise InputError("music2dance needs a song and --ref")
-        _exists(self.song, "song")
-        _exists(self.ref, "reference image")
-        _exists(self.scene, "scene image")
+        _exists(self.song, "song", file=True)
+        _exists(self.ref, "reference image", file=True)
+        _exists(self.scene, "scene image", file=True)
         positive_number("--fps", self.fps)  # 0 used to mean "the model's rate" silently
         positive_number("--seconds", self.seconds)
         positive_number("--start", self.start, allow_zero=True)
@@ -238,10 +238,13 @@ def positive_number(option: str, value: float | None, allow_zero: bool = False) 
         raise InputError(f"{option} must be a {'non-negative' if allow_zero else 'positive'} number, got {value}")
 
 
-def _exists(path, what: str) -> None:
-    """A path-like option must exist (arrays and pose sequences pass through)."""
-    if isinstance(path, (str, os.PathLike)) and not Path(path).exists():
-        raise InputError(f"{what} not found", path)
+def _exists(path, what: str, file: bool = False) -> None:
+    """A path-like option must exist, and be a file when `file` (arrays and pose sequences pass through)."""
+    if isinstance(path, (str, os.PathLike)):
+        if not Path(path).exists():
+            raise InputError(f"{what} not found", path)
+        if file and Path(path).is_dir():
+            raise InputError(f"{what}: is a folder, expected a file", path)
 
 
 VERB_REQUESTS: dict[str, type[GenerateRequest]] = {

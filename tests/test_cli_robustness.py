@@ -199,3 +199,18 @@ def test_a_recipe_of_another_method_is_named_before_loading(tmp_path, poses):
     line = _one_error_line(out)
     assert code == 2 and "for method dance-any-beat" in line and "tiny_synth.yaml" in line
     assert time.perf_counter() - t0 < 10 and not (tmp_path / "a.mp4").exists()
+
+
+def test_a_folder_where_a_file_is_expected_says_so(tmp_path, poses):
+    """Issue 15: `--ref FOLDER` read "image file not found"."""
+    code, out = _run(["animate", "--ref", tmp_path, "--poses", poses, "-o", tmp_path / "a.mp4"])
+    assert code == 2 and "is a folder" in _one_error_line(out)
+    code, out = _run(["music2dance", tmp_path, "--ref", tmp_path, "-o", tmp_path / "m.mp4"])
+    assert code == 2 and "is a folder" in _one_error_line(out)
+    from dancegen.errors import InputError
+    from dancegen.io.audio import read_audio
+    from dancegen.io.video import read_image
+
+    for reader in (read_image, read_audio):
+        with pytest.raises(InputError, match="is a folder"):
+            reader(tmp_path)

@@ -44,7 +44,7 @@ def read_audio(path: str | os.PathLike, sr: int | None = None, mono: bool = True
     """
     path = Path(path)
     if not path.is_file():
-        raise InputError("audio file not found", path)
+        raise InputError("is a folder, not an audio file" if path.is_dir() else "audio file not found", path)
     if path.suffix.lower() in SOUNDFILE_SUFFIXES:
         import soundfile as sf
 

@@ -91,7 +91,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
     path = Path(path)
     if not path.is_file():
-        raise InputError("image file not found", path)
+        raise InputError("is a folder, not an image file" if path.is_dir() else "image file not found", path)
     try:
         with Image.open(path) as im:
             im.load()
