@@ -214,3 +214,16 @@ def test_a_folder_where_a_file_is_expected_says_so(tmp_path, poses):
     for reader in (read_image, read_audio):
         with pytest.raises(InputError, match="is a folder"):
             reader(tmp_path)
+
+
+def test_cached_batch_rerun_reports_skipped_not_done(tmp_path):
+    """Issue 15: a rerun of extract-pose over a folder of videos said "2 done" although its cache recomputed nothing."""
+    frames = np.zeros((3, 64, 64, 3), np.uint8)
+    (tmp_path / "v").mkdir()
+    for name in ("a", "b"):
+        write_video(tmp_path / "v" / f"{name}.mp4", frames, fps=4)
+    args = ["extract-pose", tmp_path / "v", "-o", tmp_path / "o", "--backend", "synthpose"]
+    code, first = _run(args)
+    assert code == 0 and "2 done, 0 skipped" in first, first
+    code, again = _run(args)
+    assert code == 0 and "0 done, 2 skipped" in again, again

@@ -108,7 +108,8 @@ def run_batch(
         log_dir: Where the JSON-lines status log goes (None: no log).
         continue_on_error: A `DanceGenError` in one item is logged and the batch goes on; any other exception
             (a bug) stops the batch. With False, the first error stops it.
-        progress: Called with (item, status) after each item; status is "done", "skipped" or "failed".
+        progress: Called with (item, status) after each item; status is "done", "skipped" or "failed". An item
+            whose `fn` returns a dict with ``"cached": True`` (nothing recomputed) counts as skipped.
     """
     report = BatchReport()
     log_path = Path(log_dir) / LOG_NAME if log_dir is not None else None
@@ -132,10 +133,13 @@ def run_batch(
         except Exception:
             _log(log_path, {"id": item.id, "status": "crashed", "error": traceback.format_exc(limit=3)})
             raise
-        report.done.append(item.id)
-        _log(log_path, {"id": item.id, "status": "done", "output": str(item.output), "seconds": time.time() - t0})
+        # a verb with its own cache (extract-pose) reports {"cached": True} when it recomputed nothing: skipped
+        status = "skipped" if isinstance(report.results[item.id], dict) and report.results[item.id].get("cached") \
+            else "done"
+        (report.skipped if status == "skipped" else report.done).append(item.id)
+        _log(log_path, {"id": item.id, "status": status, "output": str(item.output), "seconds": time.time() - t0})
         if progress:
-            progress(item, "done")
+            progress(item, status)
     return report
 
 
