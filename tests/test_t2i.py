@@ -206,3 +206,24 @@ def test_recipe_errors_name_the_problem(tmp_path):
         load_config("recipes/t2i/t2i_tiny.yaml", ["control=canny"])
     with pytest.raises(InputError, match="model.base"):
         load_config("recipes/t2i/t2i_tiny.yaml", ["control=depth", "train.stages=[{name: controlnet}]"])
+
+
+def test_latent_cache_follows_frames_and_autoencoder(tmp_path):
+    """`ensure_latents` reuses its file only for the same frames and the same autoencoder weights."""
+    from diffusers import AutoencoderKL
+
+    from dancegen.core.tiny import tiny_vae_config
+    from dancegen.t2i.data import encode_latents, ensure_latents
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL(**tiny_vae_config(sample_size=16)).eval()
+    frames = np.random.default_rng(0).integers(0, 256, (3, 16, 16, 3), dtype=np.uint8)
+    f = tmp_path / "latents.pt"
+    a = ensure_latents(f, vae, frames)
+    assert torch.equal(a, encode_latents(vae, frames)) and torch.equal(ensure_latents(f, vae, frames), a)
+    with torch.no_grad():
+        vae.encoder.conv_in.weight.mul_(2.0)
+    b = ensure_latents(f, vae, frames)
+    assert not torch.equal(a, b) and torch.equal(b, encode_latents(vae, frames))
+    c = ensure_latents(f, vae, frames[::-1].copy())
+    assert torch.equal(c, b.flip(0))

@@ -137,7 +137,14 @@ def ddim_scheduler_sd15(**overrides):
     """
     from diffusers import DDIMScheduler
 
-    cfg = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-               clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon")
+    return DDIMScheduler(**sd15_scheduler_kwargs(**overrides))
+
+
+def sd15_scheduler_kwargs(**overrides) -> dict:
+    """SD-1.5's published scheduler settings (`sd_configs.SD15_SCHEDULER_CONFIG`) as scheduler keyword arguments,
+    with `overrides` applied."""
+    from dancegen.core.sd_configs import SD15_SCHEDULER_CONFIG
+
+    cfg = {k: v for k, v in SD15_SCHEDULER_CONFIG.items() if not k.startswith("_")}
     cfg.update(overrides)
-    return DDIMScheduler(**cfg)
+    return cfg

@@ -263,6 +263,12 @@ def write_tiny_sd15(
     return folder
 
 
+def controlnet_embedding_channels(halvings: int) -> tuple[int, ...]:
+    """Widths of a small ControlNet condition embedding that halves the control image `halvings` times (one per
+    VAE downsampling), 16 doubling per level: (16, 32) for one halving, (16, 32, 64) for two."""
+    return tuple(16 * 2**i for i in range(int(halvings) + 1))
+
+
 def write_tiny_controlnet(
     folder: str | os.PathLike,
     unet_folder_or_unet: str | os.PathLike | Any,
@@ -313,7 +319,7 @@ def write_tiny_controlnet(
             raise MissingWeightsError("no UNet here (expected config.json, or unet/config.json of an SD folder)",
                                       path=src)
     halvings = 1 if vae_downsamples is None else int(vae_downsamples)
-    embedding = tuple(16 * 2**i for i in range(halvings + 1))
+    embedding = controlnet_embedding_channels(halvings)
     with _seeded(seed):
         net = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=embedding,
                                         conditioning_channels=conditioning_channels)

@@ -32,26 +32,44 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+#: Per folder, the temporary entries (`.*.part*`) it held when this process first wrote there. Listing a folder on
+#: every write would make writing N files into one folder (a frame per file) cost N listings; leftovers of killed
+#: writers are already there at the first listing, and entries made later belong to live writers.
+_PART_INDEX: dict[Path, set[str]] = {}
+
+
+def _parts_in(folder: Path) -> set[str]:
+    key = folder.resolve()
+    if key not in _PART_INDEX:
+        with os.scandir(folder) as it:
+            _PART_INDEX[key] = {e.name for e in it if e.name.startswith(".") and ".part" in e.name}
+    return _PART_INDEX[key]
+
+
 def sweep_stale_parts(path: str | os.PathLike) -> list[Path]:
     """Remove the temporary siblings of `path` left by a writer that was killed (kill -9, power loss): their names
     carry the writer's process id, and only those of processes no longer running go. Returns what was removed."""
-    import glob
-
     path = Path(path)
     if not path.parent.is_dir():
         return []
+    names = _parts_in(path.parent)
     removed = []
-    for stem in {path.name, path.stem}:
-        for cand in path.parent.glob(f".{glob.escape(stem)}.*.part*"):
-            pid = cand.name[len(stem) + 2:].split(".", 1)[0]
-            if not pid.isdigit() or int(pid) == os.getpid() or _pid_alive(int(pid)):
-                continue
-            if cand.is_dir():
-                shutil.rmtree(cand, ignore_errors=True)
-            else:
-                with contextlib.suppress(FileNotFoundError):
-                    cand.unlink()
-            removed.append(cand)
+    for name in sorted(names):
+        stem = next((s for s in (path.name, path.stem) if name.startswith(f".{s}.") and ".part" in name[len(s) + 2:]),
+                    None)
+        if stem is None:
+            continue
+        pid = name[len(stem) + 2:].split(".", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid() or _pid_alive(int(pid)):
+            continue
+        cand = path.parent / name
+        if cand.is_dir():
+            shutil.rmtree(cand, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                cand.unlink()
+        names.discard(name)
+        removed.append(cand)
     return removed
 
 

@@ -133,9 +133,9 @@ def run_batch(
         except Exception:
             _log(log_path, {"id": item.id, "status": "crashed", "error": traceback.format_exc(limit=3)})
             raise
+        result = report.results[item.id]
         # a verb with its own cache (extract-pose) reports {"cached": True} when it recomputed nothing: skipped
-        status = "skipped" if isinstance(report.results[item.id], dict) and report.results[item.id].get("cached") \
-            else "done"
+        status = "skipped" if isinstance(result, dict) and result.get("cached") else "done"
         (report.skipped if status == "skipped" else report.done).append(item.id)
         _log(log_path, {"id": item.id, "status": status, "output": str(item.output), "seconds": time.time() - t0})
         if progress:

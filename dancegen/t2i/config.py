@@ -94,6 +94,11 @@ class T2ITrainConfig(StagedTrainConfig):
     # features on a batch; the residual outputs stay at zero, so the base is still unchanged at step 0). With "zero"
     # the toy nets' loss did not depend on the condition after 250 steps.
     cond_embedding_init: str = "zero"
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.cond_embedding_init not in ("zero", "matched"):
+            raise ValueError(f"train.cond_embedding_init must be zero or matched, got {self.cond_embedding_init!r}")
     log_every: int = 50
     checkpoint_every: int = 250
     keep_checkpoints: int = 2
@@ -110,8 +115,6 @@ class T2IRecipe:
     train: T2ITrainConfig = field(default_factory=T2ITrainConfig)
 
     def __post_init__(self):
-        if self.train.cond_embedding_init not in ("zero", "matched"):
-            raise ValueError(f"train.cond_embedding_init must be zero or matched, got {self.train.cond_embedding_init!r}")
         if self.method != "t2i":
             raise ValueError(f"method must be 't2i', got {self.method!r}")
         if self.control is not None and self.control not in CONTROLS:

@@ -106,6 +106,30 @@ def encode_latents(vae, frames: np.ndarray, batch: int = 256):
     return torch.cat(out)
 
 
+def ensure_latents(file: Path, vae, frames: np.ndarray, progress=None):
+    """`encode_latents`, cached in `file` with a key of the frames' bytes and the autoencoder's weights (a run that
+    changes either re-encodes instead of reusing stale latents)."""
+    import hashlib
+
+    from dancegen.io.atomic import atomic_path
+
+    h = hashlib.sha1(np.ascontiguousarray(frames).data)
+    for name, tensor in sorted(vae.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().float().cpu().numpy().tobytes())
+    key = h.hexdigest()
+    if file.is_file():
+        cached = torch.load(file, weights_only=True)
+        if isinstance(cached, dict) and cached.get("key") == key:
+            return cached["latents"]
+    if progress:
+        progress("encoding the frames with the autoencoder")
+    latents = encode_latents(vae, frames)
+    with atomic_path(file) as tmp:
+        torch.save({"key": key, "latents": latents}, tmp)
+    return latents
+
+
 def tokenize(tokenizer, texts: list[str]):
     """Token ids ``(N, L)`` padded to the tokenizer's length (SD's text encoding)."""
     return tokenizer(list(texts), padding="max_length", max_length=tokenizer.model_max_length, truncation=True,

@@ -44,11 +44,10 @@ class T2IModel(nn.Module):
 
 def sd15_scheduler_config(model_cfg) -> dict:
     """The DDIM scheduler config of the bundled model: SD-1.5's betas, rescaled to zero terminal SNR when asked."""
-    cfg = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-               clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type=model_cfg.prediction_type)
-    if model_cfg.zero_terminal_snr:
-        cfg.update(rescale_betas_zero_snr=True, timestep_spacing="trailing")
-    return cfg
+    from dancegen.core.schedulers import sd15_scheduler_kwargs
+
+    extra = dict(rescale_betas_zero_snr=True, timestep_spacing="trailing") if model_cfg.zero_terminal_snr else {}
+    return sd15_scheduler_kwargs(prediction_type=model_cfg.prediction_type, **extra)
 
 
 def build_base(model_cfg, tokenizer):
@@ -58,7 +57,6 @@ def build_base(model_cfg, tokenizer):
 
     from dancegen.core.tiny import tiny_clip_text_config
 
-    levels = len(model_cfg.unet_channels)
     down = ["CrossAttnDownBlock2D" if a else "DownBlock2D" for a in model_cfg.attention]
     up = ["CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(model_cfg.attention)]
     unet = UNet2DConditionModel(
@@ -66,7 +64,6 @@ def build_base(model_cfg, tokenizer):
         down_block_types=tuple(down), up_block_types=tuple(up), layers_per_block=model_cfg.layers_per_block,
         cross_attention_dim=model_cfg.text_width, attention_head_dim=model_cfg.attention_head_dim,
         norm_num_groups=model_cfg.norm_num_groups)
-    assert levels == len(down)
     text = CLIPTextModel(tiny_clip_text_config(
         tokenizer, hidden_size=model_cfg.text_width, intermediate_size=4 * model_cfg.text_width,
         num_attention_heads=model_cfg.text_heads, num_hidden_layers=model_cfg.text_layers,
@@ -181,7 +178,7 @@ def train(config, output_dir: str | os.PathLike, resume: str = "auto", progress=
     from dancegen.core.stages import loop_config, run_stages, start_run
     from dancegen.core.train import Trainer
     from dancegen.core.train_config import OptimConfig
-    from dancegen.t2i.data import T2IDataset, encode_latents, ensure_frames, person_weights, tokenize
+    from dancegen.t2i.data import T2IDataset, ensure_frames, ensure_latents, person_weights, tokenize
 
     say = progress or (lambda msg: None)
     out = start_run(config, output_dir)
@@ -194,20 +191,22 @@ def train(config, output_dir: str | os.PathLike, resume: str = "auto", progress=
         from dancegen.core.text import build_clip_tokenizer
         from dancegen.t2i.captions import tokenizer_words
 
-        tokenizer_dir = out / "data" / "tokenizer"
-        tokenizer = build_clip_tokenizer(tokenizer_dir, tokenizer_words())
         vae = load_vae(mc.vae_from)
         sched_cfg = sd15_scheduler_config(mc)
-        if mc.init_from:
+        if mc.init_from:  # the model's own tokenizer comes with it
             base = _load_base(mc.init_from)
             unet, text, tokenizer = base.unet, base.text_encoder, base.tokenizer
             tokenizer_dir = Path(base.path) / "tokenizer"
         else:
+            tokenizer_dir = out / "data" / "tokenizer"
+            tokenizer = build_clip_tokenizer(tokenizer_dir, tokenizer_words())
             unet, text = build_base(mc, tokenizer)
         model = T2IModel(unet, text)
         trainable = ["unet", "text_encoder"]
     else:
         from diffusers import ControlNetModel
+
+        from dancegen.core.tiny import controlnet_embedding_channels
 
         base = _load_base(mc.base)
         tokenizer, vae, sched_cfg = base.tokenizer, base.vae, dict(base.scheduler.config)
@@ -219,8 +218,7 @@ def train(config, output_dir: str | os.PathLike, resume: str = "auto", progress=
                                                   torch_dtype=torch.float32)
         else:
             net = ControlNetModel.from_unet(base.unet, conditioning_channels=3,
-                                            conditioning_embedding_out_channels=tuple(16 * 2**i
-                                                                                      for i in range(halvings + 1)))
+                                            conditioning_embedding_out_channels=controlnet_embedding_channels(halvings))
         if not mc.init_from and t.cond_embedding_init == "matched":
             arrays_c = arrays["pose_maps" if control == "openpose" else "depth_maps"]
             match_cond_embedding(net, vae, arrays["frames"][:64], arrays_c[:64])
@@ -228,13 +226,7 @@ def train(config, output_dir: str | os.PathLike, resume: str = "auto", progress=
         trainable = ["controlnet"]
     vae.eval().requires_grad_(False)
 
-    latent_file = out / "data" / "latents.pt"
-    if latent_file.is_file():
-        latents = torch.load(latent_file)
-    else:
-        say("encoding the frames with the autoencoder")
-        latents = encode_latents(vae, arrays["frames"])
-        torch.save(latents, latent_file)
+    latents = ensure_latents(out / "data" / "latents.pt", vae, arrays["frames"], say)
     ids = tokenize(tokenizer, [c for caps in arrays["captions"] for c in caps])
     ids = ids.reshape(len(arrays["captions"]), -1, ids.shape[-1])
     control_images = None if control is None else arrays["pose_maps" if control == "openpose" else "depth_maps"]
