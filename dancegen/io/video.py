@@ -3,12 +3,30 @@
 Containers are decoded with PyAV (FFmpeg): mp4, mov, webm, mkv, avi and gif. A folder of images is read in
 natural sort order ("2.png" before "10.png"). Writing: `.mp4`/`.mov` as H.264 yuv420p (with an AAC audio track
 when audio is given), `.gif`, or a folder of PNG frames when the path has no suffix. All writes are atomic.
+
+Reproducible output: the same frames give the same bytes in every run and on every machine with the same FFmpeg /
+x264 build. x264 runs on one thread (its default thread count follows the CPUs this process may use, and the
+number of slices, hence the bitstream, follows the thread count), and muxer and AAC encoder run bit-exact: no
+library version strings and no creation time in the file.
+
+Provenance: every written video (mp4/mov `comment` tag, GIF comment, PNG `Comment` text chunk) says
+`dancegen <version>` followed by the caller's `metadata` as `; key=value` (e.g. method, model, seed);
+`read_video_metadata` reads it back, so a generated clip can be told from a recorded one.
+
+Image size limit: an image whose header declares more than `MAX_IMAGE_PIXELS` pixels (8192 x 8192; the
+environment variable `DANCEGEN_MAX_IMAGE_PIXELS` or the `max_pixels` argument changes it) is refused before it is
+decoded; `read_image(..., target_size=(w, h))` reduces a large image while decoding (JPEG) or right after (by an
+integer factor) to no less than what covers the size the caller resizes to.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import struct
+import urllib.parse
+import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -21,6 +39,10 @@ from dancegen.io.atomic import atomic_dir, atomic_path
 VIDEO_SUFFIXES = {".mp4", ".mov", ".webm", ".mkv", ".avi", ".gif", ".m4v"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 DEFAULT_FOLDER_FPS = 30.0
+#: Largest image (width x height, as its header declares it) that `read_image` decodes: 8192 x 8192, about 200 MB
+#: as RGB. `DANCEGEN_MAX_IMAGE_PIXELS` overrides it.
+MAX_IMAGE_PIXELS = 8192 * 8192
+MAX_PIXELS_ENV = "DANCEGEN_MAX_IMAGE_PIXELS"
 
 
 @dataclass
@@ -85,34 +107,133 @@ def _to_rgb_uint8(img: np.ndarray, path) -> np.ndarray:
     return np.ascontiguousarray(img[..., :3])
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as `(H, W, 3)` uint8 RGB (alpha is dropped, grey is expanded)."""
+def max_image_pixels() -> int:
+    """The pixel limit of `read_image`: `DANCEGEN_MAX_IMAGE_PIXELS` when set, else `MAX_IMAGE_PIXELS`."""
+    raw = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not raw:
+        return MAX_IMAGE_PIXELS
+    try:
+        value = int(float(raw))
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise InputError(f"{MAX_PIXELS_ENV} must be a positive number of pixels, got {raw!r}")
+    return value
+
+
+def _declared_size(path: Path) -> tuple[int, int] | None:
+    """Width and height from the header alone, through Pillow's format plugins as `Image.open` tries them, but
+    without its decompression-bomb check (which raises before the size can be read; `read_image` checks it)."""
+    from PIL import Image
+
+    Image.init()
+    try:
+        with open(path, "rb") as fp:
+            prefix = fp.read(16)
+            for fmt in Image.ID:
+                factory, accept = Image.OPEN[fmt]
+                result = not accept or accept(prefix)
+                if isinstance(result, (str, bytes)) or not result:
+                    continue
+                fp.seek(0)
+                try:
+                    return tuple(factory(fp, str(path)).size)
+                except (SyntaxError, IndexError, TypeError, struct.error, OSError, ValueError):
+                    fp.seek(0)
+    except OSError:
+        return None
+    return None
+
+
+def _too_large(path: Path, w: int, h: int, limit: int, from_env: bool) -> InputError:
+    where = f"the limit {MAX_PIXELS_ENV}={limit}" if from_env else \
+        f"the {limit / 1e6:.1f}-megapixel limit ({MAX_PIXELS_ENV} raises it)"
+    return InputError(f"image is {w}x{h} ({w * h / 1e6:.1f} megapixels), above {where}; downscale it first", path)
+
+
+def read_image(path: str | os.PathLike, target_size: tuple[int, int] | None = None,
+               max_pixels: int | None = None) -> np.ndarray:
+    """Read an image file as `(H, W, 3)` uint8 RGB (alpha is dropped, grey is expanded).
+
+    Args:
+        path: The image file.
+        target_size: `(width, height)` the caller will resize (or crop-resize) the image to. A larger image is
+            reduced while reading, keeping its aspect ratio, by an integer factor to the smallest size that still
+            covers it (each side at least the target's): JPEG decodes at 1/2, 1/4 or 1/8 scale, other formats are
+            box-reduced right after decoding. Never enlarged. None: full size.
+        max_pixels: Refuse an image whose header declares more pixels than this (default `max_image_pixels()`:
+            `MAX_IMAGE_PIXELS`, 8192 x 8192, or `DANCEGEN_MAX_IMAGE_PIXELS`). Checked before anything is decoded.
+
+    Raises:
+        InputError: Missing file, a folder, an undecodable file, or an image above the pixel limit (one line with
+            the file and its size).
+    """
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
     if not path.is_file():
         raise InputError("is a folder, not an image file" if path.is_dir() else "image file not found", path)
+    from_env = max_pixels is None and bool(os.environ.get(MAX_PIXELS_ENV, "").strip())
+    limit = int(max_pixels) if max_pixels is not None else max_image_pixels()
     try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode not in ("RGB", "RGBA", "L", "I;16"):
-                im = im.convert("RGB")
-            arr = np.asarray(im)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit decides
+            with Image.open(path) as im:
+                w, h = im.size
+                if w * h > limit:
+                    raise _too_large(path, w, h, limit, from_env)
+                if target_size is not None:
+                    tw, th = (max(1, int(v)) for v in target_size)
+                    if im.format == "JPEG":
+                        im.draft(im.mode, (tw, th))  # decode at a reduced DCT scale, still covering the target
+                im.load()
+                if im.mode not in ("RGB", "RGBA", "L", "I;16"):
+                    im = im.convert("RGB")
+                if target_size is not None:
+                    factor = min(im.width // tw, im.height // th)
+                    if factor >= 2:
+                        im = (im.convert("I") if im.mode == "I;16" else im).reduce(factor)
+                arr = np.asarray(im)
+                if im.mode == "I":  # 16-bit grey reduced through 32-bit
+                    arr = np.clip(arr, 0, 65535).astype(np.uint16)
+    except Image.DecompressionBombError:
+        size = _declared_size(path)
+        if size is None:
+            raise InputError(f"image is too large to read (over Pillow's {2 * Image.MAX_IMAGE_PIXELS} pixels); "
+                             "downscale it first", path) from None
+        raise _too_large(path, size[0], size[1], limit, from_env) from None
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise InputError(f"cannot decode image ({e.__class__.__name__})", path) from None
     return _to_rgb_uint8(arr, path)
 
 
-def write_image(path: str | os.PathLike, img: np.ndarray) -> None:
-    """Write an `(H, W, 3)` or `(H, W)` uint8 image atomically; the format follows the suffix."""
+def write_image(path: str | os.PathLike, img: np.ndarray, metadata: Mapping[str, object] | None = None) -> None:
+    """Write an `(H, W, 3)` or `(H, W)` uint8 image atomically; the format follows the suffix.
+
+    PNG and JPEG files carry the provenance text (`provenance(metadata)`: `dancegen <version>; key=value...`)."""
     from PIL import Image
 
     path = Path(path)
     img = np.asarray(img)
     if img.dtype != np.uint8:
         raise ValueError(f"write_image expects uint8, got {img.dtype}")
+    fmt = _pil_format(path)
+    kwargs = _comment_kwargs(fmt, provenance(metadata))
     with atomic_path(path) as tmp:
-        Image.fromarray(img).save(tmp, format=_pil_format(path))
+        Image.fromarray(img).save(tmp, format=fmt, **kwargs)
+
+
+def _comment_kwargs(fmt: str, comment: str) -> dict:
+    """Pillow save arguments that store `comment` (PNG text chunk `Comment`, JPEG/GIF comment); {} otherwise."""
+    if fmt == "PNG":
+        from PIL.PngImagePlugin import PngInfo
+
+        info = PngInfo()
+        info.add_text("Comment", comment)
+        return {"pnginfo": info}
+    if fmt in ("JPEG", "GIF"):
+        return {"comment": comment}
+    return {}
 
 
 def _pil_format(path: Path) -> str:
@@ -248,7 +369,100 @@ def _fps_fraction(fps: float) -> Fraction:
     return Fraction(fps).limit_denominator(1001)
 
 
-def _write_mp4(path: Path, frames: np.ndarray, fps: float, audio, sample_rate, crf: int) -> None:
+PROVENANCE_TAG = "comment"
+_KEY = re.compile(r"[A-Za-z][A-Za-z0-9_.-]*")
+_RESERVED_KEYS = {"dancegen", "comment"}
+
+
+def _escape(value: str) -> str:
+    return value.replace("%", "%25").replace(";", "%3B").replace("\n", "%0A").replace("\r", "%0D")
+
+
+def provenance(metadata: Mapping[str, object] | None = None) -> str:
+    """The provenance text written into every video: `dancegen <version>` then `; key=value` per metadata item.
+
+    Args:
+        metadata: e.g. `{"method": "dance-your-latents", "model": "...", "seed": 3}`, in the order given. Values are
+            turned into text (`;`, `%` and line breaks %-escaped); None values are left out.
+
+    Raises:
+        ValueError: A key that is not a name (letters, digits, `_.-`), or a reserved one (`dancegen`, `comment`).
+    """
+    from dancegen import __version__
+
+    parts = [f"dancegen {__version__}"]
+    for key, value in (metadata or {}).items():
+        if not isinstance(key, str) or not _KEY.fullmatch(key) or key in _RESERVED_KEYS:
+            raise ValueError(f"metadata key {key!r} must be a name (letters, digits, _ . -) other than "
+                             f"{' / '.join(sorted(_RESERVED_KEYS))}")
+        if value is not None:
+            parts.append(f"{key}={_escape(str(value))}")
+    return "; ".join(parts)
+
+
+def parse_provenance(text: str | None) -> dict[str, str]:
+    """The fields of a `provenance` text (`{"dancegen": version, key: value, ...}`); {} when it is not one."""
+    if not text or not text.startswith("dancegen "):
+        return {}
+    head, *items = text.split("; ")
+    out = {"dancegen": head[len("dancegen "):]}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if sep and _KEY.fullmatch(key):
+            out[key] = urllib.parse.unquote(value)
+    return out
+
+
+def read_video_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """A video's (or image's, or frame folder's) metadata tags, with dancegen's provenance fields parsed.
+
+    Returns:
+        The container's tags as FFmpeg names them (mp4/mov: `comment`, `title`, `major_brand`, ...; GIF: `comment`;
+        PNG/frame folder (its first frame): the text chunks, `Comment` also as `comment`), plus, for a file dancegen
+        wrote, `dancegen` (its version) and each `key=value` of the `metadata` it was written with (e.g. `method`,
+        `model`, `seed`). A video without `dancegen` was not written by dancegen (or lost its tags).
+
+    Raises:
+        InputError: Missing path, or a file that cannot be opened.
+    """
+    path = Path(path)
+    if path.is_dir():
+        files = list_images(path)
+        if not files:
+            raise InputError("folder contains no image frames (.png/.jpg/...)", path)
+        path = files[0]
+    elif not path.exists():
+        raise InputError("no such file or folder", path)
+    tags: dict[str, str] = {}
+    if is_image_path(path) or path.suffix.lower() == ".gif":
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(path) as im:  # header and text chunks only: nothing is decoded
+                    info = dict(im.info)
+        except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as e:
+            raise InputError(f"cannot open image ({e.__class__.__name__})", path) from None
+        for key, value in info.items():
+            if isinstance(value, bytes):
+                value = value.decode("utf-8", "replace")
+            if isinstance(value, str):
+                tags[key] = value
+        if "comment" not in tags and "Comment" in tags:
+            tags["comment"] = tags["Comment"]
+    else:
+        import av
+
+        try:
+            with av.open(str(path)) as c:
+                tags = {str(k): str(v) for k, v in c.metadata.items()}
+        except (av.error.FFmpegError, OSError, UnicodeDecodeError) as e:
+            raise InputError(f"cannot open video ({e.__class__.__name__}: {e})", path) from None
+    return {**tags, **parse_provenance(tags.get(PROVENANCE_TAG))}
+
+
+def _write_mp4(path: Path, frames: np.ndarray, fps: float, audio, sample_rate, crf: int, comment: str) -> None:
     import av
 
     f, h, w, _ = frames.shape
@@ -256,10 +470,13 @@ def _write_mp4(path: Path, frames: np.ndarray, fps: float, audio, sample_rate, c
     ph, pw = h + h % 2, w + w % 2
     if (ph, pw) != (h, w):
         frames = np.pad(frames, ((0, 0), (0, ph - h), (0, pw - w), (0, 0)), mode="edge")
-    with av.open(str(path), mode="w", format="mp4") as out:
+    # Bit-exact muxing: no "encoder: Lavf<version>" tag (creation_time is left unset, i.e. 0).
+    with av.open(str(path), mode="w", format="mp4", container_options={"fflags": "+bitexact"}) as out:
+        out.metadata[PROVENANCE_TAG] = comment
         vs = out.add_stream("libx264", rate=_fps_fraction(fps))
         vs.width, vs.height, vs.pix_fmt = pw, ph, "yuv420p"
-        vs.options = {"crf": str(crf), "preset": "medium"}
+        # One thread: x264's default follows the CPUs this process may use, and slices (so bytes) follow threads.
+        vs.options = {"crf": str(crf), "preset": "medium", "threads": "1", "flags": "+bitexact"}
         ast = None
         if audio is not None:
             audio = np.asarray(audio, dtype=np.float32)
@@ -268,6 +485,7 @@ def _write_mp4(path: Path, frames: np.ndarray, fps: float, audio, sample_rate, c
             layout = "mono" if audio.shape[1] == 1 else "stereo"
             audio = audio[:, :2]
             ast = out.add_stream("aac", rate=int(sample_rate), layout=layout)
+            ast.options = {"flags": "+bitexact"}  # no "Lavc<version>" string in the first AAC frame
         for img in frames:
             for pkt in vs.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
                 out.mux(pkt)
@@ -287,16 +505,17 @@ def _write_mp4(path: Path, frames: np.ndarray, fps: float, audio, sample_rate, c
                 out.mux(pkt)
 
 
-def _write_gif(path: Path, frames: np.ndarray, fps: float) -> None:
+def _write_gif(path: Path, frames: np.ndarray, fps: float, comment: str) -> None:
     from PIL import Image
 
     ims = [Image.fromarray(f) for f in frames]
     ims[0].save(path, format="GIF", save_all=True, append_images=ims[1:], duration=max(int(round(1000 / fps)), 20),
-                loop=0, optimize=False)
+                loop=0, optimize=False, comment=comment)
 
 
 def write_video(path: str | os.PathLike, frames, fps: float, audio: np.ndarray | None = None,
-                sample_rate: int | None = None, crf: int = 18) -> Path:
+                sample_rate: int | None = None, crf: int = 18,
+                metadata: Mapping[str, object] | None = None) -> Path:
     """Write frames atomically; the suffix picks the format.
 
     Args:
@@ -306,11 +525,18 @@ def write_video(path: str | os.PathLike, frames, fps: float, audio: np.ndarray |
         fps: Frame rate written into the container.
         audio: Optional `(N,)` or `(N, C)` float samples in [-1, 1] muxed as the audio track (mp4/mov only).
         sample_rate: Audio sample rate; required with `audio`.
+        crf: x264 quality (mp4/mov).
+        metadata: Provenance fields (e.g. `{"method": ..., "model": ..., "seed": ...}`) written after
+            `dancegen <version>` into the mp4/mov `comment` tag, the GIF comment or each PNG frame's `Comment`
+            (see `provenance`; `read_video_metadata` reads them back). Always written, with at least the version.
+
+    The same frames, fps, audio and metadata give the same bytes in every run (see the module doc).
 
     Returns:
         The written path.
     """
     path = Path(path)
+    comment = provenance(metadata)  # a bad key fails before anything is written
     frames = _check_frames(frames)
     if fps <= 0:
         raise ValueError(f"fps must be positive, got {fps}")
@@ -319,26 +545,32 @@ def write_video(path: str | os.PathLike, frames, fps: float, audio: np.ndarray |
     suffix = path.suffix.lower()
     if suffix in (".mp4", ".mov", ".m4v"):
         with atomic_path(path) as tmp:
-            _write_mp4(tmp, frames, fps, audio, sample_rate, crf)
+            _write_mp4(tmp, frames, fps, audio, sample_rate, crf, comment)
     elif suffix == ".gif":
         with atomic_path(path) as tmp:
-            _write_gif(tmp, frames, fps)
+            _write_gif(tmp, frames, fps, comment)
     elif suffix == "":
-        write_frames(path, frames, fps)
+        write_frames(path, frames, fps, metadata=metadata)
     else:
         raise ValueError(f"unsupported output format {suffix!r} (use .mp4, .mov, .gif or a folder)")
     return path
 
 
-def write_frames(folder: str | os.PathLike, frames, fps: float | None = None, ext: str = "png") -> Path:
-    """Write frames as `00000.png, 00001.png, ...` into a folder, atomically as a whole (plus `fps.txt`)."""
+def write_frames(folder: str | os.PathLike, frames, fps: float | None = None, ext: str = "png",
+                 metadata: Mapping[str, object] | None = None) -> Path:
+    """Write frames as `00000.png, 00001.png, ...` into a folder, atomically as a whole (plus `fps.txt`).
+
+    PNG frames carry the provenance text (`provenance(metadata)`) in a `Comment` chunk; JPEG frames as their
+    comment."""
     from PIL import Image
 
+    comment = provenance(metadata)
     frames = _check_frames(frames)
     folder = Path(folder)
     with atomic_dir(folder) as tmp:
         for i, img in enumerate(frames):
-            Image.fromarray(img).save(tmp / f"{i:05d}.{ext}")
+            out = tmp / f"{i:05d}.{ext}"
+            Image.fromarray(img).save(out, **_comment_kwargs(_pil_format(out), comment))
         if fps is not None:
             (tmp / "fps.txt").write_text(f"{fps:g}\n")
     return folder

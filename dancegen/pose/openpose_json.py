@@ -146,6 +146,25 @@ def _bbox_area(body: np.ndarray) -> float:
     return float(ext[0] * ext[1]) + 1e-9 * len(pts)  # more points wins a tie (e.g. all zero-area boxes)
 
 
+def _mean_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean pixel distance over the joints detected in both bodies; infinity when they share none."""
+    both = (a[:, 2] > 0) & (b[:, 2] > 0)
+    if not both.any():
+        return float("inf")
+    return float(np.linalg.norm(a[both, :2] - b[both, :2], axis=1).mean())
+
+
+def _follow(cand: list[tuple[dict, np.ndarray]], previous: np.ndarray | None) -> int:
+    """Index of the person to take: the largest when there is no one to follow yet, else the one nearest to
+    `previous` (mean distance over the joints detected in both; the largest when no one shares a joint with it)."""
+    if previous is not None:
+        dist = [_mean_distance(body, previous) for _, body in cand]
+        best = int(np.argmin(dist))
+        if np.isfinite(dist[best]):
+            return best
+    return max(range(len(cand)), key=lambda k: _bbox_area(cand[k][1]))
+
+
 def _load_frame(file: Path) -> list[dict]:
     try:
         doc = json.loads(file.read_text(encoding="utf-8"))
@@ -185,8 +204,13 @@ def read_openpose_folder(
         directory: Folder of `*.json` frames (a `pose_meta.json` there supplies width, height and fps).
         width, height: Image size; needed when the folder has no `pose_meta.json`. Override the meta file.
         fps: Frame rate; default from `pose_meta.json`, else 30 (recorded as `meta["fps_assumed"]`).
-        person: "largest" picks, in each frame, the person with the largest bounding box of detected body points;
-            an int picks that index of the `people` list (a frame with fewer people counts as empty).
+        person: "largest" follows one person: the one with the largest bounding box of detected body points in
+            the first frame with anyone, then in each next frame the person nearest to the one taken before (mean
+            distance over the joints detected in both), so the identity does not switch when another person gets
+            bigger. When some frame has several people, `meta["person_indices"]` holds the index taken in each
+            frame's `people` list (-1: empty frame), `meta["max_people"]` the most people in a frame, and one line
+            says so on the console. An int picks that index of the `people` list (a frame with fewer people counts
+            as empty).
 
     Returns:
         PoseSequence (coco18). BODY_25 drops MidHip and the feet; COCO-17 gets a derived neck. In a folder without
@@ -221,20 +245,28 @@ def _read_files(files: list[Path], where: Path, saved: dict, width, height, fps,
     has_hands = False
     face_size = None
     empty = []
+    taken: list[int] = []  # index into each frame's "people" (-1: none)
+    max_people = 0
+    followed: np.ndarray | None = None  # the body taken last (person="largest")
     for i, file in enumerate(files):
         people = _load_frame(file)
+        max_people = max(max_people, len(people))
         cand = []
         for p in people:
             b = _keypoint_array(p, "pose_keypoints_2d", file)
             cand.append((p, np.zeros((18, 3)) if b is None else _body_to_coco18(b, file)))
         if isinstance(person, int):
-            chosen = cand[person] if -len(cand) <= person < len(cand) else None
+            k = person % len(cand) if -len(cand) <= person < len(cand) else None
         else:
-            chosen = max(cand, key=lambda c: _bbox_area(c[1])) if cand else None
-        if chosen is None:
+            k = _follow(cand, followed) if cand else None
+        if k is None:
             empty.append(i)
+            taken.append(-1)
             continue
-        p, body[i] = chosen
+        taken.append(k)
+        p, body[i] = cand[k]
+        if (body[i, :, 2] > 0).any():
+            followed = body[i]
         for h, key in enumerate(_HAND_KEYS):
             a = _keypoint_array(p, key, file)
             if a is not None:
@@ -271,9 +303,21 @@ def _read_files(files: list[Path], where: Path, saved: dict, width, height, fps,
             a[..., 0] *= width
             a[..., 1] *= height
     meta = dict(saved.get("meta") or {})
+    for key in ("person_indices", "max_people"):  # describe this read, not the one that wrote pose_meta.json
+        meta.pop(key, None)
     meta.update(source=str(where), num_files=f, empty_frames=empty, normalized_input=normalised)
     if fps_assumed:
         meta["fps_assumed"] = True
+    if max_people > 1:
+        meta.update(person_indices=taken, max_people=max_people)
+        first = next((i for i, k in enumerate(taken) if k >= 0), None)
+        if first is not None:
+            from dancegen import console
+
+            how = (f"person {person} of each frame's list" if isinstance(person, int) else
+                   f"followed person {taken[first]} of frame {first} (the largest) by nearest joints")
+            console.info(f"{where}: up to {max_people} people per frame; {how}; indices per frame in "
+                         "meta['person_indices']")
     return PoseSequence(
         body.astype(np.float32),
         format="coco18",
