@@ -146,13 +146,23 @@ def _check_iuv(iuv, shape=None) -> np.ndarray:
     return a
 
 
-def _part_features(iuv: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
-    """LatentMan code's matching features for one part's pixels: [U - mean U, V - mean V] on 0-255 and E'.
+#: Matching features of `_part_features`: the official code's and the paper's (LatentMan spec §2.4).
+IUV_FEATURES = ("official", "paper")
 
-    E' = L1 distance in pixels from the part's bounding-box centre, rescaled so its maximum over the part is 63.75.
+
+def _part_features(iuv: np.ndarray, ys: np.ndarray, xs: np.ndarray, features: str = "official") -> np.ndarray:
+    """Matching features for one part's pixels, U and V on the 0-255 scale.
+
+    "official" (the LatentMan code): [U - mean U, V - mean V, E'], E' = L1 distance in pixels from the part's
+    bounding-box centre, rescaled so its maximum over the part is 63.75.
+    "paper" (Eq. 3): [U, V, E], E = Euclidean distance in pixels from the part's centroid (unscaled; the paper gives
+    no scale).
     """
     u = iuv[ys, xs, 1].astype(np.float64) * 255.0
     v = iuv[ys, xs, 2].astype(np.float64) * 255.0
+    if features == "paper":
+        e = np.hypot(ys - ys.mean(), xs - xs.mean())
+        return np.stack([u, v, e], axis=1)
     cy, cx = (ys.min() + ys.max()) / 2.0, (xs.min() + xs.max()) / 2.0
     e = np.abs(ys - cy) + np.abs(xs - cx)
     e = e * (63.75 / e.max()) if e.max() > 0 else e
@@ -160,10 +170,10 @@ def _part_features(iuv: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarra
 
 
 def iuv_correspondences(iuv_ref: np.ndarray, iuv_cur: np.ndarray, method: str = "hungarian",
-                        max_part_pixels: int = 4000):
+                        max_part_pixels: int = 4000, features: str = "official"):
     """Dense correspondences between two frames' body-part coordinate maps (LatentMan spec §2.4).
 
-    For every part index j >= 1 present in both frames, pixels are matched by their features (`_part_features`):
+    For every part index j >= 1 present in both frames, pixels are matched by their `features` (`_part_features`):
     "hungarian" solves the assignment (`scipy.optimize.linear_sum_assignment`, min(|Q|, |S|) pairs, as the paper);
     "nearest" matches every current pixel to its nearest reference pixel in raw (u, v) (fast, not injective).
     Parts larger than `max_part_pixels` fall back to "nearest" to bound the O(n^3) cost.
@@ -173,6 +183,7 @@ def iuv_correspondences(iuv_ref: np.ndarray, iuv_cur: np.ndarray, method: str = 
         iuv_cur: `(H, W, 3)` of the current frame (i).
         method: "hungarian" or "nearest".
         max_part_pixels: size limit for the Hungarian solver.
+        features: "official" (default) or "paper" (see `_part_features`); "nearest" ignores it.
 
     Returns:
         `(y_ref, x_ref, y_cur, x_cur)` int arrays of equal length.
@@ -182,6 +193,8 @@ def iuv_correspondences(iuv_ref: np.ndarray, iuv_cur: np.ndarray, method: str = 
 
     if method not in ("hungarian", "nearest"):
         raise ValueError(f"method must be 'hungarian' or 'nearest', got {method!r}")
+    if features not in IUV_FEATURES:
+        raise ValueError(f"features must be one of {IUV_FEATURES}, got {features!r}")
     lab_r = np.rint(iuv_ref[..., 0]).astype(np.int64)
     lab_c = np.rint(iuv_cur[..., 0]).astype(np.int64)
     out = [[], [], [], []]
@@ -189,7 +202,7 @@ def iuv_correspondences(iuv_ref: np.ndarray, iuv_cur: np.ndarray, method: str = 
         yr, xr = np.nonzero(lab_r == j)
         yc, xc = np.nonzero(lab_c == j)
         if method == "hungarian" and max(len(yr), len(yc)) <= max_part_pixels:
-            fr, fc = _part_features(iuv_ref, yr, xr), _part_features(iuv_cur, yc, xc)
+            fr, fc = _part_features(iuv_ref, yr, xr, features), _part_features(iuv_cur, yc, xc, features)
             cost = np.sqrt(((fc[:, None, :] - fr[None, :, :]) ** 2).sum(-1))
             ic, ir = linear_sum_assignment(cost)
         else:
