@@ -523,6 +523,24 @@ def music2dance(song: PathLike, ref: PathLike, out: PathLike, *, progress=None, 
     return generate("music2dance", request, progress)
 
 
+def text2character(prompt: str | None, out: PathLike, *, motion: str | None = None, progress=None,
+                   **options) -> dict:
+    """A video of the character described by `prompt` performing `motion` (words or a motion file; default: the
+    prompt). LatentMan unless `method`, `poses` (Dancing Avatar) or the `model` folder says otherwise.
+
+    Args:
+        prompt / out / motion: character prompt, output video, motion text or file.
+        progress: optional ``progress(message)``.
+        **options: any field of `dancegen.requests.Text2CharacterRequest` (negative_prompt, poses, controlnet, frames,
+            fps, steps, guidance_scale, size, seed, model, method, recipe, overrides, device, dtype, allow_download,
+            preview, dry_run).
+    """
+    from dancegen.requests import Text2CharacterRequest
+
+    request = Text2CharacterRequest.build(prompt=prompt, out=out, motion=motion, **options)
+    return generate("text2character", request, progress)
+
+
 def train(recipe: PathLike, overrides: list[str] | None = None, out: PathLike | None = None, resume: str = "auto",
           device: str | None = None, progress=None) -> dict:
     """Train a method from a recipe: the recipe's `method:` picks the method in the registry.

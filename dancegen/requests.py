@@ -214,6 +214,7 @@ class Text2CharacterRequest(GenerateRequest):
         poses: driving poses instead of a motion (Dancing Avatar).
         clothes / face / place: Dancing Avatar's prompt parts; background: a background image.
         controlnet: ControlNet references (folders or hub ids).
+        fps: the output frame rate (None: the method's).
     """
 
     prompt: str | None = None
@@ -225,6 +226,18 @@ class Text2CharacterRequest(GenerateRequest):
     place: str | None = None
     background: Path | None = None
     controlnet: list[str] = field(default_factory=list)
+    fps: float | None = None
+
+    def check(self) -> None:
+        super().check()
+        positive_number("--fps", self.fps)
+        if self.poses is None and not (self.prompt or self.clothes or self.face):
+            raise InputError('text2character needs a prompt, e.g. dancegen text2character "a dancer in a red t-shirt" '
+                             '--motion "a person jumps" -o out.mp4')
+        _exists(self.poses, "driving poses")
+        _exists(self.background, "background image", file=True)
+        if self.out is not None and Path(self.out).suffix.lower() not in (".mp4", ".mov", ".gif"):
+            raise InputError("text2character writes a video: give -o NAME.mp4 (.mov, .gif)", self.out)
 
 
 def positive_number(option: str, value: float | None, allow_zero: bool = False) -> None:

@@ -103,6 +103,7 @@ def generate_frames(
     width: int,
     num_inference_steps: int = 50,
     guidance_scale: float = 7.5,
+    eta: float = 0.0,
     controlnets=None,
     conditions: Mapping[str, torch.Tensor | None] | None = None,
     generator: torch.Generator | None = None,
@@ -113,6 +114,7 @@ def generate_frames(
     after_step: Callable | None = None,
     grad_steps=None,
     residual_hook: Callable | None = None,
+    denoiser_wrapper: Callable | None = None,
     output_type: str = "pt",
     decode_chunk_size: int = 8,
     callback: Callable | None = None,
@@ -125,6 +127,7 @@ def generate_frames(
             one is needed for guidance.
         num_frames / height / width: the output.
         num_inference_steps / guidance_scale: sampling (guidance 1 or no negative: no guidance).
+        eta: DDIM's eta (0: deterministic).
         controlnets / conditions: a ``ControlNetSet`` and ``{name: (1, C_i, F, H, W)}`` in [0, 1] (e.g. rendered
             pose maps or depth); the set's specs give each net's scale and step window.
         generator / latents / shared_noise: initial noise ``(1, C, F, h, w)`` (given, or drawn: one draw for all
@@ -132,6 +135,8 @@ def generate_frames(
         holder: frame context for frame-aware processors (cross-frame, anchor, MasaCtrl).
         before_model / after_step / grad_steps: `core.sampling.sample` hooks (e.g. latent alignment, pixel guidance).
         residual_hook: see `frame_denoiser`.
+        denoiser_wrapper: ``wrapper(denoiser) -> denoiser`` around the frame denoiser (e.g. LatentMan's official
+            pixel guidance keeps the gradient of the unconditional half only).
         output_type: "pt" (frames ``(F, 3, H, W)`` in [0, 1], float32, CPU) or "latent" (``(1, C, F, h, w)``).
         decode_chunk_size: frames per VAE decode.
         callback: ``callback(i, t, latents)`` after each step (progress).
@@ -153,10 +158,12 @@ def generate_frames(
         return before_model(state) if before_model is not None else None
 
     denoiser = frame_denoiser(unet, controlnets, conditions, holder, step, residual_hook)
+    if denoiser_wrapper is not None:
+        denoiser = denoiser_wrapper(denoiser)
     guided = negative_embeds is not None and guidance_scale != 1.0
     z = sample(denoiser, latents.to(device=device, dtype=torch.float32), scheduler, num_inference_steps,
                cond=prompt_embeds.to(device), uncond=negative_embeds.to(device) if guided else None,
-               guidance_scale=guidance_scale, generator=generator, before_model=track, after_step=after_step,
+               guidance_scale=guidance_scale, eta=eta, generator=generator, before_model=track, after_step=after_step,
                grad_steps=grad_steps, callback=callback)
     if output_type == "latent":
         return z

@@ -10,6 +10,7 @@ from dancegen.method_spec import MethodSpec
 
 _DYL = "dancegen.methods.dance_your_latents"
 _DAB = "dancegen.methods.dance_any_beat"
+_LM = "dancegen.methods.latentman"
 
 METHODS: dict[str, MethodSpec] = {
     "dance-your-latents": MethodSpec(
@@ -52,6 +53,21 @@ METHODS: dict[str, MethodSpec] = {
                "train.stages=[{name: lfae, steps: 2, batch_size: 2}, {name: diffusion, steps: 2, batch_size: 2}]",
                "train.device=cpu", "train.checkpoint_every=2", "inference.sampler=ddim", "inference.steps=2",
                "inference.overlap=2"),
+    ),
+    "latentman": MethodSpec(
+        id="latentman",
+        description="Text -> motion -> consistent character, zero-shot: depth-ControlNet frames of a rendered body "
+        "aligned by spatial latent alignment and pixel-wise guidance",
+        paper="latentman.txt",
+        config=f"{_LM}.config:LatentManConfig",
+        load_config=f"{_LM}.config:load_recipe",
+        pipeline=f"{_LM}.pipeline:LatentManPipeline",
+        verbs={"text2character": f"{_LM}.text2character:text2character"},
+        accepts={"text2character": ("prompt", "negative_prompt", "motion", "out", "model", "method", "overrides",
+                                    "recipe", "steps", "guidance_scale", "seed", "frames", "fps", "size", "device",
+                                    "dtype", "controlnet", "allow_download", "preview", "dry_run")},
+        # zero-shot (no train verb): the smoke run generates with the bundled models at 2 steps
+        smoke=("motion.source=procedural", "sampler.steps=2", "num_frames=3"),
     ),
 }
 

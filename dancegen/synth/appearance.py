@@ -260,3 +260,10 @@ def pattern(kind: str, s: np.ndarray, a: np.ndarray, period: float, noise: Value
     if kind == "noise":
         return np.clip((noise(s / (0.6 * period), a / (0.6 * period)) - 0.3) * 2.0, 0, 1)
     raise ValueError(kind)
+
+
+def nearest_colour_name(rgb) -> str:
+    """The nearest of the synthetic world's colour names (`COLOURS`) to an RGB value (0-255)."""
+    names = list(COLOURS)
+    ref = np.array([COLOURS[n] for n in names], np.float64)
+    return names[int(np.argmin(((ref - np.asarray(rgb, np.float64)) ** 2).sum(1)))]

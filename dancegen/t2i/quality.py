@@ -81,11 +81,9 @@ def garment_regions(kps: np.ndarray, size: int) -> dict[str, np.ndarray | None]:
 
 def colour_name(rgb: np.ndarray) -> str:
     """The nearest of the synthetic world's colour names to an RGB value."""
-    from dancegen.synth.appearance import COLOURS
+    from dancegen.synth.appearance import nearest_colour_name
 
-    names = list(COLOURS)
-    ref = np.array([COLOURS[n] for n in names], np.float64)
-    return names[int(np.argmin(((ref - np.asarray(rgb, np.float64)) ** 2).sum(1)))]
+    return nearest_colour_name(rgb)
 
 
 def garment_colours(image: np.ndarray, kps: np.ndarray) -> dict[str, str | None]:
