@@ -51,7 +51,7 @@ def _inputs(verb: str, data: Path, out: Path) -> dict:
 @pytest.mark.parametrize("method_id", IDS)
 def test_a_shrunk_method_trains_two_steps_and_generates_two_frames(method_id, tmp_path):
     from dancegen import api
-    from dancegen.io.video import read_video
+    from dancegen.io.video import read_video, read_video_metadata
     from dancegen.requests import VERB_REQUESTS
 
     spec = get_method(method_id)
@@ -66,6 +66,7 @@ def test_a_shrunk_method_trains_two_steps_and_generates_two_frames(method_id, tm
             rep = getattr(api, verb)(kw.pop("prompt"), kw.pop("out"), overrides=list(spec.smoke), **kw)
             assert rep["method"] == method_id
             assert read_video(rep["output"]).frames.std() > 0
+            assert read_video_metadata(rep["output"])["method"] == method_id
         return
     report = api.train(recipe, overrides=[s.replace("{data}", str(data)) for s in spec.smoke], out=run)
     assert report["stages"] and all(r.get("steps") == 2 for r in report["stages"].values() if "skipped" not in r)
@@ -79,4 +80,5 @@ def test_a_shrunk_method_trains_two_steps_and_generates_two_frames(method_id, tm
         rep = getattr(api, verb)(*args, out, model=str(run), **kw)
         assert rep["method"] == method_id  # chosen from the run folder's recipe
         video = read_video(out).frames
+        assert read_video_metadata(out)["method"] == method_id  # provenance in the container
         assert video.shape[0] >= 2 and video.dtype == np.uint8 and video.std() > 0

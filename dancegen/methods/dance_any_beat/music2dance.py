@@ -117,7 +117,9 @@ def music2dance(request, progress=None) -> dict:
     video = np.concatenate([ref_frame[None], frames])
     t2 = time.perf_counter()
 
-    write_video(out, video, fps=out_fps, audio=clip, sample_rate=track_sr)
+    write_video(out, video, fps=out_fps, audio=clip, sample_rate=track_sr,
+                metadata={"method": "dance-any-beat", "model": str(request.model or "bundled:dab-tiny"),
+                          "seed": int(cfg.inference.seed)})
     if composite_path is not None:
         write_image(composite_path, image)
     save_config(cfg, out.with_suffix(".recipe.yaml"))

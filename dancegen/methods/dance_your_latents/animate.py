@@ -224,14 +224,15 @@ def animate(request, progress=None) -> dict:
     seconds = time.perf_counter() - t0
     video = to_uint8_video(result)
 
-    write_video(out, video, fps=seq.fps)
+    provenance = {"method": "dance-your-latents", "model": report["model"], "seed": int(cfg.seed)}
+    write_video(out, video, fps=seq.fps, metadata=provenance)
     recipe_path = out.with_name(out.stem + ".recipe.yaml")
     save_config(cfg, recipe_path)
     report.update({"frames": int(video.shape[0]), "seconds": round(seconds, 3), "output": str(out),
                    "recipe": str(recipe_path), "retargeted": bool(retarget), "ref_mask": mask is not None})
     if preview:
         prev = out.with_name(out.stem + ".preview.mp4")
-        write_video(prev, preview_frames(ref_img, seq, video), fps=seq.fps)
+        write_video(prev, preview_frames(ref_img, seq, video), fps=seq.fps, metadata=provenance)
         report["preview"] = str(prev)
     return report
 
