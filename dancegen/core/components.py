@@ -39,3 +39,17 @@ class SD15Components:
         """The torch modules present, by name."""
         return {k: v for k, v in (("image_encoder", self.image_encoder), ("text_encoder", self.text_encoder),
                                   ("unet", self.unet), ("vae", self.vae)) if v is not None}
+
+
+class UNetDeviceMixin:
+    """For a diffusers ``DiffusionPipeline`` that registers plain ``nn.Module`` components (a ``ControlNetSet``, a
+    reference encoder): ``DiffusionPipeline.device`` / ``dtype`` read ``.device`` of every module, which those lack,
+    so the pipeline's ``unet`` answers for it. Put it before ``DiffusionPipeline`` in the bases."""
+
+    @property
+    def device(self):
+        return next(self.unet.parameters()).device
+
+    @property
+    def dtype(self):
+        return next(self.unet.parameters()).dtype

@@ -18,6 +18,7 @@ import torch
 from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
 
+from dancegen.core.components import UNetDeviceMixin
 from dancegen.methods.dance_your_latents.data import split_reference
 from dancegen.pose.render import render_control_maps
 
@@ -69,7 +70,7 @@ def _mask(mask, size: tuple[int, int]) -> np.ndarray | None:
     return m.astype(bool)
 
 
-class DanceYourLatentsPipeline(DiffusionPipeline):
+class DanceYourLatentsPipeline(UNetDeviceMixin, DiffusionPipeline):
     """Pose-guided dance video generation with Dance-Your-Latents.
 
     Args:
@@ -107,16 +108,6 @@ class DanceYourLatentsPipeline(DiffusionPipeline):
                                 "downsample": cfg.flow.downsample})
 
     # ----------------------------------------------------------------------------------------------- helpers
-    # DiffusionPipeline.device/dtype read `.device` of every module; DisCoControlNets and ReferenceEncoder are plain
-    # nn.Modules without it, so the video UNet answers for the pipeline.
-    @property
-    def device(self) -> torch.device:
-        return next(self.unet.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.unet.parameters()).dtype
-
     @property
     def size_multiple(self) -> int:
         """Height and width must be multiples of this (VAE factor x UNet downsampling)."""

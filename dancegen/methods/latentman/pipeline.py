@@ -30,6 +30,8 @@ import torch.nn.functional as F
 from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
 
+from dancegen.core.components import UNetDeviceMixin
+
 Pairs = Sequence[tuple[Any, Any, Any, Any]]  # per pair (i-1, i): (y_ref, x_ref, y_cur, x_cur) int arrays
 
 
@@ -133,7 +135,7 @@ def attention_mode(unet, controlnets, base: str, modules: Sequence[str] = ("unet
             m.set_attn_processor(procs)
 
 
-class LatentManPipeline(DiffusionPipeline):
+class LatentManPipeline(UNetDeviceMixin, DiffusionPipeline):
     """Text + rendered depth maps + dense correspondences -> consistent frames of one character.
 
     Args:
@@ -150,14 +152,6 @@ class LatentManPipeline(DiffusionPipeline):
                               scheduler=scheduler, controlnets=controlnets)
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         self._prompts = None
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.unet.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.unet.parameters()).dtype
 
     @property
     def prompt_encoder(self):
