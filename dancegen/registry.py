@@ -121,6 +121,7 @@ def choose_method(verb: str, method: str | None = None, model: str | os.PathLike
 TOOL_TRAINERS = {
     "synthpose": ("dancegen.pose.synthpose_train:load_config", "dancegen.pose.synthpose_train:train"),
     "t2i": ("dancegen.t2i.config:load_config", "dancegen.t2i.train:train"),
+    "t2m": ("dancegen.motion.t2m.train:load_config", "dancegen.motion.t2m.train:train"),
 }
 
 
