@@ -18,14 +18,12 @@ exactly), `model/` (the final model folder), `metrics.json` (validation keypoint
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from dancegen.errors import InputError
 from dancegen.pose.backends.synthpose import FLIP_PERM, SynthPoseConfig
 
 
@@ -199,13 +197,6 @@ def evaluate_estimator(estimator, frames: np.ndarray, kps: np.ndarray) -> dict[s
 
 
 # ------------------------------------------------------------------------------------------------------- train
-def _lr(step: int, cfg: TrainLoopConfig) -> float:
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    t = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-    return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
-
-
 def train(config: SynthPoseRecipe, output_dir: str | os.PathLike, resume: str = "auto", progress=None) -> dict:
     """Train SynthPose from a recipe and write the model folder (the caller seeds the global RNGs first).
 
@@ -216,8 +207,9 @@ def train(config: SynthPoseRecipe, output_dir: str | os.PathLike, resume: str = 
     import torch
 
     from dancegen.config import save_config
-    from dancegen.io.atomic import atomic_path, write_text
+    from dancegen.io.atomic import write_text
     from dancegen.pose.backends.synthpose import build_network, gaussian_targets, save_model, to_input
+    from dancegen.tool_train import train_network
 
     say = progress or (lambda msg: None)
     tc = config.train
@@ -231,59 +223,24 @@ def train(config: SynthPoseRecipe, output_dir: str | os.PathLike, resume: str = 
 
     mc = config.model
     net = build_network(mc).to(tc.device)
-    opt = torch.optim.AdamW(net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    rng = np.random.default_rng(config.seed)
-    step, history = 0, []
-    ckpt = out / "checkpoint.pt"
-    if resume not in ("auto", "never"):
-        ckpt = Path(resume)
-        if not ckpt.is_file():
-            raise InputError("no such checkpoint", ckpt)
-    if resume != "never" and ckpt.is_file():
-        state = torch.load(ckpt, map_location=tc.device, weights_only=False)
-        net.load_state_dict(state["net"])
-        opt.load_state_dict(state["opt"])
-        step, history = state["step"], state["history"]
-        rng.bit_generator.state = state["rng"]
-        torch.set_rng_state(state["torch_rng"])
-        say(f"resumed from {ckpt} at step {step}")
-
-    def save_checkpoint() -> None:
-        with atomic_path(out / "checkpoint.pt") as tmp:
-            torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "step": step, "history": history,
-                        "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state()}, tmp)
-
     frames, kps = train_set["frames"], train_set["keypoints"]
     hm, stride = mc.heatmap_size, mc.stride
-    net.train()
-    running = []
-    while step < tc.steps:
+
+    def batch_loss(rng):
         idx = rng.integers(0, len(frames), tc.batch_size)
         batch = [augment(frames[i], kps[i], config.augment, rng) for i in idx]
         x = to_input(np.stack([b[0] for b in batch])).to(tc.device)
         k = np.stack([b[1] for b in batch])
         target = torch.from_numpy(gaussian_targets((k[..., :2] + 0.5) / stride - 0.5, k[..., 2] > 0, hm,
                                                    mc.sigma)).to(tc.device)
-        for g in opt.param_groups:
-            g["lr"] = _lr(step, tc)
-        loss = torch.nn.functional.mse_loss(net(x), target) * 1000  # per-pixel MSE is tiny; scaled for readability
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        step += 1
-        running.append(loss.item())
-        if step % tc.log_every == 0 or step == tc.steps:
-            history.append({"step": step, "loss": float(np.mean(running)), "lr": _lr(step - 1, tc)})
-            running = []
-            say(f"step {step}/{tc.steps} loss {history[-1]['loss']:.3f}")
-        if step % tc.eval_every == 0 or step == tc.steps:
-            scores = _validate(net, mc, val_set, tc.device)
-            history.append({"step": step, "val": scores})
-            say(f"step {step}: val error {scores['clean']['error_px']:.2f} px, PCK {scores['clean']['pck']:.3f} "
-                f"(degraded {scores['degraded']['error_px']:.2f} px, {scores['degraded']['pck']:.3f})")
-            net.train()
-        if step % tc.checkpoint_every == 0 or step == tc.steps:
-            save_checkpoint()
+        return torch.nn.functional.mse_loss(net(x), target) * 1000  # per-pixel MSE is tiny; scaled for readability
+
+    def val():
+        scores = _validate(net, mc, val_set, tc.device)
+        return scores, (f"val error {scores['clean']['error_px']:.2f} px, PCK {scores['clean']['pck']:.3f} "
+                        f"(degraded {scores['degraded']['error_px']:.2f} px, {scores['degraded']['pck']:.3f})")
+
+    step, history = train_network(net, tc, out, resume, config.seed, batch_loss, val, say, loss_digits=3)
     save_model(net, mc, out / "model")
     final = _validate(net, mc, val_set, tc.device)
     report = {"output_dir": str(out), "model": str(out / "model"), "steps": step, "val": final,

@@ -24,14 +24,12 @@ error, and the primitive hit rates of `dancegen.motion.t2m.quality` when `train.
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from dancegen.errors import InputError
 from dancegen.motion.t2m.model import T2MConfig
 
 
@@ -131,13 +129,6 @@ def feature_stats(joints: np.ndarray, floor: float = 0.01) -> tuple[np.ndarray, 
 
 
 # ------------------------------------------------------------------------------------------------------- train
-def _lr(step: int, cfg: T2MTrainLoopConfig) -> float:
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    t = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-    return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
-
-
 def diffusion_loss(net, x0, ids, alphas_cumprod, cond_drop: float, vel_weight: float, weights=None):
     """One batch's loss (see the module docstring); draws t, noise and the text dropout from torch's global RNG.
     `weights`: optional `(67,)` per-channel loss weights (normalised to mean 1)."""
@@ -172,9 +163,10 @@ def train(config: T2MRecipe, output_dir: str | os.PathLike, resume: str = "auto"
     import yaml
 
     from dancegen.config import config_to_dict, save_config
-    from dancegen.io.atomic import atomic_path, write_text
+    from dancegen.io.atomic import write_text
     from dancegen.motion.t2m.data import ROOT_CHANNELS, to_features, vocabulary_words
     from dancegen.motion.t2m.model import Vocab, build_network, cosine_alphas_cumprod, save_model
+    from dancegen.tool_train import train_network
 
     say = progress or (lambda msg: None)
     tc, mc = config.train, config.model
@@ -197,53 +189,17 @@ def train(config: T2MRecipe, output_dir: str | os.PathLike, resume: str = "auto"
     weights[list(ROOT_CHANNELS)] = tc.root_weight
 
     net = build_network(mc, len(vocab)).to(tc.device)
-    opt = torch.optim.AdamW(net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    rng = np.random.default_rng(config.seed)
-    step, history = 0, []
-    ckpt = out / "checkpoint.pt"
-    if resume not in ("auto", "never"):
-        ckpt = Path(resume)
-        if not ckpt.is_file():
-            raise InputError("no such checkpoint", ckpt)
-    if resume != "never" and ckpt.is_file():
-        state = torch.load(ckpt, map_location=tc.device, weights_only=False)
-        net.load_state_dict(state["net"])
-        opt.load_state_dict(state["opt"])
-        step, history = state["step"], state["history"]
-        rng.bit_generator.state = state["rng"]
-        torch.set_rng_state(state["torch_rng"])
-        say(f"resumed from {ckpt} at step {step}")
 
-    def save_checkpoint() -> None:
-        with atomic_path(out / "checkpoint.pt") as tmp:
-            torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "step": step, "history": history,
-                        "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state()}, tmp)
-
-    net.train()
-    running = []
-    while step < tc.steps:
+    def batch_loss(rng):
         idx = torch.from_numpy(rng.integers(0, len(x_train), tc.batch_size))
-        for g in opt.param_groups:
-            g["lr"] = _lr(step, tc)
-        loss = diffusion_loss(net, x_train[idx].to(tc.device), ids_train[idx].to(tc.device), ab, tc.cond_drop,
+        return diffusion_loss(net, x_train[idx].to(tc.device), ids_train[idx].to(tc.device), ab, tc.cond_drop,
                               tc.vel_weight, weights)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if tc.grad_clip:
-            torch.nn.utils.clip_grad_norm_(net.parameters(), tc.grad_clip)
-        opt.step()
-        step += 1
-        running.append(loss.item())
-        if step % tc.log_every == 0 or step == tc.steps:
-            history.append({"step": step, "loss": float(np.mean(running)), "lr": _lr(step - 1, tc)})
-            running = []
-            say(f"step {step}/{tc.steps} loss {history[-1]['loss']:.4f}")
-        if step % tc.eval_every == 0 or step == tc.steps:
-            history.append({"step": step, "val": validate(net, x_val, ids_val, ab, tc.device)})
-            say(f"step {step}: held-out x0 error {history[-1]['val']}")
-            net.train()
-        if step % tc.checkpoint_every == 0 or step == tc.steps:
-            save_checkpoint()
+
+    def val():
+        scores = validate(net, x_val, ids_val, ab, tc.device)
+        return scores, f"held-out x0 error {scores}"
+
+    step, history = train_network(net, tc, out, resume, config.seed, batch_loss, val, say, grad_clip=tc.grad_clip)
     recipe_yaml = yaml.safe_dump(config_to_dict(config), sort_keys=False)
     save_model(net.eval(), mc, vocab, mean, std, out / "model", recipe_yaml)
     report = {"output_dir": str(out), "model": str(out / "model"), "steps": step,
