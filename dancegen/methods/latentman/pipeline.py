@@ -230,6 +230,8 @@ class LatentManPipeline(UNetDeviceMixin, DiffusionPipeline):
         emb = self.prompt_encoder.encode(prompt, negative_prompt, guidance=guidance_scale != 1.0)
         self.controlnets.set_spec("depth", scale=float(controlnet_scale))
         conditions = {"depth": depth.to(device=device, dtype=torch.float32)[None].transpose(1, 2)}
+        latent_pairs = _index(latent_pairs, device) if latent_pairs is not None else None  # once, not per step
+        pixel_pairs = _index(pixel_pairs, device) if pixel_pairs is not None else None
         official = pwg_grad_mode == "official"
         use_pwg = any(i in pwg_steps for i in range(num_inference_steps)) and pwg_delta > 0
 

@@ -86,14 +86,12 @@ def run_case(case: dict, variants: dict[str, tuple[str, ...]], comps, nets, step
                                       f"num_frames={num_frames}", f"seed={case['noise_seed']}", *extra]
     if steps is not None:
         base.append(f"sampler.steps={steps}")
-    prepared = None
+    cfg = load_recipe(None, base + ["sla.enabled=true", "pwg.enabled=true"])  # both sets of maps, once per case
+    cfg.prompt, cfg.motion.text = case["prompt"], case["motion"]
+    joints, _ = motion_joints(cfg)
+    prepared = (joints, *render_conditions(joints, cfg, cfg.render.size // comps.vae_scale_factor))
+    _, depth, render, lp, pp = prepared
     for name, sets in variants.items():
-        cfg = load_recipe(None, base + list(sets) + ["sla.enabled=true", "pwg.enabled=true"])  # maps for all
-        if prepared is None:
-            cfg.prompt, cfg.motion.text = case["prompt"], case["motion"]
-            joints, _ = motion_joints(cfg)
-            prepared = (joints, *render_conditions(joints, cfg, cfg.render.size // 4))
-        joints, depth, render, lp, pp = prepared
         cfg = load_recipe(None, base + list(sets))
         cfg.prompt = case["prompt"]
         video = generate(cfg, depth, lp, pp, comps, nets)

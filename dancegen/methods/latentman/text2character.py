@@ -148,8 +148,8 @@ def load_models(cfg: LatentManConfig, allow_download: bool = False, plan=None):
     return comps, nets
 
 
-def generate(cfg: LatentManConfig, depth: np.ndarray, latent_pairs, pixel_pairs, comps, nets, device=None,
-             progress_bar: bool = False, callback=None) -> np.ndarray:
+def generate(cfg: LatentManConfig, depth: np.ndarray, latent_pairs, pixel_pairs, comps, nets,
+             callback=None) -> np.ndarray:
     """Run the pipeline on prepared conditions; ``(F, H, W, 3)`` uint8."""
     import torch
 
@@ -186,8 +186,6 @@ def text2character(request, progress=None) -> dict:
     Returns:
         Report dict (model, frames, size, seconds, H_MSE, outputs).
     """
-    import torch
-
     from dancegen.config import save_config
     from dancegen.io.video import write_video
     from dancegen.metrics.consistency import h_mse
@@ -200,6 +198,7 @@ def text2character(request, progress=None) -> dict:
         raise InputError(f"text2character writes a video ({', '.join(VIDEO_SUFFIXES)}); got {out.name}", out)
     cfg = build_config(request)
     plan = request.runtime(cfg.model.device, cfg.model.dtype)
+    joints, motion = (None, None) if request.dry_run else motion_joints(cfg, say)  # a bad motion file fails here
     say("loading the text-to-image model and the depth ControlNet")
     comps, nets = load_models(cfg, request.downloads_allowed(), plan)
     latent_res = cfg.render.size // comps.vae_scale_factor
@@ -214,12 +213,11 @@ def text2character(request, progress=None) -> dict:
     comps.vae.to(plan.device)
     comps.text_encoder.to(plan.device)
     nets.to(plan.device)
-    joints, motion = motion_joints(cfg, say)
     say(f"rendering {len(joints)} frames of the motion and matching them")
     depth, render, latent_pairs, pixel_pairs = render_conditions(joints, cfg, latent_res)
     say(f"generating {len(joints)} frames at {cfg.render.size}px, {cfg.sampler.steps} steps")
     t0 = time.perf_counter()
-    video = generate(cfg, depth, latent_pairs, pixel_pairs, comps, nets, progress_bar=progress is not None)
+    video = generate(cfg, depth, latent_pairs, pixel_pairs, comps, nets)
     seconds = time.perf_counter() - t0
     res = min(cfg.eval.h_mse_res, cfg.render.size)
     score = h_mse(video, render.iuv, size=res)
@@ -243,5 +241,4 @@ def text2character(request, progress=None) -> dict:
                                montage.label(video[t], f"t={t}")]], height=h) for t in range(len(video))]
         write_video(prev, np.stack(rows), fps=fps, metadata=meta)
         report["preview"] = str(prev)
-    del torch
     return report
