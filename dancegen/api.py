@@ -38,45 +38,18 @@ def _json_default(o):
 
 
 def _is_pose_input(path: Path) -> bool:
-    """A folder of OpenPose JSON, a .json frame or a .npz pose file (as opposed to images or video)."""
-    if path.is_dir():
-        return any(p.suffix.lower() == ".json" for p in path.iterdir())
-    return path.suffix.lower() in (".npz", ".json")
+    from dancegen.pose.inputs import is_pose_input
+
+    return is_pose_input(path)
 
 
 def load_poses(path: PathLike, *, fps: float | None = None, size: tuple[int, int] | None = None,
                backend: str = "blazepose", **extract_kw):
-    """Poses from a pose folder/npz, a 3D motion file, or extracted from an image/video/frame folder.
+    """Poses from a pose folder/npz, a 3D motion file, or extracted from an image/video/frame folder
+    (`dancegen.pose.inputs.load_poses`)."""
+    from dancegen.pose.inputs import load_poses as load
 
-    The source kind is decided here, in this order: a 3D motion file (`.npy`/`.pkl`/`.pickle`/`.bvh`: MDM
-    results.npy, HumanML3D new_joints, synth joints3d.npy, AIST++ keypoints3d, BVH) is read by
-    `dancegen.motion.read_motion` and projected to COCO-18 by `project_motion` (one fixed front camera); a pose
-    folder / `.json` / `.npz` is read as poses; anything else goes to the pose backend (`backend`).
-
-    Args:
-        fps: Override the frame rate (pose JSON and motion files).
-        size: `(width, height)` of the images the keypoints belong to, for OpenPose JSON written by other tools
-            (which records no image size); dancegen's own folders carry it in `pose_meta.json`. For a motion file,
-            the projection's image size (default 512x512).
-    """
-    from dancegen.pose.openpose_json import read_pose_input
-
-    path = Path(path)
-    if not path.exists():
-        raise InputError("no such file or folder", path)
-    from dancegen.motion.io import is_motion_file
-
-    if is_motion_file(path):
-        from dancegen.motion.io import project_motion, read_motion
-
-        w, h = size if size else (512, 512)
-        return project_motion(read_motion(path, fps=fps), width=w, height=h)
-    if _is_pose_input(path):
-        w, h = size if size else (None, None)
-        return read_pose_input(path, width=w, height=h, fps=fps)
-    from dancegen.pose.extract import estimate_poses
-
-    return estimate_poses(path, backend=backend, **extract_kw)
+    return load(path, fps=fps, size=size, backend=backend, **extract_kw)
 
 
 def write_poses(seq, out: PathLike, render: bool = True) -> dict:
@@ -314,7 +287,11 @@ def synth(out: PathLike, num_clips: int = 1, layout: str = "clips", size=256, se
           num_frames: int | None = None, fps: float = 24.0, motion: str | None = None, seed: int = 0,
           workers: int = 1, shard: str | None = None, overwrite: bool = False, flow: bool = True,
           camera: str | None = None, progress=None) -> dict:
-    """Render synthetic dance clips with all their ground truth (see `dancegen.synth.layouts.generate`)."""
+    """Render synthetic dance clips with all their ground truth (see `dancegen.synth.layouts.generate`).
+
+    `layout="edit"` writes `num_clips` motion-editing cases instead (source, exact target and reference clips; see
+    `dancegen.synth.edit`), with `motion` as the edited motion.
+    """
     from dancegen.synth import generate
 
     if num_clips < 1:
@@ -539,6 +516,24 @@ def text2character(prompt: str | None, out: PathLike, *, motion: str | None = No
 
     request = Text2CharacterRequest.build(prompt=prompt, out=out, motion=motion, **options)
     return generate("text2character", request, progress)
+
+
+def finetune_oneshot(source: PathLike, prompt: str | None, out: PathLike, *, method: str = "edit-your-motion",
+                     progress=None, **options) -> dict:
+    """Fine-tune a one-shot editing method (Edit-Your-Motion) on one source clip; its case folder is `out/model`.
+
+    Args:
+        source / prompt / out: the clip (or photo), its prompt, the run folder.
+        method: the method (one with a `finetune-oneshot` verb).
+        progress: optional ``progress(message)``.
+        **options: the method's options (edit-your-motion: poses, masks, target, video, model, controlnet, recipe,
+            overrides, steps, frames, resume, device, seed, allow_download).
+    """
+    from dancegen.registry import get_method
+
+    fn = get_method(method).load("finetune-oneshot")
+    report = fn(source, prompt, out, progress=progress, **options)
+    return {"method": get_method(method).id, **report}
 
 
 def train(recipe: PathLike, overrides: list[str] | None = None, out: PathLike | None = None, resume: str = "auto",

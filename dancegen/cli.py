@@ -284,15 +284,16 @@ def demo_cmd(
 @verb("synth")
 def synth_cmd(
     out: Annotated[Path, typer.Option("--output", "-o", help="Output folder.")],
-    num_clips: Annotated[int, typer.Option(help="Number of clips in the whole run.")] = 1,
-    layout: Annotated[str, typer.Option(help="clips | tiktok (DisCo-like) | aist (AIST++-like) | humanml3d.")]
-    = "clips",
+    num_clips: Annotated[int, typer.Option(help="Number of clips (cases with --layout edit) in the whole run.")] = 1,
+    layout: Annotated[str, typer.Option(help="clips | tiktok (DisCo-like) | aist (AIST++-like) | humanml3d | "
+                                             "edit (motion-editing cases with an exact target).")] = "clips",
     size: Annotated[str, typer.Option(help="N (square) or WxH, 32 to 1024 px (64 to 512 tested).")] = "256",
     seconds: Annotated[float | None, typer.Option(help="Clip length in seconds (default 4).")] = None,
     frames: Annotated[int | None, typer.Option(help="Clip length in frames (wins over --seconds).")] = None,
     fps: Annotated[float, typer.Option(help="Frame rate.")] = 24.0,
-    motion: Annotated[str | None, typer.Option(help='Motion in words, e.g. "a person jumps and spins". '
-                                                       "Default: a random dance on the beat.")] = None,
+    motion: Annotated[str | None, typer.Option(help='Motion in words, e.g. "a person jumps and spins" (--layout '
+                                                       "edit: the edited motion). Default: a random dance on the "
+                                                       "beat.")] = None,
     camera: Annotated[str | None, typer.Option(help="static | pan | zoom | shake (default: random).")] = None,
     flow: Annotated[bool, typer.Option(help="Write forward/backward ground-truth flow.")] = True,
     workers: Annotated[int, typer.Option(help="Parallel worker processes.")] = 1,
@@ -304,7 +305,13 @@ def synth_cmd(
     Each clip has RGB video, wav, beats, OpenPose JSON, 3D joints, forward/backward flow, depth, body-part
     coordinate maps (IUV), masks, and appearance/motion text. The global --seed makes it deterministic.
 
+    --layout edit writes motion-editing cases case_00000/...: source/ (dancer A doing motion A), target/ (dancer A
+    in the same room and camera doing motion B: the exact result of the edit) and reference/ (dancer B doing
+    motion B, whose skeletons drive the edit), each a clip folder, plus case.json (seeds, prompt).
+
     Example: [cyan]dancegen --seed 3 synth -o synth/ --num-clips 8 --size 256 --seconds 4[/cyan]
+
+    Example: [cyan]dancegen --seed 3 synth -o edits/ --layout edit --num-clips 4 --frames 48 --camera static[/cyan]
     """
     from dancegen import api
     from dancegen.console import progress_bar
@@ -609,15 +616,31 @@ def music2dance_cmd(
 
 @verb("text2character")
 def text2character_cmd(
-    prompt: Annotated[str, typer.Argument(help="The character (and, without --motion, its motion), e.g. "
-                                               "\"a dancer in a red t-shirt and blue trousers\".")],
-    out: Annotated[Path, typer.Option("--output", "-o", help="Output video (.mp4, .mov or .gif).")],
+    prompt: Annotated[str | None, typer.Argument(help="The character (and, without --motion, its motion), e.g. "
+                                                      "\"a dancer in a red t-shirt and blue trousers\"; with "
+                                                      "--poses it may be replaced by --clothes / --face / "
+                                                      "--place.")] = None,
+    out: Annotated[Path | None, typer.Option("--output", "-o", help="Output video (.mp4, .mov or .gif).")] = None,
     motion: Annotated[str | None, typer.Option(help="The motion: words (\"a person jumps and spins\", through the "
                                                     "text-to-motion model) or a motion file (MDM results.npy, "
                                                     "HumanML3D .npy, AIST++ .pkl, BVH).")] = None,
+    poses: Annotated[Path | None, typer.Option(help="Driving poses (OpenPose JSON folder, .json frame or .npz): "
+                                                    "Dancing Avatar.")] = None,
+    clothes: Annotated[str | None, typer.Option(help="Dancing Avatar: the clothes, e.g. \"white pleated skirt\" "
+                                                     "(refined to 20 words).")] = None,
+    face: Annotated[str | None, typer.Option(help="Dancing Avatar: the face and hair, e.g. \"short black hair\" "
+                                                  "(refined to 20 words).")] = None,
+    place: Annotated[str | None, typer.Option(help="Dancing Avatar: the place, e.g. \"in a classroom\".")] = None,
+    background: Annotated[Path | None, typer.Option(help="Dancing Avatar: a background image used as the shared "
+                                                         "plate (default: inpainted from the first frame).")] = None,
+    character: Annotated[Path | None, typer.Option(help="Dancing Avatar: a character pack folder (refined words + "
+                                                        "clothes/face LoRAs) to reuse; default: made and cached "
+                                                        "as OUT.character.")] = None,
     negative_prompt: Annotated[str | None, typer.Option(help="Negative prompt (default: the recipe's).")] = None,
-    controlnet: Annotated[list[str] | None, typer.Option(help="Depth ControlNet folder or hub id (default: the "
-                                                              "bundled controlnet-depth-tiny).")] = None,
+    controlnet: Annotated[list[str] | None, typer.Option(help="ControlNet folder or hub id: LatentMan's depth net "
+                                                              "(default: the bundled controlnet-depth-tiny), Dancing "
+                                                              "Avatar's OpenPose net (default: "
+                                                              "controlnet-openpose-tiny).")] = None,
     frames: Annotated[int | None, typer.Option(help="Video frames (default 8).")] = None,
     fps: Annotated[float | None, typer.Option(help="Output frame rate (default: motion fps / stride).")] = None,
     size: Annotated[str | None, typer.Option(help="Frame side in pixels (default: 512, bundled models 64).")] = None,
@@ -639,8 +662,16 @@ def text2character_cmd(
     alignment and pixel-wise guidance. Writes OUT, OUT.recipe.yaml, OUT.depth and OUT.preview. Without --model the
     bundled 64 px toy models run (made for the synthetic world; pass SD-1.5 and a depth ControlNet for real videos).
 
+    With --poses (or --method dancing-avatar) Dancing Avatar runs: --clothes / --face / --place are refined into
+    the prompt, clothes and face LoRAs keep the character, one inpainted background plate is shared by every frame
+    and a previous-frame ControlNet ties each frame to the one before. Writes OUT, OUT.recipe.yaml, OUT.plate.png,
+    OUT.character/ and OUT.preview.
+
     Example: [cyan]dancegen text2character "a dancer in a red t-shirt and blue trousers" --motion "a person jumps
     and spins" -o out.mp4[/cyan]
+
+    Example: [cyan]dancegen text2character --clothes "white pleated skirt" --face "short black hair" --place "in a
+    classroom" --poses dance/openpose_json -o out.mp4[/cyan]
     """
     from dancegen import api
     from dancegen.console import info
@@ -648,12 +679,16 @@ def text2character_cmd(
     size_v = _parse_size(size) if size is not None else None
     if isinstance(size_v, int):
         size_v = (size_v, size_v)
-    rep = api.text2character(prompt, out, motion=motion, negative_prompt=negative_prompt,
+    if out is None:
+        raise InputError("text2character needs --output / -o (the video to write)")
+    rep = api.text2character(prompt, out, motion=motion, negative_prompt=negative_prompt, poses=poses,
+                             clothes=clothes, face=face, place=place, background=background, character=character,
                              controlnet=list(controlnet or []), frames=frames, fps=fps, size=size_v, recipe=recipe,
                              steps=steps, guidance_scale=guidance, overrides=set_, preview=preview,
                              progress=lambda s: info(f"[cyan]>[/cyan] {s}"),
                              **_shared(model, method, dtype, False, None, False, [], allow_download))
-    _report(rep, ("output", "preview", "depth", "frames", "fps", "seconds", "h_mse", "method", "base", "size"))
+    _report(rep, ("output", "preview", "depth", "plate", "character", "frames", "fps", "seconds", "h_mse", "method",
+                  "base", "size", "note"))
 
 
 @verb("train")
@@ -676,6 +711,47 @@ def train_cmd(
     rep = api.train(recipe, overrides=set_, out=out, resume=resume, device=state.device,
                     progress=lambda s: info(f"[cyan]>[/cyan] {s}"))
     _report(rep, ("output_dir", "model", "stages"))
+
+
+@verb("finetune-oneshot")
+def finetune_oneshot_cmd(
+    source: Annotated[Path, typer.Option("--source", help="The clip to edit: a video, a frame folder, or one photo "
+                                                          "(repeated).")],
+    prompt: Annotated[str, typer.Option("--prompt", help="What the source shows (the UNet and ControlNet take it).")],
+    out: Annotated[Path, typer.Option("--output", "-o", help="Run folder; the case lands in OUT/model.")],
+    poses: Annotated[Path | None, typer.Option("--source-poses", help="Skeletons of the source (OpenPose JSON "
+                                                                      "folder / .npz); default: estimated.")] = None,
+    masks: Annotated[str | None, typer.Option("--masks", help="Person masks: a folder of PNGs, auto (segmenter, else "
+                                                              "drawn from the skeleton), skeleton or none.")] = None,
+    target: Annotated[Path | None, typer.Option("--target", help="Also edit right away: the skeletons to perform "
+                                                                 "(with --video).")] = None,
+    video: Annotated[Path | None, typer.Option("--video", help="The edited video to write with --target.")] = None,
+    model: ModelOpt = None,
+    controlnet: Annotated[str | None, typer.Option("--controlnet", help="OpenPose ControlNet folder or hub id "
+                                                                        "(default: bundled).")] = None,
+    recipe: RecipeOpt = None,
+    set_: SetOpt = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="Steps of each fine-tuning stage.")] = None,
+    frames: Annotated[int | None, typer.Option("--frames", help="Source frames to fine-tune on.")] = None,
+    resume: Annotated[str, typer.Option(help="auto | never | PATH of a checkpoint folder.")] = "auto",
+    allow_download: Annotated[bool, typer.Option("--allow-download", help="Let hub ids download.")] = False,
+):
+    """Fine-tune Edit-Your-Motion on one clip (temporal stage on the masked person, then spatial stage), resumable.
+
+    Then [cyan]dancegen animate --method edit-your-motion --model OUT --poses TARGET -o edit.mp4[/cyan] makes the
+    person perform other skeletons (or pass --target and --video here).
+
+    Example: [cyan]dancegen finetune-oneshot --source case/source/video.mp4 --source-poses
+    case/source/openpose_json --masks case/source/masks --prompt "a dancer in a purple shirt" -o runs/case1[/cyan]
+    """
+    from dancegen import api
+    from dancegen.console import info
+
+    rep = api.finetune_oneshot(source, prompt, out, poses=poses, masks=masks, target=target, video=video, model=model,
+                               controlnet=controlnet, recipe=recipe, overrides=set_, steps=steps, frames=frames,
+                               resume=resume, device=state.device, seed=state.seed, allow_download=allow_download,
+                               progress=lambda s: info(f"[cyan]>[/cyan] {s}"))
+    _report(rep, ("output_dir", "model", "stages", "edit"))
 
 
 weights_app = typer.Typer(help="Every model dancegen knows: bundled toys and real weights (where published, licence, "

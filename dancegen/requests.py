@@ -213,6 +213,7 @@ class Text2CharacterRequest(GenerateRequest):
         motion: the motion in words, or a motion file (MDM results.npy, HumanML3D .npy, AIST++ .pkl, BVH).
         poses: driving poses instead of a motion (Dancing Avatar).
         clothes / face / place: Dancing Avatar's prompt parts; background: a background image.
+        character: a Dancing Avatar character pack folder (refined words + clothes / face LoRAs) to reuse.
         controlnet: ControlNet references (folders or hub ids).
         fps: the output frame rate (None: the method's).
     """
@@ -225,12 +226,14 @@ class Text2CharacterRequest(GenerateRequest):
     face: str | None = None
     place: str | None = None
     background: Path | None = None
+    character: Path | None = None
     controlnet: list[str] = field(default_factory=list)
     fps: float | None = None
 
     def check(self) -> None:
         super().check()
         positive_number("--fps", self.fps)
+        _exists(self.character, "character pack")
         if self.poses is None and not (self.prompt or self.clothes or self.face):
             raise InputError('text2character needs a prompt, e.g. dancegen text2character "a dancer in a red t-shirt" '
                              '--motion "a person jumps" -o out.mp4')

@@ -60,6 +60,18 @@ def test_a_shrunk_method_trains_two_steps_and_generates_two_frames(method_id, tm
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(f"method: {method_id}\n")
     run = tmp_path / "run"
+    if "finetune-oneshot" in spec.verbs:  # one-shot: fine-tune on one synthetic clip, then edit it
+        api.synth(data, num_clips=1, size=(64, 64), num_frames=6, fps=8.0, seed=0, camera="static", flow=False)
+        clip = next(p for p in sorted(data.iterdir()) if (p / "openpose_json").is_dir())
+        report = api.finetune_oneshot(clip / "video.mp4", "a dancer", run, method=method_id,
+                                      poses=clip / "openpose_json", overrides=list(spec.smoke), recipe=recipe)
+        assert all(r["steps"] == 2 for r in report["stages"].values())
+        rep = api.animate(None, clip / "openpose_json", tmp_path / "edit.mp4", model=str(run), steps=2)
+        assert rep["method"] == method_id  # chosen from the run folder's recipe
+        video = read_video(tmp_path / "edit.mp4").frames
+        assert read_video_metadata(tmp_path / "edit.mp4")["method"] == method_id
+        assert video.shape[0] == 4 and video.std() > 0
+        return
     if "train" not in spec.verbs:  # zero-shot: the bundled models generate with the smoke overrides
         for verb in spec.verbs:
             kw = _inputs(verb, data, tmp_path)

@@ -252,6 +252,7 @@ class VideoUNet(ModelMixin, ConfigMixin):
         temporal_position: "after_block" (after each ``Transformer2DModel``; configs saved before this option
             existed load as this) or "after_cross_attn" (inside each transformer block, between cross-attention and
             feed-forward, Edit-Your-Motion §2.2).
+        spatial_attn_kwargs: extra ``FrameAttnProcessor`` arguments (RCA's ``value_frames``, ``include_self``).
     """
 
     _supports_gradient_checkpointing = True
@@ -269,6 +270,7 @@ class VideoUNet(ModelMixin, ConfigMixin):
         temporal_position: str = "after_block",
         unet: UNet2DConditionModel | None = None,
         temporal_factory: Any = None,
+        spatial_attn_kwargs: dict | None = None,
     ):
         super().__init__()
         if temporal not in TEMPORAL_KINDS:
@@ -291,7 +293,7 @@ class VideoUNet(ModelMixin, ConfigMixin):
         if temporal != "none":
             self._insert_temporal_blocks(temporal, dict(temporal_kwargs or {}), temporal_locations, temporal_factory,
                                          temporal_position)
-        self._install_spatial_attn(spatial_attn)
+        self._install_spatial_attn(spatial_attn, dict(spatial_attn_kwargs or {}))
 
     # ----------------------------------------------------------------------------------------------- construction
     @classmethod
@@ -303,6 +305,7 @@ class VideoUNet(ModelMixin, ConfigMixin):
         temporal_locations: str | list[str] = "all",
         temporal_factory: Any = None,
         temporal_position: str = "after_block",
+        spatial_attn_kwargs: dict | None = None,
         **temporal_kwargs: Any,
     ) -> VideoUNet:
         """Inflate a (pretrained) image UNet. The UNet is adopted, not copied: its weights are shared.
@@ -316,6 +319,8 @@ class VideoUNet(ModelMixin, ConfigMixin):
                 ``dancegen.core.stsa.make_temporal_block`` (models built this way cannot be reloaded with
                 ``from_pretrained`` unless the same factory is passed again).
             temporal_position: "after_block" | "after_cross_attn" (see the class docstring).
+            spatial_attn_kwargs: extra ``FrameAttnProcessor`` arguments, e.g. RCA's ``value_frames`` /
+                ``include_self`` (Edit-Your-Motion §2.5).
             **temporal_kwargs: passed to the factory (``subspace_size=(4, 4, 4)``, ``shift=True``, ...).
 
         Returns:
@@ -331,6 +336,7 @@ class VideoUNet(ModelMixin, ConfigMixin):
             temporal_position=temporal_position,
             unet=unet2d,
             temporal_factory=temporal_factory,
+            spatial_attn_kwargs=spatial_attn_kwargs,
         )
         return model
 
@@ -376,14 +382,14 @@ class VideoUNet(ModelMixin, ConfigMixin):
         self.temporal_paths[path] = key
         return insert
 
-    def _install_spatial_attn(self, mode: str) -> None:
+    def _install_spatial_attn(self, mode: str, kwargs: dict) -> None:
         if mode == "self":
             return
         from dancegen.core.attention import FrameAttnProcessor
 
         procs = {}
         for name, proc in self.unet.attn_processors.items():
-            procs[name] = FrameAttnProcessor(self.holder, mode) if name.endswith("attn1.processor") else proc
+            procs[name] = FrameAttnProcessor(self.holder, mode, **kwargs) if name.endswith("attn1.processor") else proc
         self.unet.set_attn_processor(procs)
 
     def enable_gradient_checkpointing(self, gradient_checkpointing_func: Any = None) -> None:

@@ -11,6 +11,8 @@ from dancegen.method_spec import MethodSpec
 _DYL = "dancegen.methods.dance_your_latents"
 _DAB = "dancegen.methods.dance_any_beat"
 _LM = "dancegen.methods.latentman"
+_EYM = "dancegen.methods.edit_your_motion"
+_DA = "dancegen.methods.dancing_avatar"
 
 METHODS: dict[str, MethodSpec] = {
     "dance-your-latents": MethodSpec(
@@ -68,6 +70,42 @@ METHODS: dict[str, MethodSpec] = {
                                     "dtype", "controlnet", "allow_download", "preview", "dry_run")},
         # zero-shot (no train verb): the smoke run generates with the bundled models at 2 steps
         smoke=("motion.source=procedural", "sampler.steps=2", "num_frames=3"),
+    ),
+    "dancing-avatar": MethodSpec(
+        id="dancing-avatar",
+        description="Text + poses -> human video with a text-to-image model: frames made in pose order with an "
+        "OpenPose and a previous-frame ControlNet, clothes/face LoRAs and one shared background plate",
+        paper="dancing-avatar.txt",
+        config=f"{_DA}.config:DancingAvatarConfig",
+        load_config=f"{_DA}.config:load_recipe",
+        pipeline=f"{_DA}.pipeline:DancingAvatarPipeline",
+        verbs={"train": f"{_DA}.train:train", "text2character": f"{_DA}.text2character:text2character"},
+        accepts={"text2character": ("prompt", "negative_prompt", "motion", "poses", "clothes", "face", "place",
+                                    "background", "character", "out", "model", "method", "overrides", "recipe",
+                                    "steps", "guidance_scale", "seed", "frames", "fps", "size", "device", "dtype",
+                                    "controlnet", "allow_download", "preview", "dry_run")},
+        smoke=("data.root={data}", "data.num_clips=2", "data.num_frames=3", "size=64", "sampler.steps=2",
+               "train.stages=[{name: prev_frame, steps: 2, lr: 1e-4, batch_size: 2}]", "train.device=cpu",
+               "train.checkpoint_every=2", "train.with_pose_controlnet=true", "inter.condition=latent",
+               "intra.n_ref_images=2", "intra.steps=2", "intra.ref_steps=2", "intra.batch_size=2",
+               "background.mask_dilate_px=2", "background.feather_px=1"),
+    ),
+    "edit-your-motion": MethodSpec(
+        id="edit-your-motion",
+        description="One-shot video motion editing: the person of a source clip performs other skeletons (RCA, "
+        "Motion Attention, two-stage fine-tuning, DDIM inversion)",
+        paper="edit-your-motion.txt",
+        config=f"{_EYM}.config:EditYourMotionConfig",
+        load_config=f"{_EYM}.config:load_recipe",
+        pipeline=None,  # inversion + sampling is `pipeline.edit_video` (a function on the model container)
+        verbs={"finetune-oneshot": f"{_EYM}.finetune:finetune_oneshot", "train": f"{_EYM}.train:train",
+               "animate": f"{_EYM}.animate:animate"},
+        accepts={"animate": ("poses", "out", "model", "method", "overrides", "steps", "guidance_scale", "seed",
+                             "device", "dtype", "allow_download", "preview", "dry_run")},
+        # the smoke run fine-tunes the bundled base on a synthetic clip rendered into {data} for 2 + 2 steps
+        smoke=("data.resolution=64", "data.num_frames=4", "data.masks=skeleton", "data.pose_backend=synthpose",
+               "train.stages=[{name: temporal, steps: 2, lr: 1e-3}, {name: spatial, steps: 2, lr: 1e-3}]",
+               "train.device=cpu", "train.checkpoint_every=2", "inference.steps=2"),
     ),
 }
 

@@ -6,6 +6,10 @@ skin, clothes, hair), `motion_seed` (the choreography), `music_seed` (tempo, dru
 `scene_seed` (background, camera). Each defaults to a stream derived from `seed`. The same appearance seed with
 another motion gives the same dancer doing a different dance; the same motion and music seeds with another appearance
 seed give the same joint rotations on a different body (what a retargeting demo needs).
+
+The camera and the wall are fitted to the dancer (`SynthClip.framing`); `frame_on` fits them to given points
+instead, so clips with the same scene seed and the same `frame_on` are filmed by the same camera in the same room
+(`dancegen.synth.edit` renders one dancer doing two motions this way).
 """
 
 from __future__ import annotations
@@ -60,6 +64,8 @@ class SynthClip:
         seeds: The seed and the four stream seeds used.
         face3d: "nose", "l_eye", "r_eye", "l_ear", "r_ear" -> `(F, 3)` world positions on the head sphere.
         meta: Extra facts (ignored words of a text motion, ...).
+        framing: `(F, N, 3)` float64 world points of this clip's dancer that a camera must keep in view (joints,
+            head extremes, hand tips), whatever `frame_on` was (not written to disk).
     """
 
     width: int
@@ -91,6 +97,7 @@ class SynthClip:
     seeds: dict
     face3d: dict = field(default_factory=dict)
     meta: dict = field(default_factory=dict)
+    framing: np.ndarray | None = None
 
     @property
     def beat_times(self) -> np.ndarray:
@@ -197,6 +204,7 @@ def render_clip(
     sample_rate: int = SAMPLE_RATE,
     render: bool = True,
     flow: bool = True,
+    frame_on: np.ndarray | None = None,
 ) -> SynthClip:
     """Render one synthetic dance clip.
 
@@ -214,15 +222,24 @@ def render_clip(
         sample_rate: Audio rate.
         render: False skips the images (motion, music, keypoints and camera only; fast, for HumanML3D-style data).
         flow: False skips the two flow arrays (they are the largest outputs).
+        frame_on: `(F, N, 3)` world points (metres) to fit the camera to and to put the wall behind, instead of
+            this clip's own dancer (None). Clips rendered with the same scene seed and the same `frame_on` share
+            camera and background exactly; pass the concatenated `framing` of all of them (from `render=False`
+            passes) so that every dancer stays in view.
 
     Raises:
         InputError: `motion_text` names no known motion.
+        ValueError: `frame_on` is not `(num_frames, N, 3)`.
     """
     w, h = _parse_size(size)
     if num_frames is None:
         num_frames = int(round(seconds * fps)) if seconds is not None else 48
     if num_frames < 1 or fps <= 0:
         raise ValueError(f"num_frames and fps must be positive, got {num_frames} and {fps}")
+    if frame_on is not None:
+        frame_on = np.asarray(frame_on, np.float64)
+        if frame_on.ndim != 3 or frame_on.shape[0] != num_frames or frame_on.shape[2] != 3 or not frame_on.size:
+            raise ValueError(f"frame_on must have shape ({num_frames}, N, 3), got {frame_on.shape}")
     seeds = {"seed": int(seed)}
     for name, given in (
         ("appearance", appearance_seed),
@@ -257,10 +274,12 @@ def render_clip(
     tips = joints[:, [J["l_wrist"], J["r_wrist"]]] + 0.2 * app.body.height * fore / np.linalg.norm(
         fore, axis=-1, keepdims=True
     )
-    camera = frame_camera(np.concatenate([framing_pts, tips], 1), w, h, scene, scene_rng)
+    own = np.concatenate([framing_pts, tips], 1)
+    camera = frame_camera(own if frame_on is None else frame_on, w, h, scene, scene_rng)
     az = np.radians(scene.azimuth)
     wall_n = np.array([np.sin(az), 0.0, np.cos(az)])
-    wall_d = float((joints.reshape(-1, 3) @ wall_n).min() - 0.3 - scene.wall_distance)
+    behind = joints if frame_on is None else frame_on
+    wall_d = float((behind.reshape(-1, 3) @ wall_n).min() - 0.3 - scene.wall_distance)
 
     keypoints = _keypoints(joints, head_c, head_r, radius, camera)
     phase = np.mod(beats, 1.0).astype(np.float32)
@@ -294,6 +313,7 @@ def render_clip(
         seeds=seeds,
         face3d={k: v[0].astype(np.float32) for k, v in face_points(head_c, head_r, radius).items()},
         meta={"ignored_words": ignored} if ignored else {},
+        framing=own,
     )
     if render:
         _render_images(clip, Renderer(app, scene, camera, (wall_n, wall_d)), joints, head_c, head_r, flow)

@@ -1,4 +1,4 @@
-"""`generate`: many synthetic clips written in one of four dataset layouts (one renderer, four writers).
+"""`generate`: many synthetic clips written in one of five dataset layouts (one renderer, five writers).
 
 Layouts (../shared/specs/prior-art.md §3.4-3.6):
 
@@ -15,6 +15,9 @@ Layouts (../shared/specs/prior-art.md §3.4-3.6):
 * `humanml3d`: `new_joints/000000.npy` ((T, 22, 3) at 20 fps, Y-up metres, floor at y = 0 as HumanML3D's
   motion_process does), `texts/000000.txt` (lines `caption#tokens#0.0#0.0`, tokens `lemma/POS` from a small
   built-in tagger instead of spaCy), `all.txt`, `train.txt`, `val.txt`, `test.txt`. No images are rendered.
+* `edit` (motion editing with an exact target, `dancegen.synth.edit`): `case_00000/` with `source/` (seed A's
+  dancer and motion), `target/` (dancer A in room A doing motion B), `reference/` (dancer B doing motion B), each
+  in the `clips` layout, and `case.json` (seeds, prompt, motion texts). `motion` sets motion B.
 
 Every clip is written atomically (a folder via `atomic_dir`, or files in an order whose last file marks the clip
 finished), so `generate` resumes after a crash and skips finished clips; `shard=(k, n)` or "K/N" (1-based) takes
@@ -36,7 +39,7 @@ import numpy as np
 from dancegen.errors import InputError
 from dancegen.io.atomic import atomic_dir, atomic_path, write_text
 
-LAYOUTS = ("clips", "tiktok", "aist", "humanml3d")
+LAYOUTS = ("clips", "tiktok", "aist", "humanml3d", "edit")
 CAMERA_MOTIONS = ("static", "pan", "zoom", "shake")
 MIN_SIZE, MAX_SIZE = 32, 1024  # tested range is 64-512; smaller/larger render but are not checked
 AIST_GENRES = ("gBR", "gPO", "gLO", "gMH", "gLH", "gHO", "gWA", "gKR", "gJS", "gJB")
@@ -137,6 +140,46 @@ def write_clip_folder(clip, folder: str | os.PathLike) -> None:
     write_text(d / "appearance.txt", clip.appearance_text + "\n")
     write_text(d / "motion.txt", clip.motion_text + "\n")
     _save_json(d / "meta.json", clip.meta_dict())
+
+
+def write_edit_case(clips: dict, folder: str | os.PathLike) -> None:
+    """Write one motion-editing case (`synth.edit.edit_clips`) into `folder`: source/, target/ and reference/ in
+    the `clips` layout, and case.json."""
+    from dancegen.synth.edit import ROLES, case_record
+
+    d = Path(folder)
+    for role in ROLES:
+        write_clip_folder(clips[role], d / role)
+    _save_json(d / "case.json", case_record(clips))
+
+
+def render_edit_case(
+    out_dir: str | os.PathLike,
+    seed_a: int,
+    seed_b: int,
+    size: int | tuple[int, int] = 256,
+    num_frames: int = 48,
+    fps: float = 24.0,
+    **kwargs,
+) -> dict:
+    """Render one motion-editing case and write it to the folder `out_dir` atomically (replacing an older one).
+
+    Args:
+        out_dir: The case folder (layout: `dancegen.synth.edit`).
+        seed_a: Dancer, room and camera of source and target; motion of the source.
+        seed_b: Motion (and music) of target and reference; dancer and room of the reference.
+        size, num_frames, fps, **kwargs: As in `synth.edit.edit_clips` (motion, source_motion, camera_motion,
+            bpm_range, flow).
+
+    Returns:
+        The case record written to `case.json`.
+    """
+    from dancegen.synth.edit import case_record, edit_clips
+
+    clips = edit_clips(seed_a, seed_b, size, num_frames, fps, **kwargs)
+    with atomic_dir(out_dir, overwrite=True) as tmp:
+        write_edit_case(clips, tmp)
+    return case_record(clips)
 
 
 def write_tiktok_folder(clip, folder: str | os.PathLike) -> None:
@@ -360,6 +403,10 @@ def _job_list(num_clips: int, layout: str, seed: int) -> list[dict]:
             job["name"] = f"clip_{i:05d}"
         elif layout == "tiktok":
             job["name"] = f"{i + 1:05d}"
+        elif layout == "edit":
+            from dancegen.synth.edit import motion_seed_of_case
+
+            job.update(name=f"case_{i:05d}", motion_seed=motion_seed_of_case(seed, i))
         elif layout == "aist":
             names = aist_names(i)
             job.update(
@@ -390,7 +437,7 @@ def _remove_stale_clips(out: Path, previous: dict, keep: set[str]) -> list[str]:
         return []  # a synth.json this version did not write: leave everything as it is
     stale = [j["name"] for j in old_jobs if j["name"] not in keep]
     for name in stale:
-        if previous["layout"] in ("clips", "tiktok"):
+        if previous["layout"] in ("clips", "tiktok", "edit"):
             if (out / name).is_dir():
                 shutil.rmtree(out / name)
             continue
@@ -402,7 +449,7 @@ def _remove_stale_clips(out: Path, previous: dict, keep: set[str]) -> list[str]:
 
 
 def _marker(out: Path, layout: str, job: dict) -> Path:
-    if layout in ("clips", "tiktok"):
+    if layout in ("clips", "tiktok", "edit"):
         return out / job["name"]
     if layout == "aist":
         return out / "keypoints3d" / f"{job['name']}.pkl"
@@ -416,6 +463,11 @@ def _make_clip(args: tuple) -> dict:
     out, layout, job, opts = args
     out = Path(out)
     t0 = time.process_time()
+    if layout == "edit":
+        render_edit_case(out / job["name"], job["seed"], job["motion_seed"], opts["size"], opts["num_frames"],
+                         opts["fps"], motion=opts["motion"], camera_motion=opts["camera_motion"],
+                         bpm_range=opts["bpm_range"], flow=opts["flow"])
+        return {"name": job["name"], "frames": 3 * opts["num_frames"], "cpu_seconds": time.process_time() - t0}
     kw = dict(
         seed=job["seed"],
         size=opts["size"],
@@ -502,19 +554,20 @@ def generate(
 
     Args:
         out_dir: Output root.
-        num_clips: Clips in the whole run (a shard writes its share).
-        layout: "clips", "tiktok", "aist" or "humanml3d" (see the module docstring).
+        num_clips: Clips (cases, for `edit`) in the whole run (a shard writes its share).
+        layout: "clips", "tiktok", "aist", "humanml3d" or "edit" (see the module docstring).
         seed: Master seed; clip i uses `clip_seed(seed, i)`.
         size: `W` or `(W, H)` pixels.
         seconds: Clip length (default 4 s when `num_frames` is not given).
         num_frames: Clip length in frames (wins over `seconds`).
         fps: Frame rate (HumanML3D is always written at 20 fps).
-        motion: Text motion for every clip (e.g. "a person jumps and spins"); None: random beat-synced dances.
+        motion: Text motion for every clip (e.g. "a person jumps and spins"; `edit`: the edited motion B of every
+            case); None: random beat-synced dances.
         workers: Processes rendering clips in parallel.
         overwrite: Re-render clips that are already finished.
         shard: `(k, n)` or "K/N", 1-based: this process writes clips k-1, k-1+n, ...
         progress: Called as `progress(i_done, total, name, status)` with status "done" or "skipped".
-        flow: Write the dense flow files (clips layout; the largest files).
+        flow: Write the dense flow files (clips and edit layouts; the largest files).
         camera_motion: Force "static", "pan", "zoom" or "shake" for every clip.
         bpm_range: Music tempo range.
         only: Render only these clip indices of the run (e.g. its held-out split: the same clips, the same split

@@ -22,7 +22,6 @@ import numpy as np
 from dancegen.errors import InputError
 from dancegen.methods.dance_your_latents.model import LAYOUT, model_folder
 
-POSE_SUFFIXES = (".npz", ".json")
 
 
 def resolve_animate_model(model: str | os.PathLike | None, allow_download: bool = False) -> tuple[str, str]:
@@ -92,28 +91,16 @@ def load_animate_model(request, dry_run: bool | None = None):
     return m, cfg, plan, kind
 
 
-def _is_pose_input(path: Path) -> bool:
-    if path.is_dir():
-        return any(p.suffix.lower() == ".json" for p in path.iterdir())
-    return path.suffix.lower() in POSE_SUFFIXES
-
-
 def read_driving_poses(poses, max_frames: int | None = None):
-    """A `PoseSequence` from a pose folder / .npz / .json, or estimated from a video / frame folder."""
-    from dancegen.pose.openpose_json import read_pose_input
+    """A `PoseSequence` from a pose folder / .npz / .json / motion file, or estimated from a video / frame folder."""
+    from dancegen.pose.inputs import load_poses
     from dancegen.pose.sequence import PoseSequence
 
     if isinstance(poses, PoseSequence):
         return poses[:max_frames] if max_frames else poses
-    p = Path(poses)
-    if not p.exists():
-        raise InputError("driving poses not found", p)
-    if _is_pose_input(p):
-        seq = read_pose_input(p)
-        return seq[:max_frames] if max_frames else seq
-    from dancegen.pose.extract import estimate_poses
-
-    return estimate_poses(p, max_frames=max_frames)
+    if not Path(poses).exists():
+        raise InputError("driving poses not found", poses)
+    return load_poses(poses, max_frames=max_frames)
 
 
 def reference_pose_and_mask(ref_path: Path, want_mask: bool):
