@@ -508,7 +508,8 @@ def text2character(prompt: str | None, out: PathLike, *, motion: str | None = No
     Args:
         prompt / out / motion: character prompt, output video, motion text or file.
         progress: optional ``progress(message)``.
-        **options: any field of `dancegen.requests.Text2CharacterRequest` (negative_prompt, poses, controlnet, frames,
+        **options: any field of `dancegen.requests.Text2CharacterRequest` (negative_prompt, poses, clothes, face,
+            place, background, character, controlnet, frames,
             fps, steps, guidance_scale, size, seed, model, method, recipe, overrides, device, dtype, allow_download,
             preview, dry_run).
     """

@@ -99,6 +99,10 @@ _BUNDLED_INFO: dict[str, tuple[tuple[str, ...], str, str]] = {
     "controlnet-depth-tiny": (("latentman", "text2character"),
                               "depth ControlNet for t2i-tiny (near is bright, background 0)",
                               "recipes/t2i/controlnet_depth_tiny.yaml"),
+    "dancing-avatar-tiny": (("dancing-avatar", "text2character"),
+                            "Dancing Avatar's previous-frame module for t2i-tiny (latent-conditioned ControlNet, "
+                            "model folder)",
+                            "recipes/dancing_avatar/prev_frame_tiny.yaml"),
     "t2m-tiny": (("latentman", "text2character"),
                  "MDM-style text-to-motion diffusion model (22 joints, 60 frames at 20 fps), trained on the synthetic "
                  "world's motions",

@@ -43,10 +43,15 @@ def test_defaults_per_verb(fake_methods):
     assert choose_method("text2character", request=with_poses).id == "dancing-avatar"
 
 
-def test_a_default_method_not_built_yet_is_one_line():
+def test_the_built_in_text2character_defaults(monkeypatch):
     assert choose_method("text2character").id == "latentman"
     with_poses = Text2CharacterRequest.build(prompt="a knight", poses=[1, 2], out="o.mp4")
-    with pytest.raises(InputError, match="pass --method"):  # dancing-avatar (--poses) does not exist yet
+    assert choose_method("text2character", request=with_poses).id == "dancing-avatar"
+    assert choose_method("text2character", model="dancing-avatar-tiny").id == "dancing-avatar"  # a bundled name
+    import dancegen.methods as methods  # a default method that is not registered is one line
+
+    monkeypatch.setattr(methods, "METHODS", {k: v for k, v in methods.METHODS.items() if k != "dancing-avatar"})
+    with pytest.raises(InputError, match="pass --method"):
         choose_method("text2character", request=with_poses)
 
 

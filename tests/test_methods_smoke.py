@@ -87,8 +87,12 @@ def test_a_shrunk_method_trains_two_steps_and_generates_two_frames(method_id, tm
     for verb in verbs:
         kw = _inputs(verb, data, tmp_path)
         out = kw.pop("out")
-        args = [kw.pop(k) for k in ("song", "ref") if k in kw] if verb == "music2dance" else [kw.pop("ref"),
-                                                                                               kw.pop("poses")]
+        if verb == "music2dance":
+            args = [kw.pop(k) for k in ("song", "ref") if k in kw]
+        elif verb == "text2character":
+            args = [kw.pop("prompt")]
+        else:
+            args = [kw.pop("ref"), kw.pop("poses")]
         rep = getattr(api, verb)(*args, out, model=str(run), **kw)
         assert rep["method"] == method_id  # chosen from the run folder's recipe
         video = read_video(out).frames

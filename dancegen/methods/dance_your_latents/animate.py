@@ -23,7 +23,6 @@ from dancegen.errors import InputError
 from dancegen.methods.dance_your_latents.model import LAYOUT, model_folder
 
 
-
 def resolve_animate_model(model: str | os.PathLike | None, allow_download: bool = False) -> tuple[str, str]:
     """("dyl", folder) for a trained model folder or the bundled one; ("sd", ref) for an SD-layout base.
 

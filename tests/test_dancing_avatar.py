@@ -1,0 +1,291 @@
+"""Dancing Avatar (spec dancing-avatar.md §6 CPU tests) on tiny SD-1.5-layout folders written here: prompt
+refinement, person masks and paste-back, frames made one at a time in pose order, no previous-frame control on frame
+0, the character pack's LoRAs only on the cross-attention projections, same seed same bytes, one-line errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dancegen.errors import DanceGenError, InputError
+
+ROOT = Path(__file__).resolve().parents[1]
+PLACE = "in a room with a tiled floor and a plain wall"
+
+
+# ------------------------------------------------------------------------------------------------ config, prompts
+def test_the_tiny_recipe_spells_out_the_bundled_overrides_and_paper_defaults():
+    from dancegen.methods.dancing_avatar.config import BUNDLED_OVERRIDES, load_recipe
+
+    tiny = load_recipe(ROOT / "recipes" / "dancing_avatar" / "tiny_synth.yaml", [])
+    assert tiny == load_recipe(None, list(BUNDLED_OVERRIDES))
+    paper = load_recipe(None, [])
+    assert (paper.size, paper.sampler.steps, paper.sampler.guidance_scale, paper.sampler.scheduler) == \
+        (512, 25, 7.5, "dpmsolver++")
+    assert (paper.intra.rank, paper.intra.alpha, paper.intra.steps, paper.intra.lr, paper.prompt.n_words) == \
+        (4, 4.0, 500, 1e-4, 20)
+    assert (paper.background.mask_dilate_px, paper.background.feather_px, paper.background.paste_back) == (8, 4, True)
+    assert (paper.train.stages[0].lr, paper.train.optimizer) == (5e-5, "adamw")
+    with pytest.raises(DanceGenError, match="segmenter"):
+        load_recipe(None, ["background.segmenter=magic"])
+    with pytest.raises(DanceGenError, match="order"):
+        load_recipe(None, ["prompt.order=[clothes,face]"])
+
+
+def test_template_refinement_gives_exactly_n_words_keeps_the_coarse_words_and_adds_no_colour():
+    from dancegen.methods.dancing_avatar.config import PromptConfig
+    from dancegen.methods.dancing_avatar.prompts import compose, refine, template_refine
+    from dancegen.synth.appearance import COLOURS
+
+    words = template_refine("clothes", "white pleated skirt", 20, seed=0)
+    assert len(words) == len(set(words)) == 20 and words[:3] == ["white", "pleated", "skirt"]
+    assert template_refine("clothes", "white pleated skirt", 20, seed=0) == words  # deterministic
+    assert not ({w for w in words[3:]} & set(COLOURS))  # never a colour the user did not give
+    assert "sleeveless" not in words and "v-neck" not in words  # a skirt gets no neckline / sleeves slot
+    face = template_refine("face", "short black hair", 20, seed=0)
+    assert len(face) == 20 and face[:3] == ["short", "black", "hair"]
+    cfg = PromptConfig(clothes="red t-shirt", face="short black hair", place=PLACE)
+    prompt = compose(cfg, refine("clothes", cfg.clothes, cfg), refine("face", cfg.face, cfg))
+    assert prompt.startswith(PLACE + ", red t-shirt ")  # background first (spec §2.4)
+    cached = PromptConfig(clothes="x", refiner="cached", n_words=3, clothes_words=["a", "b", "c", "d"])
+    assert refine("clothes", "x", cached) == ["a", "b", "c"]
+    with pytest.raises(InputError, match="distinct words"):
+        refine("clothes", "x", PromptConfig(clothes="x", refiner="cached", n_words=5, clothes_words=["a"]))
+    verbatim = PromptConfig(clothes="a red t-shirt", n_words=0, prefix="a dancer in ", order=["clothes", "face",
+                                                                                               "background"])
+    assert compose(verbatim, refine("clothes", verbatim.clothes, verbatim), []) == "a dancer in a red t-shirt"
+
+
+def test_pose_masks_cover_the_synthetic_dancer_and_paste_back_keeps_the_plate_exactly():
+    from dancegen.methods.dancing_avatar.pipeline import composite
+    from dancegen.pose.masks import dilate_mask, feather_mask, latent_mask, pose_masks
+    from dancegen.pose.sequence import PoseSequence
+    from dancegen.synth.clip import render_clip
+
+    clip = render_clip(seed=5, size=64, num_frames=4, flow=False)
+    masks = dilate_mask(pose_masks(PoseSequence(clip.keypoints, width=64, height=64), 0.09), 2)
+    covered = (masks & clip.masks).sum() / clip.masks.sum()
+    assert covered > 0.9 and masks.mean() < 0.5, covered  # the dancer, not the whole frame
+    w = feather_mask(masks[0], 2)
+    assert w.max() == 1.0 and (w[~masks[0]] == 0).all() and ((w > 0) & (w < 1)).any()
+    rng = np.random.default_rng(0)
+    gen, plate = rng.integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+    out = composite(gen, plate, w)
+    assert np.array_equal(out[~masks[0]], plate[~masks[0]]) and np.array_equal(out[w == 1], gen[w == 1])
+    lat = latent_mask(masks[0], 4)
+    assert lat.shape == (16, 16) and lat[masks[0][::4, ::4]].all()
+
+
+# ------------------------------------------------------------------------------------------------ tiny models
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from diffusers import UNet2DConditionModel
+
+    from dancegen.core.controlnet import LatentControlNetModel
+    from dancegen.core.tiny import write_tiny_controlnet, write_tiny_sd15
+    from dancegen.pose.openpose_json import write_openpose_folder
+    from dancegen.pose.sequence import PoseSequence
+    from dancegen.synth.clip import render_clip
+
+    root = tmp_path_factory.mktemp("da")
+    sd = write_tiny_sd15(root / "sd15", seed=0, image_size=32)
+    pose = write_tiny_controlnet(root / "pose", sd, seed=1)
+    unet = UNet2DConditionModel.from_pretrained(sd / "unet")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(2)
+        prev = LatentControlNetModel.from_unet(unet)
+        for conv in [*prev.controlnet_down_blocks, prev.controlnet_mid_block]:
+            conv.reset_parameters()  # random residual outputs, so the previous frame changes the result
+    prev.save_pretrained(root / "prev")
+    clip = render_clip(seed=3, size=32, num_frames=4, flow=False, camera_motion="static")
+    write_openpose_folder(PoseSequence(clip.keypoints, width=32, height=32, fps=8.0), root / "poses")
+    return {"sd": sd, "pose": pose, "prev": root / "prev", "poses": root / "poses"}
+
+
+def _pipe(tiny, inter=True):
+    from dancegen.methods.dancing_avatar.model import load_base, load_controlnets
+
+    comps = load_base(str(tiny["sd"]))
+    nets = load_controlnets(str(tiny["pose"]), str(tiny["prev"]) if inter else None)
+    from dancegen.methods.dancing_avatar.pipeline import DancingAvatarPipeline
+
+    return DancingAvatarPipeline(comps.unet, comps.vae, comps.text_encoder, comps.tokenizer, comps.scheduler, nets)
+
+
+def _inputs(tiny, n=4):
+    from dancegen.pose.masks import dilate_mask, pose_masks
+    from dancegen.pose.openpose_json import read_pose_input
+    from dancegen.pose.render import render_control_maps
+
+    seq = read_pose_input(tiny["poses"])[:n]
+    maps = torch.from_numpy(render_control_maps(seq)).permute(0, 3, 1, 2).float() / 255
+    return maps, dilate_mask(pose_masks(seq), 1)
+
+
+def test_frames_are_made_one_at_a_time_in_order_without_previous_frame_control_on_frame_0(tiny):
+    pipe = _pipe(tiny)
+    maps, masks = _inputs(tiny)
+    unet_batches, prev_calls, done = [], [], []
+    pipe.unet.register_forward_pre_hook(lambda m, args: unet_batches.append(args[0].shape[0]))
+    pipe.controlnets["prev"].register_forward_pre_hook(lambda m, args: prev_calls.append(len(done)))
+    out = pipe("a dancer", maps, masks=masks, plate_prompt=PLACE, num_inference_steps=2, guidance_scale=2.0,
+               inter_condition="latent", feather_px=1, generator=torch.Generator().manual_seed(0),
+               frame_callback=lambda t, frame: done.append(frame))
+    assert len(done) == 4 and out.frames is None  # frames handed over one by one, not kept
+    assert set(unet_batches) == {2}  # one frame per UNet call ([uncond; cond]): memory does not grow with F
+    # plate (2 images) + 4 frames, 2 steps each
+    assert len(unet_batches) == (2 + 4) * 2
+    assert 0 not in prev_calls and set(prev_calls) == {1, 2, 3}  # no previous frame for frame 0
+    for t, frame in enumerate(done):  # paste-back: outside the person mask the shared plate, byte for byte
+        assert np.array_equal(frame[~masks[t]], out.plate[~masks[t]])
+    assert not np.array_equal(done[0], done[1])
+    prev_calls.clear()
+    off = pipe("a dancer", maps, masks=masks, plate_prompt=PLACE, num_inference_steps=2, guidance_scale=2.0,
+               use_inter=False, inter_condition="latent", feather_px=1, generator=torch.Generator().manual_seed(0))
+    assert not prev_calls and not np.array_equal(off.frames[1], done[1])  # the switch changes only later frames
+    assert np.array_equal(off.frames[0], done[0]) and np.array_equal(off.plate, out.plate)
+    plain = pipe("a dancer", maps, use_background=False, use_inter=False, num_inference_steps=2,
+                 guidance_scale=2.0, generator=torch.Generator().manual_seed(0))
+    assert plain.plate is None and plain.masks is None
+    assert not np.array_equal(plain.frames[1][~masks[1]], out.plate[~masks[1]])
+
+
+def test_a_segment_function_replaces_the_pose_masks(tiny):
+    pipe = _pipe(tiny, inter=False)
+    maps, masks = _inputs(tiny, 2)
+    seen = []
+
+    def segment(image, t):
+        seen.append(t)
+        return masks[max(t, 0)]
+
+    out = pipe("a dancer", maps, segment=segment, num_inference_steps=2, guidance_scale=1.0, use_inter=False,
+               generator=torch.Generator().manual_seed(0))
+    assert seen == [-1, 0, 1] and np.array_equal(out.masks, masks)
+
+
+def _verb_kwargs(tiny, **kw):
+    sets = ["size=32", "intra.n_ref_images=2", "intra.steps=2", "intra.ref_steps=2", "intra.batch_size=2",
+            "background.mask_dilate_px=1", "background.feather_px=1", "inter.condition=latent",
+            f"model.prev_controlnet={tiny['prev']}"] + kw.pop("sets", [])
+    base = dict(poses=tiny["poses"], clothes="red t-shirt", face="short black hair", place=PLACE, model=str(tiny["sd"]),
+                controlnet=[str(tiny["pose"])], frames=3, steps=2, guidance_scale=2.0, preview=False, seed=0,
+                overrides=sets, method="dancing-avatar")
+    base.update(kw)
+    return base
+
+
+def test_the_verb_writes_the_same_bytes_for_the_same_seed_and_reuses_its_character_pack(tiny, tmp_path):
+    from dancegen import api
+    from dancegen.core.lora import LORA_TARGETS, load_lora, lora_adapters
+    from dancegen.io.video import read_video, read_video_metadata
+    from dancegen.methods.dancing_avatar.character import load_pack
+
+    rep = api.text2character(None, tmp_path / "a.mp4", **_verb_kwargs(tiny))
+    assert rep["method"] == "dancing-avatar" and rep["frames"] == 3 and rep["intra"] and rep["inter"]
+    video = read_video(tmp_path / "a.mp4").frames
+    assert video.shape == (3, 32, 32, 3) and video.std() > 0
+    meta = read_video_metadata(tmp_path / "a.mp4")
+    assert meta["method"] == "dancing-avatar" and meta["switches"] == "intra=1,background=1,inter=1"
+    pack = load_pack(rep["character"])
+    assert pack.clothes_words[:2] == ["red", "t-shirt"] and len(pack.face_words) == 20
+    again = api.text2character(None, tmp_path / "b.mp4", character=rep["character"], **_verb_kwargs(tiny))
+    assert (tmp_path / "a.mp4").read_bytes() == (tmp_path / "b.mp4").read_bytes()  # same seed, same bytes
+    assert again["character"] == rep["character"]
+    other = api.text2character(None, tmp_path / "c.mp4", **_verb_kwargs(tiny, seed=1))
+    assert (tmp_path / "c.mp4").read_bytes() != (tmp_path / "a.mp4").read_bytes()
+    # the pack's adapters sit on the cross-attention projections only
+    from diffusers import UNet2DConditionModel
+
+    unet = UNet2DConditionModel.from_pretrained(tiny["sd"] / "unet")
+    modules = load_lora(unet, pack.lora_file("clothes"), "clothes").modules
+    assert modules and all(m.endswith(LORA_TARGETS["cross_attn"]) for m in modules)
+    assert len(modules) == sum(1 for n, _ in unet.named_modules() if n.endswith(LORA_TARGETS["cross_attn"]))
+    assert lora_adapters(unet) == ["clothes"] and not any("attn1" in m for m in modules)
+    assert other["seconds_per_frame"] > 0
+
+
+def test_switches_off_and_a_base_without_a_previous_frame_module(tiny, tmp_path):
+    from dancegen import api
+    from dancegen.io.video import read_image, read_video
+
+    sets = ["intra.enabled=false", "model.prev_controlnet=null"]
+    rep = api.text2character(None, tmp_path / "a.mp4", **_verb_kwargs(tiny, sets=sets))
+    assert not rep["inter"] and "inter-frame alignment is off" in rep["note"]
+    plate = read_image(rep["plate"])
+    frames = read_video(tmp_path / "a.mp4").frames
+    assert plate.shape == frames.shape[1:]
+    off = api.text2character(None, tmp_path / "b.mp4",
+                             **_verb_kwargs(tiny, sets=sets + ["background.enabled=false"]))
+    assert "plate" not in off and not off["background"]
+    given = api.text2character(None, tmp_path / "c.mp4", background=rep["plate"], **_verb_kwargs(tiny, sets=sets))
+    # --background IMAGE is the shared plate: given the plate the first run made, the same video comes out
+    assert read_image(given["plate"]).tobytes() == plate.tobytes()
+    assert (tmp_path / "c.mp4").read_bytes() == (tmp_path / "a.mp4").read_bytes()
+
+
+def test_bad_inputs_are_one_line_errors_before_any_model_loads(tiny, tmp_path):
+    from dancegen import api
+
+    kw = _verb_kwargs(tiny)
+    with pytest.raises(InputError, match="driving poses not found"):
+        api.text2character(None, tmp_path / "a.mp4", **{**kw, "poses": tmp_path / "none"})
+    with pytest.raises(InputError, match="video"):
+        api.text2character(None, tmp_path / "a.txt", **kw)
+    with pytest.raises(InputError, match="needs a description"):
+        api.text2character(None, tmp_path / "a.mp4", **{**kw, "clothes": None, "face": None})
+    with pytest.raises(InputError, match="square"):
+        api.text2character(None, tmp_path / "a.mp4", **{**kw, "size": (32, 48)})
+    bad = tmp_path / "pack"
+    bad.mkdir()
+    with pytest.raises(InputError, match="not a character pack"):
+        api.text2character(None, tmp_path / "a.mp4", **{**kw, "character": bad})
+    with pytest.raises(DanceGenError, match="nowhere"):
+        api.text2character(None, tmp_path / "a.mp4", **{**kw, "model": str(tmp_path / "nowhere")})
+    with pytest.raises(InputError, match="background image not found"):
+        api.text2character(None, tmp_path / "a.mp4", **{**kw, "background": tmp_path / "bg.png"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pack"]  # nothing written
+
+
+def _tiny_sam(folder):
+    from transformers import SamConfig, SamImageProcessor, SamModel, SamProcessor
+    from transformers.models.sam.configuration_sam import (
+        SamMaskDecoderConfig,
+        SamPromptEncoderConfig,
+        SamVisionConfig,
+    )
+
+    vision = SamVisionConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                             image_size=64, patch_size=8, output_channels=16, global_attn_indexes=[1], window_size=4,
+                             mlp_dim=64, num_pos_feats=8)
+    prompt = SamPromptEncoderConfig(hidden_size=16, image_size=64, patch_size=8, mask_input_channels=4)
+    decoder = SamMaskDecoderConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, mlp_dim=32,
+                                   iou_head_hidden_dim=16)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        SamModel(SamConfig(vision_config=vision.to_dict(), prompt_encoder_config=prompt.to_dict(),
+                           mask_decoder_config=decoder.to_dict())).save_pretrained(folder)
+    SamProcessor(SamImageProcessor(size={"longest_edge": 64}, pad_size={"height": 64, "width": 64})
+                 ).save_pretrained(folder)
+    return folder
+
+
+def test_sam_through_transformers_is_prompted_by_the_pose_box_and_runs_in_the_verb(tiny, tmp_path):
+    from dancegen import api
+    from dancegen.methods.dancing_avatar.segment import SamSegmenter
+
+    sam = SamSegmenter.load(str(_tiny_sam(tmp_path / "sam")))
+    kps = np.zeros((18, 3), np.float32)
+    kps[[0, 8, 11]] = [[10, 5, 1], [8, 20, 1], [14, 25, 1]]
+    box, points = sam.prompts(kps, 32, 32)
+    assert box == pytest.approx([7.7, 4.0, 14.3, 26.0]) and len(points) == 3
+    mask = sam(np.full((32, 32, 3), 128, np.uint8), kps)
+    assert mask.shape == (32, 32) and mask.dtype == bool
+    sets = ["intra.enabled=false", "background.segmenter=sam", f"model.sam={tmp_path / 'sam'}"]
+    rep = api.text2character(None, tmp_path / "a.mp4", **_verb_kwargs(tiny, sets=sets, frames=2))
+    assert rep["frames"] == 2 and rep["background"]
+    with pytest.raises(InputError, match="model.sam"):
+        api.text2character(None, tmp_path / "b.mp4", **_verb_kwargs(tiny, sets=["background.segmenter=sam"]))
