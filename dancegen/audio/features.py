@@ -181,6 +181,9 @@ def frame_features(samples: np.ndarray | Song, sr: int | None = None, fps: float
     hop = feature_hop(FEATURE_SR, fps)
     mel = librosa.feature.melspectrogram(y=y22, sr=FEATURE_SR, n_fft=N_FFT, hop_length=hop, n_mels=n_mels)
     mel_db = librosa.power_to_db(mel, ref=1.0, amin=10.0 ** (MEL_FLOOR_DB / 10.0), top_db=None)
+    # float32 log10 of the floor lands a few 1e-6 dB either side of -80 depending on the CPU's libm;
+    # clip so that silence is exactly 0 everywhere (the documented range is [0, ~1])
+    mel_db = np.maximum(mel_db, np.float32(MEL_FLOOR_DB))
     lag = max(1, int(round(ONSET_LAG_SAMPLES / hop)))
     env = librosa.onset.onset_strength(S=mel_db, sr=FEATURE_SR, hop_length=hop, n_fft=N_FFT, lag=lag)
     tempo = _tempogram_bands(env, FEATURE_SR, hop, fps, tempogram_bins, tempogram_window_s)
