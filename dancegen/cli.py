@@ -41,6 +41,20 @@ def _err(msg: str) -> None:
     Console(stderr=True, highlight=False).print(f"[bold red]error:[/bold red] {msg}", markup=True, soft_wrap=True)
 
 
+OUTPUT_PARAMS = ("out", "video")
+"""Parameters of a verb that name something it writes: checked before the verb runs (`_check_outputs`)."""
+
+
+def _check_outputs(kw: dict) -> None:
+    """Every verb's outputs can be written at all (no file among their parents, no read-only folder), before any
+    input is read or model loaded."""
+    from dancegen.io.atomic import check_output_location
+
+    for name in OUTPUT_PARAMS:
+        if isinstance(kw.get(name), Path):
+            check_output_location(kw[name])
+
+
 def verb(name: str, _group: typer.Typer | None = None, **kwargs):
     """Register a command; a `DanceGenError` becomes one red line on stderr and exit code 2."""
 
@@ -50,6 +64,7 @@ def verb(name: str, _group: typer.Typer | None = None, **kwargs):
             from dancegen.console import quiet_libraries, verbosity
 
             try:
+                _check_outputs(kw)
                 with quiet_libraries(verbosity() == 0):  # --quiet silences other libraries' bars and warnings too
                     return fn(*a, **kw)
             except DanceGenError as e:
@@ -120,6 +135,10 @@ def _sets(items: list[str] | None) -> dict:
     return out
 
 
+SIZE_RANGE = (16, 4096)
+"""What `--size` / `--image-size` accept (the synthetic world renders 16 to 4096 px)."""
+
+
 def _parse_size(text: str | None):
     """`--size N` -> N, `--size WxH` -> (W, H), None -> None."""
     if not text:
@@ -127,10 +146,14 @@ def _parse_size(text: str | None):
     try:
         if "x" in text.lower():
             w, h = (int(v) for v in text.lower().split("x"))
-            return w, h
-        return int(text)
+            value = (w, h)
+        else:
+            value = w = h = int(text)
     except ValueError:
         raise DanceGenError(f"--size must be N or WxH (e.g. 512 or 512x768), got {text!r}") from None
+    if not (SIZE_RANGE[0] <= w <= SIZE_RANGE[1] and SIZE_RANGE[0] <= h <= SIZE_RANGE[1]):
+        raise DanceGenError(f"--size must be within {SIZE_RANGE[0]} to {SIZE_RANGE[1]} px, got {text!r}")
+    return value
 
 
 def _image_size(text: str | None) -> tuple[int, int] | None:
@@ -287,7 +310,8 @@ def synth_cmd(
     num_clips: Annotated[int, typer.Option(help="Number of clips (cases with --layout edit) in the whole run.")] = 1,
     layout: Annotated[str, typer.Option(help="clips | tiktok (DisCo-like) | aist (AIST++-like) | humanml3d | "
                                              "edit (motion-editing cases with an exact target).")] = "clips",
-    size: Annotated[str, typer.Option(help="N (square) or WxH, 32 to 1024 px (64 to 512 tested).")] = "256",
+    size: Annotated[str, typer.Option(help="N (square) or WxH, 16 to 4096 px (the bundled models are 64 px; "
+                                           "64 to 512 tested).")] = "256",
     seconds: Annotated[float | None, typer.Option(help="Clip length in seconds (default 4).")] = None,
     frames: Annotated[int | None, typer.Option(help="Clip length in frames (wins over --seconds).")] = None,
     fps: Annotated[float, typer.Option(help="Frame rate.")] = 24.0,

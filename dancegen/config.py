@@ -143,6 +143,8 @@ def recipe_chain(path: str | os.PathLike) -> list[Path]:
             data = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as e:
             raise InputError(f"not valid YAML ({str(e).splitlines()[0]})", p) from None
+        except UnicodeDecodeError:
+            raise InputError("not a text file (a recipe is UTF-8 YAML)", p) from None
         base = data.get("base") if isinstance(data, dict) else None
         if not base:
             break

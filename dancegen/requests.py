@@ -164,11 +164,14 @@ class AnimateRequest(GenerateRequest):
         super().check()
         if self.dry_run:  # a dry run builds the model only
             return
-        _exists(self.ref, "reference image", file=True)
+        _exists(self.ref, "reference image", image=True)
         _exists(self.poses, "driving poses")
-        _exists(self.background, "background image", file=True)
+        _exists(self.background, "background image", image=True)
+        if self.out is not None and Path(self.out).suffix.lower() not in ("", ".mp4", ".mov", ".gif"):
+            raise InputError("animate writes .mp4, .mov, .gif, or a folder of PNGs (a name without a suffix)",
+                             self.out)
         if self.ref_mask not in (None, "auto"):
-            _exists(self.ref_mask, "reference mask", file=True)
+            _exists(self.ref_mask, "reference mask", image=True)
 
 
 @dataclass
@@ -195,8 +198,8 @@ class Music2DanceRequest(GenerateRequest):
         if self.song is None or self.ref is None:
             raise InputError("music2dance needs a song and --ref")
         _exists(self.song, "song", file=True)
-        _exists(self.ref, "reference image", file=True)
-        _exists(self.scene, "scene image", file=True)
+        _exists(self.ref, "reference image", image=True)
+        _exists(self.scene, "scene image", image=True)
         positive_number("--fps", self.fps)  # 0 used to mean "the model's rate" silently
         positive_number("--seconds", self.seconds)
         positive_number("--start", self.start, allow_zero=True)
@@ -238,7 +241,7 @@ class Text2CharacterRequest(GenerateRequest):
             raise InputError('text2character needs a prompt, e.g. dancegen text2character "a dancer in a red t-shirt" '
                              '--motion "a person jumps" -o out.mp4')
         _exists(self.poses, "driving poses")
-        _exists(self.background, "background image", file=True)
+        _exists(self.background, "background image", image=True)
         if self.out is not None and Path(self.out).suffix.lower() not in (".mp4", ".mov", ".gif"):
             raise InputError("text2character writes a video: give -o NAME.mp4 (.mov, .gif)", self.out)
 
@@ -254,13 +257,18 @@ def positive_number(option: str, value: float | None, allow_zero: bool = False) 
         raise InputError(f"{option} must be a {'non-negative' if allow_zero else 'positive'} number, got {value}")
 
 
-def _exists(path, what: str, file: bool = False) -> None:
-    """A path-like option must exist, and be a file when `file` (arrays and pose sequences pass through)."""
+def _exists(path, what: str, file: bool = False, image: bool = False) -> None:
+    """A path-like option must exist, and be a file when `file`, and an image whose header reads when `image`
+    (arrays and pose sequences pass through)."""
     if isinstance(path, (str, os.PathLike)):
         if not Path(path).exists():
             raise InputError(f"{what} not found", path)
-        if file and Path(path).is_dir():
+        if (file or image) and Path(path).is_dir():
             raise InputError(f"{what}: is a folder, expected a file", path)
+        if image:
+            from dancegen.io.video import check_image
+
+            check_image(path)
 
 
 VERB_REQUESTS: dict[str, type[GenerateRequest]] = {

@@ -277,10 +277,15 @@ def test_errors_are_one_line_and_come_before_any_model_loads(tmp_path, monkeypat
     from dancegen.methods.edit_your_motion import model as model_mod
 
     monkeypatch.setattr(model_mod, "load_base", lambda *a, **k: pytest.fail("a model loaded"))
+    from dancegen.io.video import write_video
+
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"")
     clip = tmp_path / "clip.mp4"
-    clip.write_bytes(b"")
+    write_video(clip, np.zeros((2, 16, 16, 3), np.uint8), fps=8.0)
     cases = [
         (dict(source=tmp_path / "missing.mp4", prompt="x"), "source not found"),
+        (dict(source=broken, prompt="x"), "cannot open video"),
         (dict(source=clip, prompt=" "), "--prompt"),
         (dict(source=clip, prompt="x", poses=tmp_path / "nope"), "source poses not found"),
         (dict(source=clip, prompt="x", masks=str(tmp_path / "nomasks")), "mask folder not found"),

@@ -3,6 +3,7 @@ refuses options it does not use; requests are checked before any model loads."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from dancegen.errors import InputError
@@ -77,9 +78,8 @@ def test_model_folder_names_its_method(tmp_path):
 
 
 def test_unused_options_are_refused_not_ignored(fake_methods, tmp_path):
-    song, ref = tmp_path / "s.wav", tmp_path / "r.png"
+    song, ref = tmp_path / "s.wav", _png(tmp_path / "r.png")
     song.write_bytes(b"")
-    ref.write_bytes(b"")
     req = Music2DanceRequest.build(song=song, ref=ref, out=tmp_path / "o.mp4", vae_tiling=True, lora=[str(ref)])
     with pytest.raises(InputError, match="dance-any-beat does not use --lora, --vae-tiling for music2dance"):
         choose_method("music2dance", request=req)
@@ -99,6 +99,14 @@ def test_generate_dispatches_the_request(fake_methods):
     assert rep == {"method": "latentman", "frames": 0} and CALLS == [req]
 
 
+def _png(path):
+    """A tiny valid image: reference images are checked from their header before anything loads."""
+    from dancegen.io.video import write_image
+
+    write_image(path, np.zeros((8, 8, 3), np.uint8))
+    return path
+
+
 def test_requests_are_checked_before_any_model_loads(tmp_path):
     with pytest.raises(InputError, match="reference image not found"):
         AnimateRequest.build(ref=tmp_path / "nope.png", poses=tmp_path, out=tmp_path / "o.mp4")
@@ -112,7 +120,7 @@ def test_requests_are_checked_before_any_model_loads(tmp_path):
     assert req.lora_files() == [(lora, 0.5), (lora, 1.0)]
     assert req.given == frozenset({"out", "lora"})
     with pytest.raises(InputError, match="writes an mp4"):
-        Music2DanceRequest.build(song=lora, ref=lora, out=tmp_path / "o.gif")
+        Music2DanceRequest.build(song=lora, ref=_png(tmp_path / "r.png"), out=tmp_path / "o.gif")
     with pytest.raises(InputError, match="has no option"):
         AnimateRequest.build(out="o.mp4", sampler="ddim")
 
@@ -122,9 +130,8 @@ def test_cli_refuses_an_option_the_method_does_not_use(tmp_path):
 
     from dancegen.cli import app
 
-    song, ref = tmp_path / "s.wav", tmp_path / "r.png"
+    song, ref = tmp_path / "s.wav", _png(tmp_path / "r.png")
     song.write_bytes(b"")
-    ref.write_bytes(b"")
     res = CliRunner().invoke(app, ["music2dance", str(song), "--ref", str(ref), "-o", str(tmp_path / "o.mp4"),
                                    "--vae-tiling"])
     assert res.exit_code == 2 and "does not use --vae-tiling" in res.output and "Traceback" not in res.output

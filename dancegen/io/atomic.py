@@ -139,3 +139,22 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
 def write_text(path: str | os.PathLike, text: str) -> None:
     """Write `text` (UTF-8) to `path` atomically."""
     write_bytes(path, text.encode("utf-8"))
+
+
+def check_output_location(path: str | os.PathLike) -> None:
+    """Refuse an output that can never be written, before any work: a regular file among its parents, or a parent
+    that exists but cannot be written to.
+
+    Raises:
+        InputError: naming the output and the blocking path.
+    """
+    from dancegen.errors import InputError
+
+    out = Path(path)
+    parent = out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if parent.exists() and not parent.is_dir():
+        raise InputError(f"cannot write here: {parent} is a file, not a folder", out)
+    if parent.is_dir() and not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write here: the folder {parent} is read-only", out)

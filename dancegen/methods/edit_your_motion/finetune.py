@@ -55,6 +55,9 @@ def build_config(source, prompt: str | None, *, poses=None, masks=None, model=No
         raise InputError("finetune-oneshot needs --source (a video, a frame folder or a photo)")
     if not Path(d.source).exists():
         raise InputError("source not found", d.source)
+    from dancegen.io.video import video_info
+
+    video_info(d.source)  # opens the container / the first image: a bad source fails here, before any model loads
     if not d.prompt.strip():
         raise InputError('finetune-oneshot needs --prompt, e.g. --prompt "a dancer in a purple shirt"')
     if d.poses is not None and not Path(d.poses).exists():

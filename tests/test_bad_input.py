@@ -1,0 +1,164 @@
+"""One bad-input suite over every verb: each input class gives exit 2 and one line naming the file, no traceback, no
+output written, nothing outside -o touched, and no model resolved (so the error comes before any loading).
+
+A verb is covered by its row in `CASES` (its argv with one input left to break, that input's kind, and the output);
+`test_every_verb_has_a_row` fails when a verb is added without one, so a new verb gets the suite too.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+from typer.testing import CliRunner
+
+from dancegen.cli import app
+
+# verb -> (argv template, the file suffix of the input {X} to break[, a valid input in the clip when not the
+# suffix's usual file]); {OUT} is the output, {clip} a valid synthetic clip folder. Verbs without a file input (demo, synth, weights list) have only output and
+# option cases.
+CASES = {
+    "animate": (["animate", "--ref", "{X}", "--poses", "{clip}/openpose_json", "-o", "{OUT}/a.mp4"], ".png"),
+    "evaluate": (["evaluate", "-m", "psnr", "--pred", "{X}", "--gt", "{clip}/video.mp4", "-o", "{OUT}/r.json"],
+                 ".mp4"),
+    "extract-pose": (["extract-pose", "{X}", "-o", "{OUT}/poses"], ".mp4"),
+    "finetune-oneshot": (["finetune-oneshot", "--source", "{X}", "--prompt", "a dancer", "-o", "{OUT}/run"], ".mp4"),
+    "flow": (["flow", "{X}", "-o", "{OUT}/flow"], ".mp4", "openpose_json"),
+    "music2dance": (["music2dance", "{X}", "--ref", "{clip}/ref.png", "-o", "{OUT}/m.mp4"], ".wav"),
+    "pose convert": (["pose", "convert", "{X}", "--to", "coco17", "-o", "{OUT}/p.npz"], ".npz"),
+    "pose render": (["pose", "render", "{X}", "-o", "{OUT}/p.mp4"], ".npz"),
+    "pose retarget": (["pose", "retarget", "{clip}/openpose_json", "--ref", "{X}", "-o", "{OUT}/rt"], ".png"),
+    "pose smooth": (["pose", "smooth", "{X}", "-o", "{OUT}/sm"], ".npz"),
+    "text2character": (["text2character", "a dancer", "--method", "dancing-avatar", "--poses", "{X}", "-o",
+                        "{OUT}/t.mp4"], ".npz"),
+    "train": (["train", "--recipe", "{X}", "-o", "{OUT}/run"], ".yaml"),
+}
+NO_FILE_INPUT = {
+    "demo": ["demo", "-o", "{OUT}/demo"],
+    "synth": ["synth", "-o", "{OUT}/s", "--size", "32", "--frames", "2"],
+}
+OPTION_CASES = [  # (argv, word the one line must contain)
+    (["synth", "-o", "{OUT}/s", "--fps", "nan"], "--fps"),
+    (["synth", "-o", "{OUT}/s", "--size", "5"], "--size"),
+    (["--seed", "-1", "synth", "-o", "{OUT}/s"], "seed"),
+    (["animate", "--ref", "{clip}/ref.png", "--poses", "{clip}/openpose_json", "-o", "{OUT}/a.mp4", "--steps", "0"],
+     "--steps"),
+    (["music2dance", "{clip}/audio.wav", "--ref", "{clip}/ref.png", "-o", "{OUT}/m.mp4", "--fps", "0"], "--fps"),
+    (["animate", "--ref", "{clip}/ref.png", "--poses", "{clip}/openpose_json", "-o", "{OUT}/a.xyz"], "a.xyz"),
+]
+CLASSES = ("missing", "folder", "corrupt")
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    """A valid 8-frame synthetic clip (video, OpenPose JSON, audio) plus its first frame as ref.png."""
+    from dancegen.io.video import read_video, write_image
+
+    root = tmp_path_factory.mktemp("world")
+    r = runner.invoke(app, ["synth", "-o", str(root), "--size", "64", "--frames", "24"])
+    assert r.exit_code == 0, r.output
+    folder = root / "clip_00000"
+    write_image(folder / "ref.png", read_video(folder / "video.mp4").frames[0])
+    return folder
+
+
+@pytest.fixture
+def no_models(monkeypatch):
+    """Resolving any model (bundled or real) fails the test: input errors must come before loading."""
+    import dancegen.core.weights as weights
+
+    def refuse(*a, **k):
+        raise AssertionError(f"a model was resolved before the bad input was refused: {a}")
+
+    monkeypatch.setattr(weights, "resolve_model", refuse)
+
+
+def _snapshot(*folders) -> dict:
+    out = {}
+    for folder in folders:
+        for dirpath, dirnames, filenames in os.walk(folder):
+            for name in dirnames + filenames:
+                p = os.path.join(dirpath, name)
+                out[p] = os.path.getsize(p) if os.path.isfile(p) else -1
+    return out
+
+
+def _fill(argv, **kw) -> list[str]:
+    return [a.format(**{k: str(v) for k, v in kw.items()}) for a in argv]
+
+
+def _check_refused(r, name: str, before: dict, after: dict, out) -> None:
+    text = r.output  # stdout + stderr
+    assert r.exit_code == 2, f"exit {r.exit_code}: {text[-800:]} {r.exception!r}"
+    assert "Traceback" not in text
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), text
+    assert name in lines[0], f"the error does not name {name}: {lines[0]}"
+    assert after == before, f"files changed: {set(after) ^ set(before)}"
+    assert not out.exists() or not any(out.iterdir()), f"output written: {list(out.iterdir())}"
+
+
+def _make_input(kind: str, suffix: str, tmp_path):
+    x = tmp_path / "inputs" / f"bad{suffix}"
+    x.parent.mkdir(exist_ok=True)
+    if kind == "folder":
+        x.mkdir()
+        (x / "inside.txt").write_text("not what the verb reads")
+    elif kind == "corrupt":
+        x.write_bytes(b"\x00\x01 this is not a real file of its kind \xff" * 8)
+    return x
+
+
+def test_every_verb_has_a_row():
+    from test_cli import _verbs
+
+    covered = set(CASES) | set(NO_FILE_INPUT) | {"weights list"}
+    assert {" ".join(v) for v in _verbs()} <= covered
+
+
+@pytest.mark.parametrize("kind", CLASSES)
+@pytest.mark.parametrize("verb", sorted(CASES))
+def test_bad_file_input_is_one_line_exit_2(verb, kind, clip, tmp_path, no_models):
+    argv, suffix = CASES[verb][:2]
+    x = _make_input(kind, suffix, tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    before = _snapshot(tmp_path, clip)
+    r = runner.invoke(app, _fill(argv, X=x, OUT=out, clip=clip))
+    _check_refused(r, x.name, before, _snapshot(tmp_path, clip), out)
+
+
+@pytest.mark.parametrize("verb", sorted(CASES) + sorted(NO_FILE_INPUT))
+def test_output_under_a_regular_file_is_one_line_exit_2(verb, clip, tmp_path, no_models):
+    argv = CASES[verb][0] if verb in CASES else NO_FILE_INPUT[verb]
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file the user owns")
+    x = clip / "ref.png" if verb in CASES else None
+    if verb in CASES:  # a valid input of the right kind, so only the output is wrong
+        suffix = CASES[verb][1]
+        x = {".png": clip / "ref.png", ".mp4": clip / "video.mp4", ".wav": clip / "audio.wav",
+             ".npz": clip / "pose_coco18.npz", ".yaml": clip / "recipe.yaml"}[suffix]
+        if len(CASES[verb]) > 2:
+            x = clip / CASES[verb][2]
+        if suffix == ".npz" and not x.exists():
+            from dancegen.pose.openpose_json import read_pose_input, save_npz
+
+            save_npz(read_pose_input(clip / "openpose_json"), x)
+        if suffix == ".yaml" and not x.exists():
+            shutil.copy("recipes/dance_your_latents/tiny_synth.yaml", x)
+    before = _snapshot(tmp_path, clip)
+    r = runner.invoke(app, _fill(argv, X=x, OUT=blocker, clip=clip))
+    after = _snapshot(tmp_path, clip)
+    _check_refused(r, "blocker", before, after, tmp_path / "nothing")
+    assert blocker.read_text() == "a file the user owns"
+
+
+@pytest.mark.parametrize("argv,word", OPTION_CASES, ids=lambda v: " ".join(v) if isinstance(v, list) else v)
+def test_bad_option_is_one_line_exit_2(argv, word, clip, tmp_path, no_models):
+    out = tmp_path / "out"
+    out.mkdir()
+    before = _snapshot(tmp_path, clip)
+    r = runner.invoke(app, _fill(argv, OUT=out, clip=clip))
+    _check_refused(r, word, before, _snapshot(tmp_path, clip), out)
