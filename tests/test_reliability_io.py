@@ -256,3 +256,27 @@ def test_openpose_follows_one_person_when_several_are_present(tmp_path, capsys):
     assert "person_indices" not in single.meta and capsys.readouterr().err == ""
     second = read_openpose_folder(tmp_path, width=320, height=240, person=1)
     assert second.keypoints[0, 1, 0] == pytest.approx(60, abs=1e-3)  # frame 0 lists [b, a]
+
+
+def test_safetensors_metadata_is_written_in_sorted_order(tmp_path):
+    """safetensors writes its metadata from a hash map (another order in every process); ours comes out sorted, so
+    the same weights give the same bytes."""
+    import json
+    import struct
+
+    import torch
+    from safetensors.torch import load_file, safe_open
+
+    from dancegen.io.atomic import save_safetensors
+
+    tensors = {"w": torch.arange(6, dtype=torch.float32).reshape(2, 3), "b": torch.ones(3)}
+    meta = {k: f"value of {k}" for k in ("step", "format", "zeta", "alpha", "lora_rank", "base")}
+    a = save_safetensors(tensors, tmp_path / "a.safetensors", dict(meta))
+    b = save_safetensors(tensors, tmp_path / "b.safetensors", dict(reversed(list(meta.items()))))
+    assert a.read_bytes() == b.read_bytes()
+    raw = a.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    assert list(json.loads(raw[8:8 + n])["__metadata__"]) == sorted(meta)
+    with safe_open(str(a), "pt") as f:
+        assert f.metadata() == meta
+    assert torch.equal(load_file(str(a))["w"], tensors["w"])

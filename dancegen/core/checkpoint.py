@@ -250,10 +250,8 @@ def export_weights(model, path: str | os.PathLike, patterns: list[str] | None = 
     Raises:
         InputError: a pattern selects nothing, or nothing at all is selected.
     """
-    from safetensors.torch import save_file
-
     from dancegen.core.train_config import pattern_matches
-    from dancegen.io.atomic import atomic_path
+    from dancegen.io.atomic import save_safetensors
 
     sd = model.state_dict()
     if patterns is None:
@@ -268,8 +266,7 @@ def export_weights(model, path: str | os.PathLike, patterns: list[str] | None = 
                              f"{type(model).__name__}")
         names = {k for k in sd if any(pattern_matches(k, p) for p in patterns)}
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in sd.items() if k in names}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": "pt", **(metadata or {})})
+    save_safetensors(tensors, path, metadata={"format": "pt", **(metadata or {})})
     return list(tensors)
 
 

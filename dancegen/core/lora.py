@@ -59,7 +59,7 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
 from dancegen.errors import InputError
-from dancegen.io.atomic import atomic_path
+from dancegen.io.atomic import save_safetensors
 
 log = logging.getLogger(__name__)
 
@@ -496,8 +496,7 @@ def save_lora(
         if key in header:
             raise ValueError(f"metadata key {key!r} is reserved")
         header[str(key)] = value if isinstance(value, str) else json.dumps(value)
-    with atomic_path(path) as tmp:
-        safetensors.torch.save_file(tensors, str(tmp), metadata=header)
+    save_safetensors(tensors, path, metadata=header)
     return path
 
 

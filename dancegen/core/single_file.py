@@ -655,9 +655,7 @@ def save_single_file_sd15(components: Any, path: str | os.PathLike, dtype: Any =
     Raises:
         InputError: ``path`` does not end in ``.safetensors``, no text encoder, or a parameter with no LDM name.
     """
-    from safetensors.torch import save_file
-
-    from dancegen.io.atomic import atomic_path
+    from dancegen.io.atomic import save_safetensors
 
     path = Path(path)
     if path.suffix.lower() != ".safetensors":
@@ -674,6 +672,5 @@ def save_single_file_sd15(components: Any, path: str | os.PathLike, dtype: Any =
     scheduler = getattr(components, "scheduler", None)
     if scheduler is not None:
         metadata[f"{METADATA_PREFIX}scheduler_config"] = _config_json(scheduler.config)
-    with atomic_path(path) as tmp:
-        save_file(tensors, os.fspath(tmp), metadata=metadata)
+    save_safetensors(tensors, path, metadata=metadata)
     return path

@@ -158,3 +158,29 @@ def check_output_location(path: str | os.PathLike) -> None:
         raise InputError(f"cannot write here: {parent} is a file, not a folder", out)
     if parent.is_dir() and not os.access(parent, os.W_OK | os.X_OK):
         raise InputError(f"cannot write here: the folder {parent} is read-only", out)
+
+
+def save_safetensors(tensors: dict, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> Path:
+    """`safetensors.torch.save_file`, atomically and byte-reproducibly: the header's metadata comes out in sorted
+    key order (safetensors writes it from a hash map, so two or more keys came out in a different order from one
+    process to the next: same weights, different bytes). The header keeps its length, so no offset moves."""
+    import json
+    import struct
+
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+        if metadata and len(metadata) > 1:
+            with open(tmp, "r+b") as fh:
+                (n,) = struct.unpack("<Q", fh.read(8))
+                raw = fh.read(n)
+                header = json.loads(raw)
+                header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+                text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+                if len(text) > n:  # never: the same keys and values, reordered
+                    raise RuntimeError(f"{path}: safetensors header grew when sorted")
+                fh.seek(8)
+                fh.write(text + b" " * (n - len(text)))
+    return path

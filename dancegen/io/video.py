@@ -484,6 +484,31 @@ def read_video_metadata(path: str | os.PathLike) -> dict[str, str]:
     return {**tags, **parse_provenance(tags.get(PROVENANCE_TAG))}
 
 
+#: x264's names of the x86 instruction sets it uses below AVX-512, by the name numpy's CPU detection gives each.
+_X264_X86 = {"SSE": "MMX2", "SSE2": "SSE2,SSE2Fast", "SSE3": "SSE3", "SSSE3": "SSSE3", "SSE41": "SSE4.1",
+             "SSE42": "SSE4.2", "AVX": "AVX", "FMA3": "FMA3", "LZCNT": "LZCNT", "BMI": "BMI1", "BMI2": "BMI2",
+             "AVX2": "AVX2"}
+
+
+def x264_asm_without_avx512() -> str | None:
+    """The ``asm=`` list for x264 on a CPU with AVX-512: every set it has except AVX-512 (None elsewhere: x264's
+    own detection).
+
+    With its AVX-512 code x264 wrote different bytes for the same frames depending on what the process had run
+    before (BlazePose, torch): same seed, different videos. Below AVX-512 its output depends only on the frames.
+    """
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__ as cpu
+    except ImportError:  # numpy 1.x
+        try:
+            from numpy.core._multiarray_umath import __cpu_features__ as cpu
+        except ImportError:
+            return None
+    if not cpu.get("AVX512F"):
+        return None
+    return ",".join(name for feature, name in _X264_X86.items() if cpu.get(feature))
+
+
 def _write_mp4(path: Path, frames: np.ndarray, fps: float, audio, sample_rate, crf: int, comment: str) -> None:
     import av
 
@@ -499,6 +524,9 @@ def _write_mp4(path: Path, frames: np.ndarray, fps: float, audio, sample_rate, c
         vs.width, vs.height, vs.pix_fmt = pw, ph, "yuv420p"
         # One thread: x264's default follows the CPUs this process may use, and slices (so bytes) follow threads.
         vs.options = {"crf": str(crf), "preset": "medium", "threads": "1", "flags": "+bitexact"}
+        asm = x264_asm_without_avx512()
+        if asm:
+            vs.options["x264-params"] = f"asm={asm}"
         ast = None
         if audio is not None:
             audio = np.asarray(audio, dtype=np.float32)
