@@ -133,7 +133,7 @@ def test_animate_without_bundled_model_says_how_to_train_it(tmp_path, monkeypatc
     from dancegen.core import model_folder
 
     monkeypatch.setattr(model_folder, "BUNDLED_ROOT", tmp_path / "models")  # a trimmed install without it
-    (tmp_path / "ref.png").write_bytes(b"")  # inputs are checked first (they exist), then the model is looked for
+    _png(tmp_path / "ref.png")  # inputs are checked first (they exist and read), then the model is looked for
     (tmp_path / "poses").mkdir()
     with pytest.raises(MissingWeightsError) as e:
         api.animate(tmp_path / "ref.png", tmp_path / "poses", tmp_path / "out.mp4")
@@ -173,7 +173,7 @@ def test_animate_full_size_sd_folder_builds(tmp_path):
                      overrides=["model.variant=vd"])
     assert sa["parameters"]["temporal"] == 0
     # with weights required (no dry run) the missing weight files are a clear error (the inputs exist)
-    (tmp_path / "ref.png").write_bytes(b"")
+    _png(tmp_path / "ref.png")
     (tmp_path / "poses").mkdir()
     with pytest.raises((MissingWeightsError, OSError)):
         api.animate(tmp_path / "ref.png", tmp_path / "poses", tmp_path / "o.mp4", model=str(root))
@@ -248,3 +248,12 @@ def test_v_prediction_with_zero_terminal_snr(data_root):
     model.predict_noise = exact(False)
     assert float(loss_fn(model, batch)) > 0.05
 
+
+def _png(path):
+    """A tiny valid image: a reference is checked from its header before any model is looked for."""
+    import numpy as np
+
+    from dancegen.io.video import write_image
+
+    write_image(path, np.zeros((8, 8, 3), np.uint8))
+    return path

@@ -299,5 +299,9 @@ def test_errors_are_one_line_and_come_before_any_model_loads(tmp_path, monkeypat
     assert not (tmp_path / "run").exists()
     with pytest.raises(DanceGenError, match="finetune-oneshot"):
         api.animate(None, tmp_path, tmp_path / "o.mp4", method="edit-your-motion", model=str(tmp_path))
+    from dancegen.io.video import write_image
+
+    photo = tmp_path / "photo.png"
+    write_image(photo, np.zeros((8, 8, 3), np.uint8))
     with pytest.raises(InputError, match="does not use --ref"):
-        api.animate(clip, tmp_path, tmp_path / "o.mp4", method="edit-your-motion", model=str(tmp_path))
+        api.animate(photo, tmp_path, tmp_path / "o.mp4", method="edit-your-motion", model=str(tmp_path))
