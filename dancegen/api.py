@@ -78,9 +78,16 @@ VIDEO_OUTPUTS = (".mp4", ".mov", ".m4v", ".gif", "")
 
 def check_video_output(out: PathLike) -> Path:
     """An output path `write_video` can write (checked before any work is done)."""
+    from dancegen.io.atomic import check_replaceable_dir
+
     out = Path(out)
     if out.suffix.lower() not in VIDEO_OUTPUTS:
         raise InputError(f"cannot write {out.suffix!r} video; use .mp4, .mov, .gif or a folder (no suffix)", out)
+    if out.suffix:
+        if out.is_dir():
+            raise InputError("is a folder; give the video's file name, or a folder name without a suffix", out)
+    else:
+        check_replaceable_dir(out)  # a folder of PNG frames replaces the folder whole
     return out
 
 

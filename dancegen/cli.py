@@ -135,6 +135,12 @@ def _sets(items: list[str] | None) -> dict:
     return out
 
 
+def _at_least_one(option: str, value: int | None) -> None:
+    """An optional count must be >= 1 when given (0 and negatives never silently mean 'not given')."""
+    if value is not None and value < 1:
+        raise InputError(f"{option} must be >= 1, got {value}")
+
+
 SIZE_RANGE = (16, 4096)
 """What `--size` / `--image-size` accept (the synthetic world renders 16 to 4096 px)."""
 
@@ -405,6 +411,7 @@ def evaluate_cmd(
         raise DanceGenError("--pred is required (the generated videos)")
     from dancegen.metrics.evaluate import report_paths, table_rows
 
+    _at_least_one("--max-frames", max_frames)
     rep = api.evaluate(metric, pred, gt=gt, out=out, audio=audio, prompt=prompt, poses=poses, pred_poses=pred_poses,
                        masks=masks, iuv=iuv, weights_dir=weights_dir, resize=resize, frames=frames,
                        max_frames=max_frames, clip_model=clip_model, cs_clip_model=cs_clip_model, fvd_clips=fvd_clips,
@@ -455,6 +462,7 @@ def extract_pose_cmd(
     from dancegen.console import progress_bar
 
     size_v = _parse_size(size)
+    _at_least_one("--max-frames", max_frames)
     with progress_bar(None, "extract-pose") as bar:
         rep = api.extract_pose(source, out, backend=backend, fmt=fmt, size=size_v, smooth=smooth, mode=mode,
                                maps=maps, video=video, masks=masks, cache=cache, model_dir=model_dir,

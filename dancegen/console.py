@@ -27,7 +27,7 @@ def _console():
 def info(msg: str) -> None:
     """Print a status line to stderr unless --quiet."""
     if _VERBOSITY >= 1:
-        _console().print(msg, highlight=False)
+        _console().print(msg, highlight=False, soft_wrap=True)
 
 
 def debug(msg: str) -> None:

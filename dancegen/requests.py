@@ -167,9 +167,10 @@ class AnimateRequest(GenerateRequest):
         _exists(self.ref, "reference image", image=True)
         _exists(self.poses, "driving poses")
         _exists(self.background, "background image", image=True)
-        if self.out is not None and Path(self.out).suffix.lower() not in ("", ".mp4", ".mov", ".gif"):
-            raise InputError("animate writes .mp4, .mov, .gif, or a folder of PNGs (a name without a suffix)",
-                             self.out)
+        if self.out is not None:
+            from dancegen.api import check_video_output
+
+            check_video_output(self.out)
         if self.ref_mask not in (None, "auto"):
             _exists(self.ref_mask, "reference mask", image=True)
 

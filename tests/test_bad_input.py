@@ -46,6 +46,9 @@ OPTION_CASES = [  # (argv, word the one line must contain)
      "--steps"),
     (["music2dance", "{clip}/audio.wav", "--ref", "{clip}/ref.png", "-o", "{OUT}/m.mp4", "--fps", "0"], "--fps"),
     (["animate", "--ref", "{clip}/ref.png", "--poses", "{clip}/openpose_json", "-o", "{OUT}/a.xyz"], "a.xyz"),
+    (["extract-pose", "{clip}/video.mp4", "-o", "{OUT}/p", "--max-frames", "0"], "--max-frames"),
+    (["evaluate", "-m", "psnr", "--pred", "{clip}/video.mp4", "--gt", "{clip}/video.mp4", "--max-frames", "-1"],
+     "--max-frames"),
 ]
 CLASSES = ("missing", "folder", "corrupt")
 runner = CliRunner()
@@ -162,3 +165,35 @@ def test_bad_option_is_one_line_exit_2(argv, word, clip, tmp_path, no_models):
     before = _snapshot(tmp_path, clip)
     r = runner.invoke(app, _fill(argv, OUT=out, clip=clip))
     _check_refused(r, word, before, _snapshot(tmp_path, clip), out)
+
+
+@pytest.mark.parametrize("verb", ["animate", "pose render"])
+def test_a_folder_output_never_replaces_the_users_files(verb, clip, tmp_path, no_models):
+    """`-o DIR` on a folder with the user's files is refused before any work; the files stay. A folder dancegen
+    wrote (its hidden marker) is replaced on a rerun."""
+    from dancegen.io.atomic import OWNED_MARKER
+
+    out = tmp_path / "frames"
+    out.mkdir()
+    (out / "mine.txt").write_text("the user's")
+    argv = {"animate": ["animate", "--ref", "{clip}/ref.png", "--poses", "{clip}/openpose_json", "-o", "{OUT}"],
+            "pose render": ["pose", "render", "{clip}/openpose_json", "-o", "{OUT}"]}[verb]
+    before = _snapshot(tmp_path, clip)
+    r = runner.invoke(app, _fill(argv, OUT=out, clip=clip))
+    _check_refused(r, "frames", before, _snapshot(tmp_path, clip), tmp_path / "nothing")
+    assert (out / "mine.txt").read_text() == "the user's"
+    if verb == "pose render":  # no model: check the rerun over dancegen's own folder too
+        (out / "mine.txt").unlink()
+        assert runner.invoke(app, _fill(argv, OUT=out, clip=clip)).exit_code == 0
+        assert (out / OWNED_MARKER).is_file() and (out / "00000.png").is_file()
+        r = runner.invoke(app, _fill(argv, OUT=out, clip=clip))
+        assert r.exit_code == 0, r.output
+
+
+def test_a_folder_named_like_a_file_is_refused(clip, tmp_path, no_models):
+    out = tmp_path / "x.mp4"
+    out.mkdir()
+    r = runner.invoke(app, ["animate", "--ref", str(clip / "ref.png"), "--poses", str(clip / "openpose_json"), "-o",
+                            str(out)])
+    _check_refused(r, "x.mp4", {}, {}, tmp_path / "nothing")
+    assert out.is_dir()

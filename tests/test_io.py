@@ -117,13 +117,25 @@ def test_atomic_path_leaves_nothing_on_error(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_atomic_dir_replaces_existing(tmp_path):
-    (tmp_path / "d").mkdir()
-    (tmp_path / "d" / "old").write_text("old")
+def test_atomic_dir_replaces_its_own_folder_but_never_the_users(tmp_path):
+    from dancegen.errors import InputError
+    from dancegen.io.atomic import OWNED_MARKER
+
     with atomic_dir(tmp_path / "d") as d:
+        (d / "old").write_text("old")
+    with atomic_dir(tmp_path / "d") as d:  # dancegen's own folder (marked): replaced whole
         (d / "new").write_text("new")
-    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["new"]
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == [OWNED_MARKER, "new"]
     assert [p.name for p in tmp_path.iterdir()] == ["d"]
+    (tmp_path / "u").mkdir()
+    (tmp_path / "u" / "mine.txt").write_text("the user's")
+    with pytest.raises(InputError, match="did not write"), atomic_dir(tmp_path / "u") as d:
+        (d / "new").write_text("new")
+    assert [p.name for p in (tmp_path / "u").iterdir()] == ["mine.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "u"]  # no temporary folder left behind
+    (tmp_path / "e").mkdir()  # an empty folder is fine
+    with atomic_dir(tmp_path / "e") as d:
+        (d / "new").write_text("new")
 
 
 def test_audio_roundtrip_resample_and_silence(tmp_path):

@@ -280,3 +280,24 @@ def test_safetensors_metadata_is_written_in_sorted_order(tmp_path):
     with safe_open(str(a), "pt") as f:
         assert f.metadata() == meta
     assert torch.equal(load_file(str(a))["w"], tensors["w"])
+
+
+def test_pose_frames_without_a_person_are_named_not_silently_used(tmp_path, capsys):
+    import numpy as np
+
+    from dancegen.pose.inputs import load_poses
+    from dancegen.pose.openpose_json import write_openpose_folder
+    from dancegen.pose.sequence import PoseSequence
+
+    kp = np.zeros((5, 18, 3), np.float32)
+    kp[..., 0], kp[..., 1], kp[..., 2] = 20.0, 30.0, 0.9
+    kp[[1, 3]] = 0.0  # two frames with nobody
+    write_openpose_folder(PoseSequence(kp, "coco18", width=64, height=64, fps=8.0), tmp_path / "p")
+    seq = load_poses(tmp_path / "p")
+    assert len(seq) == 5
+    err = capsys.readouterr().err
+    assert "2 of 5 pose frames hold no person (frames 1, 3)" in err and str(tmp_path / "p") in err
+    kp[[1, 3]] = kp[0]
+    write_openpose_folder(PoseSequence(kp, "coco18", width=64, height=64, fps=8.0), tmp_path / "q")
+    load_poses(tmp_path / "q")
+    assert "no person" not in capsys.readouterr().err

@@ -143,7 +143,8 @@ def test_generate_edit_layout_and_cli(tmp_path):
     assert s["done"] == ["case_00000", "case_00001"] and s["frames"] == 18
     for i, name in enumerate(s["done"]):
         d = tmp_path / "g" / name
-        assert sorted(p.name for p in d.iterdir()) == ["case.json", "reference", "source", "target"]
+        assert sorted(p.name for p in d.iterdir() if not p.name.startswith(".")) == ["case.json", "reference", "source",
+                                                                                  "target"]
         rec = json.loads((d / "case.json").read_text())
         assert rec["source_seed"] == clip_seed(4, i) != rec["motion_seed"]
     again = generate(tmp_path / "g", 2, layout="edit", size=(48, 32), num_frames=3, seed=4, flow=False)

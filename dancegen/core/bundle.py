@@ -33,7 +33,7 @@ def bundle_model(src: str | os.PathLike, name: str, root: str | os.PathLike | No
         raise FileNotFoundError(f"no model folder at {src}")
     target = getattr(torch, dtype)
     dst = Path(root or BUNDLED_ROOT) / name
-    with atomic_dir(dst, overwrite=True) as tmp:
+    with atomic_dir(dst, overwrite=True, replace_foreign=True) as tmp:  # the bundled folder is rewritten in place
         for f in sorted(src.rglob("*")):
             out = tmp / f.relative_to(src)
             if f.is_dir():

@@ -106,19 +106,53 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
-@contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Path]:
-    """Yield a temporary folder next to `path`; on success it replaces `path`, on error it is removed."""
+OWNED_MARKER = ".dancegen"
+"""A hidden file in every folder `atomic_dir` writes: the folder is dancegen's, so a rerun may replace it. A folder
+without it that holds anything is the user's and is never replaced (folder inputs skip hidden entries)."""
+
+
+def check_replaceable_dir(path: str | os.PathLike) -> None:
+    """Refuse, before any work, to replace ``path`` when it is a file or a folder with files dancegen did not write.
+
+    Raises:
+        InputError: naming the path and what to do.
+    """
+    from dancegen.errors import InputError
+
     path = Path(path)
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise InputError("exists and is a file; the output here is a folder (pick another -o)", path)
+    if (path / OWNED_MARKER).is_file():
+        return
+    if any(not is_hidden(p) for p in path.iterdir()):
+        raise InputError("folder exists and holds files dancegen did not write; refusing to replace it (pick another "
+                         "-o, or empty the folder)", path)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike, overwrite: bool = True, replace_foreign: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder next to `path`; on success it replaces `path`, on error it is removed.
+
+    The folder is marked as dancegen's (`OWNED_MARKER`). An existing `path` is replaced only when `overwrite` and it
+    is empty or dancegen's (`check_replaceable_dir`), unless `replace_foreign` (developer tools that rewrite a
+    bundled model in place)."""
+    path = Path(path)
+    if overwrite and not replace_foreign:
+        check_replaceable_dir(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     sweep_stale_parts(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".part", dir=path.parent))
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp creates 0700
     try:
         yield tmp
+        (tmp / OWNED_MARKER).write_text("written by dancegen; a rerun may replace this folder\n")
         if path.exists():
             if not overwrite:
                 raise FileExistsError(path)
+            if not replace_foreign:
+                check_replaceable_dir(path)  # again: the user may have put files there meanwhile
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".part.old", dir=path.parent))
             os.replace(path, old / "x")
             os.replace(tmp, path)
@@ -141,6 +175,11 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 
 
+FILE_SUFFIXES = (".mp4", ".mov", ".gif", ".png", ".jpg", ".jpeg", ".webp", ".npz", ".npy", ".json", ".csv", ".wav",
+                 ".yaml", ".yml", ".safetensors")
+"""Names with these suffixes are files: an existing folder of that name is never an output."""
+
+
 def check_output_location(path: str | os.PathLike) -> None:
     """Refuse an output that can never be written, before any work: a regular file among its parents, or a parent
     that exists but cannot be written to.
@@ -151,6 +190,8 @@ def check_output_location(path: str | os.PathLike) -> None:
     from dancegen.errors import InputError
 
     out = Path(path)
+    if out.suffix.lower() in FILE_SUFFIXES and out.is_dir():
+        raise InputError("is a folder; the output here is a file (pick another -o)", out)
     parent = out.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent

@@ -50,7 +50,24 @@ def load_poses(path: str | os.PathLike, *, fps: float | None = None, size: tuple
     if is_pose_input(path):
         w, h = size if size else (None, None)
         seq = read_pose_input(path, width=w, height=h, fps=fps)
-        return seq[:max_frames] if max_frames else seq
+        seq = seq[:max_frames] if max_frames else seq
+        warn_empty_frames(seq, path)
+        return seq
     from dancegen.pose.extract import estimate_poses
 
     return estimate_poses(path, backend=backend, max_frames=max_frames, **extract_kw)
+
+
+def warn_empty_frames(seq, path) -> list[int]:
+    """Say in one line which frames of a pose input hold no person (no joint above confidence 0): a generator draws
+    an empty pose map there. Returns their indices."""
+    import numpy as np
+
+    from dancegen.console import info
+
+    empty = [int(i) for i in np.flatnonzero(~(np.asarray(seq.keypoints)[..., 2] > 0).any(axis=-1))]
+    if empty:
+        shown = ", ".join(map(str, empty[:8])) + (", ..." if len(empty) > 8 else "")
+        info(f"[yellow]warning:[/yellow] {path}: {len(empty)} of {len(seq)} pose frames hold no person (frames "
+             f"{shown}); they are drawn as empty pose maps")
+    return empty
