@@ -47,6 +47,8 @@ OPTION_CASES = [  # (argv, word the one line must contain)
     (["music2dance", "{clip}/audio.wav", "--ref", "{clip}/ref.png", "-o", "{OUT}/m.mp4", "--fps", "0"], "--fps"),
     (["animate", "--ref", "{clip}/ref.png", "--poses", "{clip}/openpose_json", "-o", "{OUT}/a.xyz"], "a.xyz"),
     (["extract-pose", "{clip}/video.mp4", "-o", "{OUT}/p", "--max-frames", "0"], "--max-frames"),
+    (["evaluate", "-m", "bas", "--pred", "{clip}/video.mp4", "--audio", "{clip}/silent.wav", "--pred-poses",
+      "{clip}/openpose_json"], "silent.wav"),
     (["evaluate", "-m", "psnr", "--pred", "{clip}/video.mp4", "--gt", "{clip}/video.mp4", "--max-frames", "-1"],
      "--max-frames"),
 ]
@@ -64,6 +66,11 @@ def clip(tmp_path_factory):
     assert r.exit_code == 0, r.output
     folder = root / "clip_00000"
     write_image(folder / "ref.png", read_video(folder / "video.mp4").frames[0])
+    import numpy as np
+
+    from dancegen.io.audio import write_audio
+
+    write_audio(folder / "silent.wav", np.zeros(22050, np.float32), 22050)
     return folder
 
 
@@ -197,3 +204,29 @@ def test_a_folder_named_like_a_file_is_refused(clip, tmp_path, no_models):
                             str(out)])
     _check_refused(r, "x.mp4", {}, {}, tmp_path / "nothing")
     assert out.is_dir()
+
+
+def test_a_video_the_user_made_is_never_overwritten(clip, tmp_path, no_models):
+    """`-o` naming an existing video without dancegen's provenance (the user's own) is refused; one dancegen wrote
+    is replaced on a rerun (pose render needs no model)."""
+    import av
+
+    user = tmp_path / "holiday.mp4"  # the synthetic clip remuxed without dancegen's provenance: a user's video
+    with av.open(str(clip / "video.mp4")) as src, av.open(str(user), "w", format="mp4") as dst:
+        stream = dst.add_stream_from_template(src.streams.video[0])
+        for packet in src.demux(src.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                dst.mux(packet)
+    from dancegen.io.video import read_video_metadata
+
+    assert "dancegen" not in read_video_metadata(user)
+    before = user.read_bytes()
+    argv = ["pose", "render", str(clip / "openpose_json"), "-o", str(user)]
+    r = runner.invoke(app, argv)
+    _check_refused(r, "holiday.mp4", {}, {}, tmp_path / "nothing")
+    assert user.read_bytes() == before
+    ours = tmp_path / "render.mp4"
+    for _ in range(2):
+        r = runner.invoke(app, ["pose", "render", str(clip / "openpose_json"), "-o", str(ours)])
+        assert r.exit_code == 0, r.output

@@ -229,6 +229,17 @@ class EvalContext:
 
     # side inputs ---------------------------------------------------------------------------------------------------
     def audio_for(self, item: EvalItem) -> tuple[np.ndarray, int]:
+        """The music of an item (``--audio`` file or folder, else the video's own track), refused when silent: a
+        rhythm score of silence would be a meaningless 0."""
+        from dancegen.io.audio import is_silent
+
+        audio, sr, where = self._read_audio(item)
+        if is_silent(audio):
+            raise InputError("the music is silent (below -60 dBFS): a rhythm metric needs audible music", where)
+        return audio, sr
+
+    def _read_audio(self, item: EvalItem) -> tuple[np.ndarray, int, Path]:
+        """``(samples, sample rate, the file they came from)``."""
         from dancegen.io.audio import read_audio
 
         src = self.audio
@@ -244,8 +255,8 @@ class EvalContext:
             if v.audio is None:
                 raise InputError("this metric needs music: pass --audio WAV (the video has no audio track)",
                                  item.pred_path)
-            return v.audio.mean(axis=1).astype(np.float32), int(v.sample_rate)
-        return read_audio(src, sr=None, mono=True)
+            return v.audio.mean(axis=1).astype(np.float32), int(v.sample_rate), Path(item.pred_path)
+        return (*read_audio(src, sr=None, mono=True), Path(src))
 
     def _pose_source(self, root, item: EvalItem, what: str) -> Path:
         root = Path(root)

@@ -89,8 +89,8 @@ def _h_mse(ctx, item):
 
 def _keypoints_and_music_beats(ctx, item):
     rhythm = _mod("dancegen.metrics.rhythm")
+    audio, sr = ctx.audio_for(item)  # first: a silent or missing track is refused before poses are estimated
     poses = ctx.pred_poses(item)
-    audio, sr = ctx.audio_for(item)
     kps = poses.keypoints if hasattr(poses, "keypoints") else np.asarray(poses)
     return kps, rhythm.music_beats(audio, sr, item.fps)
 
