@@ -102,8 +102,13 @@ def read_driving_poses(poses, max_frames: int | None = None):
     return load_poses(poses, max_frames=max_frames)
 
 
-def reference_pose_and_mask(ref_path: Path, want_mask: bool):
-    """The reference photo's pose (and person mask) with the default pose backend, in a temporary folder."""
+def reference_pose_and_mask(ref_path: Path, want_mask: bool, say=lambda m: None):
+    """The reference photo's pose (and person mask) with the default pose backend, in a temporary folder.
+
+    When that detector finds nobody (BlazePose misses the small synthetic dancers, so a `dancegen synth` frame given as
+    the reference did), the bundled SynthPose estimator, trained on the synthetic world, takes over for the pose, and
+    the mask is the body drawn from that pose (`pose.masks.pose_masks`, slightly dilated); one line says so.
+    """
     from dancegen.io.video import read_image
     from dancegen.pose.extract import extract_poses
     from dancegen.pose.openpose_json import read_openpose_folder
@@ -115,6 +120,18 @@ def reference_pose_and_mask(ref_path: Path, want_mask: bool):
         pose = read_openpose_folder(out / "openpose_json")
         masks = sorted((out / "masks").glob("*.png")) if want_mask and (out / "masks").is_dir() else []
         mask = read_image(masks[0]).max(-1) > 127 if masks else None
+        if not (pose.keypoints[0, :, 2] > 0).any():
+            out = Path(tmp) / "ref-synthpose"
+            extract_poses(ref_path, out, backend="synthpose", write_maps=False, write_video=False, write_masks=False,
+                          cache=False, mode="image")
+            fallback = read_openpose_folder(out / "openpose_json")
+            if (fallback.keypoints[0, :, 2] > 0.3).sum() >= 4:
+                say("the default pose detector found no person in the reference; using the bundled SynthPose "
+                    "estimator (made for the synthetic world)")
+                from dancegen.pose.masks import dilate_mask, pose_masks
+
+                pose = fallback
+                mask = dilate_mask(pose_masks(pose[:1])[0], max(1, pose.width // 64)) if want_mask else None
     return pose, mask
 
 
@@ -183,7 +200,7 @@ def animate(request, progress=None) -> dict:
         raise InputError("retargeting and ref_mask='auto' need the reference as a file")
     if retarget or auto_mask:
         say("estimating the reference pose" + (" and mask" if auto_mask else ""))
-        ref_pose, mask = reference_pose_and_mask(ref_path, auto_mask)
+        ref_pose, mask = reference_pose_and_mask(ref_path, auto_mask, say)
     if ref_mask is not None and not auto_mask:
         mask = read_image(ref_mask).max(-1) > 127
     if retarget:
@@ -209,6 +226,14 @@ def animate(request, progress=None) -> dict:
                   cfg_mode=inf.cfg_mode).frames
     seconds = time.perf_counter() - t0
     video = to_uint8_video(result)
+    factor = toy_display_factor(model, size, ref_img.shape[:2], (h, w))
+    if factor > 1:
+        note = (f"the bundled dyl-tiny is a {w}x{h} toy trained on the synthetic world, so a {ref_img.shape[1]}x"
+                f"{ref_img.shape[0]} photo comes out as a {w}x{h} blur (written upscaled x{factor}); pass --model "
+                f"with real weights for real photos (`dancegen weights list --used-by dance-your-latents`)")
+        say(note)
+        video = upscale_frames(video, factor)
+        report.update({"note": note, "written_size": [w * factor, h * factor]})
 
     provenance = {"method": "dance-your-latents", "model": report["model"], "seed": int(cfg.seed)}
     write_video(out, video, fps=seq.fps, metadata=provenance)
@@ -221,6 +246,25 @@ def animate(request, progress=None) -> dict:
         write_video(prev, preview_frames(ref_img, seq, video), fps=seq.fps, metadata=provenance)
         report["preview"] = str(prev)
     return report
+
+
+def toy_display_factor(model, size, ref_hw, gen_hw) -> int:
+    """The integer upscale for writing the bundled toy's output when the reference is much larger than it (1: none).
+
+    Only for the bundled model without an explicit --size: the written video then roughly matches the photo (up to
+    512 px), instead of a 64 px thumbnail."""
+    if model is not None or size is not None:
+        return 1
+    factor = min(ref_hw[0] // gen_hw[0], ref_hw[1] // gen_hw[1], 512 // max(gen_hw))
+    return factor if factor >= 2 else 1
+
+
+def upscale_frames(video: np.ndarray, factor: int) -> np.ndarray:
+    """``(F, H, W, 3)`` uint8 frames enlarged ``factor`` times (bicubic)."""
+    from PIL import Image
+
+    h, w = video.shape[1:3]
+    return np.stack([np.asarray(Image.fromarray(f).resize((w * factor, h * factor), Image.BICUBIC)) for f in video])
 
 
 def preview_frames(ref_img: np.ndarray, seq, video: np.ndarray) -> np.ndarray:
