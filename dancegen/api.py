@@ -164,12 +164,17 @@ def pose_retarget(driving: PathLike, ref: PathLike, out: PathLike, mode: str = "
     reference = load_poses(ref, mode="image")
     if not (reference.conf[:1] > 0.3).any():
         raise InputError("no person found in the reference (no confident keypoint)", ref)
-    if mode == "bones":
-        seq = retarget(drv, reference, root=root)
-    else:
-        # Algorithm 1 maps the *reference* skeletons onto the *source* person: here the source is the person in
-        # the reference image and the skeletons to move are the driving ones.
-        seq = skeleton_offset(reference, drv, mode=offset_mode)
+    try:
+        if mode == "bones":
+            seq = retarget(drv, reference, root=root)
+        else:
+            # Algorithm 1 maps the *reference* skeletons onto the *source* person: here the source is the person in
+            # the reference image and the skeletons to move are the driving ones.
+            seq = skeleton_offset(reference, drv, mode=offset_mode)
+    except InputError as e:
+        if e.path is None:  # the pose library does not know the file: name it here
+            raise InputError(e.message, driving) from None
+        raise
     seq.meta.update({"retarget_mode": mode, "driving": str(driving), "reference": str(ref)})
     return {"frames": seq.num_frames, "mode": mode, **write_poses(seq, out)}
 
@@ -324,6 +329,20 @@ def demo(out: PathLike, seed: int = 0, size: int = 256, seconds: float = 2.0, fp
     6. `music2dance` with the bundled Dance Any Beat model: B's photo dances to A's music.
     7. `summary.png` (one row per sampled time), `summary.mp4` and `report.json`.
     """
+    from dancegen.io.atomic import atomic_dir, check_replaceable_dir
+
+    final = Path(out)
+    check_replaceable_dir(final)
+    step = progress or (lambda name: None)
+    with atomic_dir(final) as tmp:  # the whole folder appears at the end, or nothing does
+        report = _demo_in(tmp, seed, size, seconds, fps, step)
+        report = json.loads(json.dumps(report).replace(str(tmp), str(final)))
+        _write_json(tmp / "report.json", report)
+    return report
+
+
+def _demo_in(out: Path, seed: int, size: int, seconds: float, fps: float, step) -> dict:
+    """`demo`'s work, written into ``out`` (a temporary folder that becomes the output when everything worked)."""
     import numpy as np
 
     from dancegen.flow.compute import compute_flow
@@ -340,8 +359,6 @@ def demo(out: PathLike, seed: int = 0, size: int = 256, seconds: float = 2.0, fp
     from dancegen.pose.render import render_pose_sequence
     from dancegen.pose.retarget import retarget
 
-    out = Path(out)
-    step = progress or (lambda name: None)
     step("synth: two dancers")
     synth(out / "synth", num_clips=2, size=size, seconds=seconds, fps=fps, seed=seed, camera="static")
     clip_a, clip_b = out / "synth" / "clip_00000", out / "synth" / "clip_00001"
@@ -350,13 +367,22 @@ def demo(out: PathLike, seed: int = 0, size: int = 256, seconds: float = 2.0, fp
     write_image(out / "reference.png", ref_img)
 
     step("extract-pose: dancer A")
+    backend = "blazepose"
     ext = extract_poses(clip_a / "video.mp4", out / "poses_A", smooth="one_euro")
+    if ext["detection_rate"] < 0.5:  # BlazePose misses small synthetic dancers (64 px demos)
+        backend = "synthpose"
+        step(f"extract-pose: the default detector found dancer A in {ext['detection_rate']:.0%} of the frames; "
+             "using the bundled SynthPose estimator (made for the synthetic world)")
+        ext = extract_poses(clip_a / "video.mp4", out / "poses_A", backend=backend, smooth="one_euro")
     poses_a = read_openpose_folder(out / "poses_A" / "openpose_json")
     gt_a = read_openpose_folder(clip_a / "openpose_json")
     acc = pck(poses_a, gt_a, threshold=0.2, normalise="torso")
 
     step("retarget: A's motion onto B")
-    ref_pose = estimate_poses(out / "reference.png", mode="image")
+    ref_pose = estimate_poses(out / "reference.png", mode="image", backend=backend)
+    if ref_pose.meta.get("detection_rate", 0) == 0 and backend != "synthpose":
+        backend = "synthpose"
+        ref_pose = estimate_poses(out / "reference.png", mode="image", backend=backend)
     if ref_pose.meta.get("detection_rate", 0) == 0:
         raise InputError("the pose detector found no person in the reference frame; try another --seed",
                          out / "reference.png")
@@ -421,6 +447,7 @@ def demo(out: PathLike, seed: int = 0, size: int = 256, seconds: float = 2.0, fp
     report = {
         "seed": seed,
         "clips": [str(clip_a), str(clip_b)],
+        "pose_backend": backend,
         "pose_detection_rate_A": ext["detection_rate"],
         "pck@0.2_torso_A": acc["pck"],
         "retargeted_frames": moved.num_frames,
@@ -433,7 +460,6 @@ def demo(out: PathLike, seed: int = 0, size: int = 256, seconds: float = 2.0, fp
                     "poses_A": str(out / "poses_A"), "retargeted": str(out / "retargeted"),
                     "flow": str(out / "flow")},
     }
-    _write_json(out / "report.json", report)
     return report
 
 

@@ -298,6 +298,7 @@ def demo_cmd(
     table = Table(title="dancegen demo", show_header=True)
     table.add_column("step")
     table.add_column("result", justify="right")
+    table.add_row("pose estimator", rep["pose_backend"])
     table.add_row("pose detection rate (dancer A)", f"{rep['pose_detection_rate_A']:.0%}")
     table.add_row("PCK@0.2 (torso) vs ground truth", f"{rep['pck@0.2_torso_A']:.3f}")
     table.add_row("retargeted frames", str(rep["retargeted_frames"]))

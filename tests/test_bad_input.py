@@ -47,6 +47,7 @@ OPTION_CASES = [  # (argv, word the one line must contain)
     (["music2dance", "{clip}/audio.wav", "--ref", "{clip}/ref.png", "-o", "{OUT}/m.mp4", "--fps", "0"], "--fps"),
     (["animate", "--ref", "{clip}/ref.png", "--poses", "{clip}/openpose_json", "-o", "{OUT}/a.xyz"], "a.xyz"),
     (["extract-pose", "{clip}/video.mp4", "-o", "{OUT}/p", "--max-frames", "0"], "--max-frames"),
+    (["pose", "retarget", "{clip}/noneck.npz", "--ref", "{clip}/openpose_json", "-o", "{OUT}/rt"], "noneck.npz"),
     (["evaluate", "-m", "bas", "--pred", "{clip}/video.mp4", "--audio", "{clip}/silent.wav", "--pred-poses",
       "{clip}/openpose_json"], "silent.wav"),
     (["evaluate", "-m", "psnr", "--pred", "{clip}/video.mp4", "--gt", "{clip}/video.mp4", "--max-frames", "-1"],
@@ -71,6 +72,11 @@ def clip(tmp_path_factory):
     from dancegen.io.audio import write_audio
 
     write_audio(folder / "silent.wav", np.zeros(22050, np.float32), 22050)
+    from dancegen.pose.openpose_json import read_pose_input, save_npz
+
+    seq = read_pose_input(folder / "openpose_json")
+    seq.keypoints[:, 1, 2] = 0.0  # the neck never seen
+    save_npz(seq, folder / "noneck.npz")
     return folder
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 
 def test_default_backend_pck_on_synthetic_clips(models, tmp_path):
@@ -54,3 +55,24 @@ def test_demo_runs_and_scores_against_ground_truth(models, tmp_path):
     ref = estimate_poses(tmp_path / "demo" / "reference.png", mode="image")
     first = int(np.flatnonzero(moved.keypoints[:, 1, 2] > 0.3)[0])
     assert np.allclose(moved.keypoints[first, 1, :2], ref.keypoints[0, 1, :2], atol=1e-2)
+
+
+def test_demo_at_64_px_uses_the_worlds_pose_estimator_and_a_failed_demo_leaves_nothing(models, tmp_path,
+                                                                                         monkeypatch):
+    from dancegen import api
+    from dancegen.errors import InputError
+
+    rep = api.demo(tmp_path / "small", seed=0, size=64, seconds=1.0)
+    # BlazePose finds no dancer at 64 px (it failed the demo halfway); the bundled SynthPose takes over
+    assert rep["pose_backend"] == "synthpose" and rep["pck@0.2_torso_A"] >= 0.8
+    assert (tmp_path / "small" / "summary.png").is_file() and str(tmp_path / "small") in rep["outputs"]["summary"]
+
+    import dancegen.pose.extract as extract
+
+    def broken(*a, **k):
+        raise InputError("a step failed")
+
+    monkeypatch.setattr(extract, "extract_poses", broken)
+    with pytest.raises(InputError, match="a step failed"):
+        api.demo(tmp_path / "failed", seed=0, size=32, seconds=0.5)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["small"]  # no partial folder, no hidden leftovers
