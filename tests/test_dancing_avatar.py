@@ -289,3 +289,45 @@ def test_sam_through_transformers_is_prompted_by_the_pose_box_and_runs_in_the_ve
     assert rep["frames"] == 2 and rep["background"]
     with pytest.raises(InputError, match="model.sam"):
         api.text2character(None, tmp_path / "b.mp4", **_verb_kwargs(tiny, sets=["background.segmenter=sam"]))
+
+
+def test_frames_stream_to_the_encoder_so_memory_does_not_grow_with_the_poses(tiny, tmp_path, monkeypatch):
+    """Each frame (and its preview row) is encoded before the next is generated, and pose maps and masks are drawn
+    one frame at a time: nothing per frame is held, so a long pose sequence runs in constant memory."""
+    from dancegen import api
+    from dancegen.io import video as video_io
+    from dancegen.methods.dancing_avatar.pipeline import DancingAvatarPipeline
+    from dancegen.pose import render
+    from dancegen.pose.openpose_json import read_pose_input, write_openpose_folder
+
+    seq = read_pose_input(tiny["poses"])
+    long = type(seq)(np.concatenate([seq.keypoints] * 3), width=32, height=32, fps=8.0)  # 12 poses
+    write_openpose_folder(long, tmp_path / "long")
+    events, drawn = [], []
+    write, gen, draw = video_io.VideoWriter.write, DancingAvatarPipeline.generate_image, render.render_control_maps
+
+    def spy_write(self, frame):
+        events.append(("write", self.path.name))
+        return write(self, frame)
+
+    def spy_gen(self, *a, **k):
+        events.append(("generate", None))
+        return gen(self, *a, **k)
+
+    def spy_draw(s, *a, **k):
+        drawn.append(len(s))
+        return draw(s, *a, **k)
+
+    monkeypatch.setattr(video_io.VideoWriter, "write", spy_write)
+    monkeypatch.setattr(DancingAvatarPipeline, "generate_image", spy_gen)
+    monkeypatch.setattr(render, "render_control_maps", spy_draw)
+    rep = api.text2character(None, tmp_path / "long.mp4", **_verb_kwargs(
+        tiny, poses=tmp_path / "long", frames=12, preview=True, sets=["intra.enabled=false"]))
+    assert rep["frames"] == 12 and video_io.video_info(tmp_path / "long.mp4")["num_frames"] == 12
+    kinds = [k for k, _ in events]
+    first_write = kinds.index("write")
+    # plate (2 images), frame 0, then every later frame is generated only after the one before was written
+    per_frame = [i for i, k in enumerate(kinds) if k == "generate"][2:]
+    writes_before = [kinds[:i].count("write") for i in per_frame]
+    assert writes_before == [2 * t for t in range(12)] and first_write < per_frame[1]
+    assert drawn and set(drawn) == {1}  # pose maps drawn one frame at a time, never the whole sequence

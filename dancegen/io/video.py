@@ -509,50 +509,129 @@ def x264_asm_without_avx512() -> str | None:
     return ",".join(name for feature, name in _X264_X86.items() if cpu.get(feature))
 
 
-def _write_mp4(path: Path, frames: np.ndarray, fps: float, audio, sample_rate, crf: int, comment: str) -> None:
-    import av
+class VideoWriter:
+    """Write a video frame by frame, atomically: ``with VideoWriter(path, fps) as w: w.write(frame)``.
 
-    f, h, w, _ = frames.shape
-    # yuv420p needs even sizes; pad by replicating the last row/column rather than resizing.
-    ph, pw = h + h % 2, w + w % 2
-    if (ph, pw) != (h, w):
-        frames = np.pad(frames, ((0, 0), (0, ph - h), (0, pw - w), (0, 0)), mode="edge")
-    # Bit-exact muxing: no "encoder: Lavf<version>" tag (creation_time is left unset, i.e. 0).
-    with av.open(str(path), mode="w", format="mp4", container_options={"fflags": "+bitexact"}) as out:
-        out.metadata[PROVENANCE_TAG] = comment
-        vs = out.add_stream("libx264", rate=_fps_fraction(fps))
-        vs.width, vs.height, vs.pix_fmt = pw, ph, "yuv420p"
+    `.mp4` / `.mov` / `.m4v` frames go to the encoder as they come, so a long video needs constant memory; `.gif` and
+    frame folders (no suffix) collect the frames and write them at the end (they are for short clips). The file
+    appears when the block ends without an error and not at all otherwise. Arguments as `write_video`; the bytes are
+    the same as `write_video` writes for the same frames.
+    """
+
+    def __init__(self, path: str | os.PathLike, fps: float, audio: np.ndarray | None = None,
+                 sample_rate: int | None = None, crf: int = 18, metadata: Mapping[str, object] | None = None):
+        self.path = Path(path)
+        self.metadata = metadata
+        self.comment = provenance(metadata)  # a bad key fails before anything is written
+        if not fps > 0:
+            raise ValueError(f"fps must be positive, got {fps}")
+        if audio is not None and not sample_rate:
+            raise ValueError("sample_rate is required when audio is given")
+        self.suffix = self.path.suffix.lower()
+        if self.suffix not in (".mp4", ".mov", ".m4v", ".gif", ""):
+            raise ValueError(f"unsupported output format {self.suffix!r} (use .mp4, .mov, .gif or a folder)")
+        self.fps, self.audio, self.sample_rate, self.crf = float(fps), audio, sample_rate, int(crf)
+        self.count = 0
+        self._frames: list[np.ndarray] = []
+        self._size: tuple[int, int] | None = None
+        self._atomic = self._container = self._stream = None
+
+    @property
+    def streaming(self) -> bool:
+        return self.suffix in (".mp4", ".mov", ".m4v")
+
+    def __enter__(self) -> VideoWriter:
+        if self.streaming:
+            import av
+
+            self._atomic = atomic_path(self.path)
+            tmp = self._atomic.__enter__()
+            # Bit-exact muxing: no "encoder: Lavf<version>" tag (creation_time is left unset, i.e. 0).
+            self._container = av.open(str(tmp), mode="w", format="mp4", container_options={"fflags": "+bitexact"})
+            self._container.metadata[PROVENANCE_TAG] = self.comment
+        return self
+
+    def write(self, frame: np.ndarray) -> None:
+        """Append one ``(H, W, 3)`` uint8 RGB frame (every frame the size of the first)."""
+        frame = _check_frames(np.asarray(frame)[None])[0]
+        if self._size is None:
+            self._size = frame.shape[:2]
+        elif frame.shape[:2] != self._size:
+            raise ValueError(f"frame {self.count} is {frame.shape[1]}x{frame.shape[0]}, the video "
+                             f"{self._size[1]}x{self._size[0]}")
+        self.count += 1
+        if not self.streaming:
+            self._frames.append(frame)
+            return
+        import av
+
+        if self._stream is None:
+            self._open_stream(*self._size)
+        h, w = self._size
+        if h % 2 or w % 2:  # yuv420p needs even sizes: replicate the last row / column rather than resize
+            frame = np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+        for pkt in self._stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+            self._container.mux(pkt)
+
+    def _open_stream(self, h: int, w: int) -> None:
+        vs = self._container.add_stream("libx264", rate=_fps_fraction(self.fps))
+        vs.width, vs.height, vs.pix_fmt = w + w % 2, h + h % 2, "yuv420p"
         # One thread: x264's default follows the CPUs this process may use, and slices (so bytes) follow threads.
-        vs.options = {"crf": str(crf), "preset": "medium", "threads": "1", "flags": "+bitexact"}
+        vs.options = {"crf": str(self.crf), "preset": "medium", "threads": "1", "flags": "+bitexact"}
         asm = x264_asm_without_avx512()
         if asm:
             vs.options["x264-params"] = f"asm={asm}"
-        ast = None
-        if audio is not None:
-            audio = np.asarray(audio, dtype=np.float32)
-            if audio.ndim == 1:
-                audio = audio[:, None]
-            layout = "mono" if audio.shape[1] == 1 else "stereo"
-            audio = audio[:, :2]
-            ast = out.add_stream("aac", rate=int(sample_rate), layout=layout)
-            ast.options = {"flags": "+bitexact"}  # no "Lavc<version>" string in the first AAC frame
-        for img in frames:
-            for pkt in vs.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                out.mux(pkt)
-        for pkt in vs.encode():
-            out.mux(pkt)
-        if ast is not None:
-            chunk = 1024
-            planar = np.ascontiguousarray(np.clip(audio, -1, 1).T)
-            for start in range(0, planar.shape[1], chunk):
-                af = av.AudioFrame.from_ndarray(np.ascontiguousarray(planar[:, start:start + chunk]),
-                                                format="fltp", layout=layout)
-                af.sample_rate = int(sample_rate)
-                af.pts = start
-                for pkt in ast.encode(af):
-                    out.mux(pkt)
-            for pkt in ast.encode():
-                out.mux(pkt)
+        self._stream = vs
+        if self.audio is not None:  # every stream exists before the first packet (the header) is written
+            audio = np.asarray(self.audio, dtype=np.float32)
+            self._audio = audio[:, None] if audio.ndim == 1 else audio[:, :2]
+            self._layout = "mono" if self._audio.shape[1] == 1 else "stereo"
+            self._audio_stream = self._container.add_stream("aac", rate=int(self.sample_rate), layout=self._layout)
+            self._audio_stream.options = {"flags": "+bitexact"}  # no "Lavc<version>" string in the first AAC frame
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if not self.streaming:
+            if exc_type is None:
+                if not self._frames:
+                    raise ValueError(f"{self.path}: no frames were written")
+                frames = np.stack(self._frames)
+                if self.suffix == ".gif":
+                    with atomic_path(self.path) as tmp:
+                        _write_gif(tmp, frames, self.fps, self.comment)
+                else:
+                    write_frames(self.path, frames, self.fps, metadata=self.metadata)
+            self._frames = []
+            return
+        try:
+            if exc_type is None:
+                if self._stream is None:
+                    raise ValueError(f"{self.path}: no frames were written")
+                for pkt in self._stream.encode():
+                    self._container.mux(pkt)
+                if self.audio is not None:
+                    self._mux_audio()
+        except BaseException as e:
+            self._container.close()
+            self._atomic.__exit__(type(e), e, e.__traceback__)
+            raise
+        self._container.close()
+        self._atomic.__exit__(exc_type, exc, tb)
+
+    def _mux_audio(self) -> None:
+        import av
+
+        ast, layout = self._audio_stream, self._layout
+        chunk = 1024
+        planar = np.ascontiguousarray(np.clip(self._audio, -1, 1).T)
+        for start in range(0, planar.shape[1], chunk):
+            af = av.AudioFrame.from_ndarray(np.ascontiguousarray(planar[:, start:start + chunk]), format="fltp",
+                                            layout=layout)
+            af.sample_rate = int(self.sample_rate)
+            af.pts = start
+            for pkt in ast.encode(af):
+                self._container.mux(pkt)
+        for pkt in ast.encode():
+            self._container.mux(pkt)
 
 
 def _write_gif(path: Path, frames: np.ndarray, fps: float, comment: str) -> None:
@@ -586,23 +665,19 @@ def write_video(path: str | os.PathLike, frames, fps: float, audio: np.ndarray |
         The written path.
     """
     path = Path(path)
-    comment = provenance(metadata)  # a bad key fails before anything is written
+    writer = VideoWriter(path, fps, audio=audio, sample_rate=sample_rate, crf=crf, metadata=metadata)
     frames = _check_frames(frames)
-    if fps <= 0:
-        raise ValueError(f"fps must be positive, got {fps}")
-    if audio is not None and not sample_rate:
-        raise ValueError("sample_rate is required when audio is given")
-    suffix = path.suffix.lower()
-    if suffix in (".mp4", ".mov", ".m4v"):
-        with atomic_path(path) as tmp:
-            _write_mp4(tmp, frames, fps, audio, sample_rate, crf, comment)
-    elif suffix == ".gif":
-        with atomic_path(path) as tmp:
-            _write_gif(tmp, frames, fps, comment)
-    elif suffix == "":
-        write_frames(path, frames, fps, metadata=metadata)
-    else:
-        raise ValueError(f"unsupported output format {suffix!r} (use .mp4, .mov, .gif or a folder)")
+    if not writer.streaming:  # gif / frame folder: written in one piece
+        comment = writer.comment
+        if writer.suffix == ".gif":
+            with atomic_path(path) as tmp:
+                _write_gif(tmp, frames, fps, comment)
+        else:
+            write_frames(path, frames, fps, metadata=metadata)
+        return path
+    with writer:
+        for img in frames:
+            writer.write(img)
     return path
 
 

@@ -35,13 +35,16 @@ def body_height(keypoints: np.ndarray, threshold: float = 0.3) -> float:
     return float(np.median(spans)) if spans else 0.0
 
 
-def pose_masks(seq: PoseSequence, width_frac: float = 0.09, threshold: float = 0.3) -> np.ndarray:
+def pose_masks(seq: PoseSequence, width_frac: float = 0.09, threshold: float = 0.3,
+               height: float | None = None) -> np.ndarray:
     """``(F, H, W)`` bool person masks of a COCO-18 sequence (module docstring).
 
     Args:
         seq: the poses (converted to COCO-18 when in another format).
         width_frac: limb thickness as a fraction of the body height (the head disc's radius is 1.2 times it).
         threshold: joint confidence below which a joint is ignored.
+        height: the body height in pixels that sets the thickness (None: measured on ``seq``); a caller drawing a
+            long sequence a frame at a time passes the whole sequence's, so every frame matches.
     """
     import cv2
 
@@ -51,7 +54,7 @@ def pose_masks(seq: PoseSequence, width_frac: float = 0.09, threshold: float = 0
         seq = convert(seq, "coco18")
     kps = seq.keypoints
     h, w = int(seq.height), int(seq.width)
-    height = body_height(kps, threshold) or 0.5 * h
+    height = height or body_height(kps, threshold) or 0.5 * h
     thick = max(1, int(round(width_frac * height)))
     out = np.zeros((len(kps), h, w), bool)
     for f, k in enumerate(kps):

@@ -79,14 +79,18 @@ class DancingAvatarPipeline(UNetDeviceMixin, DiffusionPipeline):
             self._prompts = PromptEncoder(self.text_encoder, self.tokenizer)
         return self._prompts
 
-    def check_inputs(self, pose_maps: torch.Tensor, masks: np.ndarray | None, use_inter: bool) -> None:
-        if pose_maps.ndim != 4 or pose_maps.shape[1] != 3:
-            raise ValueError(f"pose_maps must be (F, 3, H, W) in [0, 1], got {tuple(pose_maps.shape)}")
-        f, _, h, w = pose_maps.shape
+    def check_inputs(self, pose_maps, masks, use_inter: bool) -> None:
+        if len(pose_maps) < 1:
+            raise ValueError("pose_maps holds no frame")
+        first = pose_maps[0]
+        if first.ndim != 3 or first.shape[0] != 3:
+            raise ValueError(f"pose_maps must be F maps (3, H, W) in [0, 1], got {len(pose_maps)} of "
+                             f"{tuple(first.shape)}")
+        f, (h, w) = len(pose_maps), first.shape[1:]
         if h % self.vae_scale_factor or w % self.vae_scale_factor:
             raise ValueError(f"size {w}x{h} must be a multiple of {self.vae_scale_factor}")
-        if masks is not None and tuple(masks.shape) != (f, h, w):
-            raise ValueError(f"masks must be ({f}, {h}, {w}), got {tuple(masks.shape)}")
+        if masks is not None and (len(masks) != f or tuple(masks[0].shape) != (h, w)):
+            raise ValueError(f"masks must be {f} masks ({h}, {w}), got {len(masks)} of {tuple(masks[0].shape)}")
         if use_inter and (self.controlnets is None or "prev" not in self.controlnets or self.controlnets["prev"] is None):
             raise ValueError("use_inter needs a 'prev' ControlNet in the set")
 
@@ -151,7 +155,7 @@ class DancingAvatarPipeline(UNetDeviceMixin, DiffusionPipeline):
     def __call__(
         self,
         prompt: str,
-        pose_maps: torch.Tensor,
+        pose_maps,
         *,
         masks: np.ndarray | None = None,
         segment: Callable[[np.ndarray, int], np.ndarray] | None = None,
@@ -178,9 +182,10 @@ class DancingAvatarPipeline(UNetDeviceMixin, DiffusionPipeline):
 
         Args:
             prompt / negative_prompt: the composed character prompt (spec §2.4) and its negative.
-            pose_maps: ``(F, 3, H, W)`` OpenPose maps in [0, 1]; sets the size.
-            masks: ``(F, H, W)`` bool person masks (already dilated) for the background pipeline; None needs
-                ``segment``.
+            pose_maps: ``(F, 3, H, W)`` OpenPose maps in [0, 1], or any sequence of ``(3, H, W)`` maps (``len`` and
+                indexing: a long video draws each map when its frame is made); sets the size.
+            masks: ``(F, H, W)`` bool person masks (already dilated) for the background pipeline, or a sequence of
+                them; None needs ``segment``.
             segment: ``segment(image (H, W, 3) uint8, t) -> (H, W) bool`` mask of the person in a generated image
                 (SAM / pose backend): then ``J_t`` is generated per frame and segmented (and the plate's image).
             plate_prompt / plate_negative_prompt: the plate's inpainting prompt (background text only).
@@ -191,10 +196,11 @@ class DancingAvatarPipeline(UNetDeviceMixin, DiffusionPipeline):
             num_inference_steps / plate_steps / guidance_scale: sampling (``plate_steps`` None: the same).
             shared_noise / generator: one initial noise for every frame (else a new draw per frame).
             plate: a given background plate ``(H, W, 3)`` uint8 (skips its synthesis).
-            frame_callback: ``frame_callback(t, frame)`` with each finished ``(H, W, 3)`` uint8 frame.
+            frame_callback: ``frame_callback(t, frame)`` with each finished ``(H, W, 3)`` uint8 frame; then
+                nothing per frame is kept (``frames`` and ``masks`` of the output are None): constant memory.
             callback: ``callback(stage, done, total)``: "plate" then "frames".
         """
-        f, _, h, w = pose_maps.shape
+        f, (h, w) = len(pose_maps), pose_maps[0].shape[1:]
         if use_background and masks is None and segment is None:
             raise ValueError("use_background needs person masks or a segment function")
         self.check_inputs(pose_maps, masks if use_background else None, use_inter)
@@ -210,7 +216,6 @@ class DancingAvatarPipeline(UNetDeviceMixin, DiffusionPipeline):
             return randn_tensor(shape, generator=generator, device=torch.device("cpu"), dtype=torch.float32).to(device)
 
         noise0 = draw()
-        pose_maps = pose_maps.to(device=device, dtype=torch.float32)
         nets = self.controlnets
         if nets is not None:
             nets.set_spec("pose", scale=float(pose_scale))
@@ -218,7 +223,7 @@ class DancingAvatarPipeline(UNetDeviceMixin, DiffusionPipeline):
                 nets.set_spec("prev", scale=float(inter_scale) if use_inter else 0.0)
 
         def pose_cond(t):
-            return pose_maps[t][None, :, None]
+            return torch.as_tensor(pose_maps[t]).to(device=device, dtype=torch.float32)[None, :, None]
 
         # 1. the background plate (from the first pose's image)
         known = None
@@ -242,7 +247,7 @@ class DancingAvatarPipeline(UNetDeviceMixin, DiffusionPipeline):
 
         # 2. the frames, in pose order
         frames = np.zeros((f, h, w, 3), np.uint8) if frame_callback is None else None
-        used_masks = np.zeros((f, h, w), bool) if use_background else None
+        used_masks = np.zeros((f, h, w), bool) if use_background and frame_callback is None else None
         prev_cond = None
         for t in range(f):
             noise = noise0 if shared_noise or t == 0 else draw()
@@ -253,7 +258,8 @@ class DancingAvatarPipeline(UNetDeviceMixin, DiffusionPipeline):
                     person = segment(j_t, t)
                 else:
                     person = masks[t]
-                used_masks[t] = person
+                if used_masks is not None:
+                    used_masks[t] = person
                 gen, z = self.generate_image(emb, noise, steps, guidance_scale, cond, known=known,
                                              keep=self._keep_mask(person))
                 if paste_back:

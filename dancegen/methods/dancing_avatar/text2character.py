@@ -140,11 +140,41 @@ def motion_poses(text: str, cfg: DancingAvatarConfig, say=lambda m: None):
     return humanml3d_to_coco18(joints, None, cfg.size, cfg.size, fps=motion.fps / 2)
 
 
-def person_masks(seq, cfg: DancingAvatarConfig) -> np.ndarray:
-    """``(F, S, S)`` bool: the drawn body of each pose, dilated (segmenter "pose")."""
-    from dancegen.pose.masks import dilate_mask, pose_masks
+class PerFrame:
+    """A read-only sequence whose item ``t`` is made when it is asked for (``make(t)``), so a long pose sequence
+    never holds all its pose maps or masks at once."""
 
-    return dilate_mask(pose_masks(seq, cfg.background.body_width), cfg.background.mask_dilate_px)
+    def __init__(self, n: int, make):
+        self.n, self.make = n, make
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, t: int):
+        if not -self.n <= t < self.n:
+            raise IndexError(t)
+        return self.make(t % self.n)
+
+
+def person_masks(seq, cfg: DancingAvatarConfig) -> PerFrame:
+    """The ``(S, S)`` bool mask of each pose, made when its frame is: the drawn body, dilated (segmenter "pose");
+    the limb thickness follows the whole sequence's body height, as if drawn at once."""
+    from dancegen.pose.masks import body_height, dilate_mask, pose_masks
+
+    height = body_height(seq.keypoints)
+    return PerFrame(seq.num_frames, lambda t: dilate_mask(pose_masks(seq[t:t + 1], cfg.background.body_width,
+                                                                     height=height),
+                                                          cfg.background.mask_dilate_px)[0])
+
+
+def pose_maps(seq) -> PerFrame:
+    """The ``(3, S, S)`` float OpenPose map of each pose in [0, 1], drawn when its frame is made."""
+    import torch
+
+    from dancegen.pose.render import render_control_maps
+
+    return PerFrame(seq.num_frames,
+                    lambda t: torch.from_numpy(render_control_maps(seq[t:t + 1])[0]).permute(2, 0, 1).float() / 255)
 
 
 def image_segmenter(cfg: DancingAvatarConfig, seq, allow_download: bool = False):
@@ -204,19 +234,19 @@ def read_plate(path, size: int) -> np.ndarray:
 
 def generate(cfg: DancingAvatarConfig, seq, comps, nets, masks=None, segment=None, plate=None, on_frame=None,
              callback=None):
-    """Run the pipeline on prepared inputs; the `DancingAvatarPipelineOutput`."""
+    """Run the pipeline on prepared inputs; the `DancingAvatarPipelineOutput`. With ``on_frame(t, frame)`` each
+    frame is handed over as it is made and none is kept (constant memory)."""
     import torch
 
     from dancegen.methods.dancing_avatar.model import make_scheduler
     from dancegen.methods.dancing_avatar.pipeline import DancingAvatarPipeline
     from dancegen.methods.dancing_avatar.prompts import compose, plate_prompt, refine
-    from dancegen.pose.render import render_control_maps
 
     p = cfg.prompt
     prompt = compose(p, refine("clothes", p.clothes, p), refine("face", p.face, p))
     pipe = DancingAvatarPipeline(comps.unet, comps.vae, comps.text_encoder, comps.tokenizer,
                                  make_scheduler(cfg, comps.scheduler), nets)
-    maps = torch.from_numpy(render_control_maps(seq)).permute(0, 3, 1, 2).float().div(255)
+    maps = pose_maps(seq)
     use_inter = cfg.inter.enabled and ("prev" in nets and nets["prev"] is not None)
     return prompt, pipe(
         prompt, maps, masks=masks, segment=segment, negative_prompt=p.negative_prompt,
@@ -242,9 +272,11 @@ def text2character(request, progress=None) -> dict:
     Returns:
         Report dict (model, switches, frames, size, seconds per frame, outputs).
     """
+    import contextlib
+
     from dancegen.config import save_config
     from dancegen.console import progress_bar
-    from dancegen.io.video import write_video
+    from dancegen.io.video import VideoWriter
 
     say = progress or (lambda msg: None)
     out = Path(request.out) if request.out is not None else None
@@ -284,22 +316,37 @@ def text2character(request, progress=None) -> dict:
     masks = person_masks(seq, cfg) if cfg.background.enabled and cfg.background.segmenter == "pose" else None
     segment = image_segmenter(cfg, seq, request.downloads_allowed()) if cfg.background.enabled else None
     say(f"generating {seq.num_frames} frames at {cfg.size}px, {cfg.sampler.steps} steps each")
-    t0 = time.perf_counter()
-    with progress_bar(seq.num_frames, "dancing-avatar frames") as bar:
-        def callback(stage, done, total):
-            if stage == "frames":
-                bar.update(completed=done, total=total)
-
-        prompt, result = generate(cfg, seq, comps, nets, masks, segment, plate, callback=callback)
-    seconds = time.perf_counter() - t0
     fps = cfg.fps or seq.fps
     meta = {"method": "dancing-avatar", "model": report["model"], "seed": cfg.seed,
             "switches": f"intra={int(report['intra'])},background={int(report['background'])},"
                         f"inter={int(report['inter'])}"}
-    write_video(out, result.frames, fps=fps, metadata=meta)
+    prev = out.with_name(out.stem + ".preview" + out.suffix)
+    t0 = time.perf_counter()
+    # frames go to the encoder as they are made (and the preview's rows with them): memory does not grow with the
+    # number of poses; both files appear only when every frame is done
+    with progress_bar(seq.num_frames, "dancing-avatar frames") as bar, \
+            VideoWriter(out, fps, metadata=meta) as video, \
+            (VideoWriter(prev, fps, metadata=meta) if request.preview else contextlib.nullcontext()) as preview:
+        def callback(stage, done, total):
+            if stage == "frames":
+                bar.update(completed=done, total=total)
+
+        def on_frame(t, frame):
+            video.write(frame)
+            if preview is not None:
+                from dancegen.io import montage
+                from dancegen.pose.render import render_control_maps
+
+                pose = render_control_maps(seq[t:t + 1])[0]
+                preview.write(montage.grid([[montage.label(pose, "pose"), montage.label(frame, f"t={t}")]],
+                                           height=cfg.size))
+
+        prompt, result = generate(cfg, seq, comps, nets, masks, segment, plate, on_frame=on_frame,
+                                  callback=callback)
+    seconds = time.perf_counter() - t0
     recipe_path = out.with_name(out.stem + ".recipe.yaml")
     save_config(cfg, recipe_path)
-    report.update({"frames": int(result.frames.shape[0]), "fps": fps, "prompt": prompt,
+    report.update({"frames": video.count, "fps": fps, "prompt": prompt,
                    "seconds": round(seconds, 3), "seconds_per_frame": round(seconds / max(1, seq.num_frames), 3),
                    "output": str(out), "recipe": str(recipe_path)})
     if pack is not None:
@@ -311,13 +358,5 @@ def text2character(request, progress=None) -> dict:
         write_image(plate_path, result.plate, metadata=meta)
         report["plate"] = str(plate_path)
     if request.preview:
-        from dancegen.io import montage
-        from dancegen.pose.render import render_control_maps
-
-        maps = render_control_maps(seq)
-        prev = out.with_name(out.stem + ".preview" + out.suffix)
-        rows = [montage.grid([[montage.label(maps[t], "pose"), montage.label(result.frames[t], f"t={t}")]],
-                             height=cfg.size) for t in range(len(maps))]
-        write_video(prev, np.stack(rows), fps=fps, metadata=meta)
         report["preview"] = str(prev)
     return report
