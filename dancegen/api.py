@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from dancegen.errors import InputError
+from dancegen.io.outputs import check_video_output
 
 PathLike = str | os.PathLike
 
@@ -72,24 +73,6 @@ def write_poses(seq, out: PathLike, render: bool = True) -> dict:
 
 
 # ---- pose -------------------------------------------------------------------------------------------------------
-
-VIDEO_OUTPUTS = (".mp4", ".mov", ".m4v", ".gif", "")
-
-
-def check_video_output(out: PathLike) -> Path:
-    """An output path `write_video` can write (checked before any work is done)."""
-    from dancegen.io.atomic import check_replaceable_dir
-
-    out = Path(out)
-    if out.suffix.lower() not in VIDEO_OUTPUTS:
-        raise InputError(f"cannot write {out.suffix!r} video; use .mp4, .mov, .gif or a folder (no suffix)", out)
-    if out.suffix:
-        if out.is_dir():
-            raise InputError("is a folder; give the video's file name, or a folder name without a suffix", out)
-    else:
-        check_replaceable_dir(out)  # a folder of PNG frames replaces the folder whole
-    return out
-
 
 
 def pose_convert(src: PathLike, out: PathLike, to: str = "coco18", fps: float | None = None,

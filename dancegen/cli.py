@@ -48,7 +48,7 @@ OUTPUT_PARAMS = ("out", "video")
 def _check_outputs(kw: dict) -> None:
     """Every verb's outputs can be written at all (no file among their parents, no read-only folder), before any
     input is read or model loaded."""
-    from dancegen.io.atomic import check_output_location
+    from dancegen.io.outputs import check_output_location
 
     for name in OUTPUT_PARAMS:
         if isinstance(kw.get(name), Path):

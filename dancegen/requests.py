@@ -168,7 +168,7 @@ class AnimateRequest(GenerateRequest):
         _exists(self.poses, "driving poses")
         _exists(self.background, "background image", image=True)
         if self.out is not None:
-            from dancegen.api import check_video_output
+            from dancegen.io.outputs import check_video_output
 
             check_video_output(self.out)
         if self.ref_mask not in (None, "auto"):

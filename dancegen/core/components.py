@@ -53,3 +53,27 @@ class UNetDeviceMixin:
     @property
     def dtype(self):
         return next(self.unet.parameters()).dtype
+
+
+class TextControlNetPipelineMixin(UNetDeviceMixin):
+    """What every text-to-image + ControlNet pipeline here shares (LatentMan, Dancing Avatar): the SD-1.x parts and
+    a ``core.controlnet.ControlNetSet`` registered under diffusers' usual names, the VAE's scale factor, and one
+    cached ``core.text.PromptEncoder``. Put it before ``DiffusionPipeline`` in the bases."""
+
+    model_cpu_offload_seq = "text_encoder->controlnets->unet->vae"
+
+    def __init__(self, unet, vae, text_encoder, tokenizer, scheduler, controlnets):
+        super().__init__()
+        self.register_modules(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
+                              scheduler=scheduler, controlnets=controlnets)
+        self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        self._prompts = None
+
+    @property
+    def prompt_encoder(self):
+        """The prompt encoder of this pipeline's text encoder and tokenizer (made once; it caches encodings)."""
+        from dancegen.core.text import PromptEncoder
+
+        if self._prompts is None:
+            self._prompts = PromptEncoder(self.text_encoder, self.tokenizer)
+        return self._prompts

@@ -148,3 +148,25 @@ def sd15_scheduler_kwargs(**overrides) -> dict:
     cfg = {k: v for k, v in SD15_SCHEDULER_CONFIG.items() if not k.startswith("_")}
     cfg.update(overrides)
     return cfg
+
+
+def uniform_noising(alphas_cumprod: torch.Tensor, z0: torch.Tensor, num_train_timesteps: int | None = None):
+    """The DDPM forward process at one uniform timestep per sample, as training draws it.
+
+    ``t ~ U{0, T-1}`` per item of the batch, ``eps ~ N(0, I)`` like ``z0`` (image ``(N, C, h, w)`` or video
+    ``(N, C, F, h, w)`` latents), ``z_t = sqrt(a_t) z0 + sqrt(1 - a_t) eps``. The draws come in that order
+    (timesteps, then noise), so a seeded run is the same whichever trainer calls it.
+
+    Returns:
+        ``(t, noise, z_t, a)`` with ``a`` the ``alphas_cumprod[t]`` broadcast to ``z0``'s rank (for the target).
+    """
+    n = z0.shape[0]
+    t = torch.randint(0, int(num_train_timesteps or len(alphas_cumprod)), (n,), device=z0.device)
+    noise = torch.randn_like(z0)
+    a = alphas_cumprod.to(z0.device)[t].float().view(n, *([1] * (z0.ndim - 1)))
+    return t, noise, a.sqrt() * z0 + (1 - a).sqrt() * noise, a
+
+
+def prediction_target(a: torch.Tensor, z0: torch.Tensor, noise: torch.Tensor, v_prediction: bool) -> torch.Tensor:
+    """What the network learns to predict: ``v = sqrt(a) eps - sqrt(1 - a) z0`` (v-prediction) or ``eps``."""
+    return a.sqrt() * noise - (1 - a).sqrt() * z0 if v_prediction else noise

@@ -175,44 +175,6 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 
 
-FILE_SUFFIXES = (".mp4", ".mov", ".gif", ".png", ".jpg", ".jpeg", ".webp", ".npz", ".npy", ".json", ".csv", ".wav",
-                 ".yaml", ".yml", ".safetensors")
-"""Names with these suffixes are files: an existing folder of that name is never an output."""
-MEDIA_SUFFIXES = (".mp4", ".mov", ".gif", ".png", ".jpg", ".jpeg", ".webp")
-"""Outputs that carry dancegen's provenance: an existing one without it is the user's and is never replaced."""
-
-
-def check_output_location(path: str | os.PathLike) -> None:
-    """Refuse, before any work, an output that can never be written (a regular file among its parents, a parent that
-    cannot be written to, a folder named like a file) or that would replace a video / image dancegen did not write.
-
-    Raises:
-        InputError: naming the output and the blocking path.
-    """
-    from dancegen.errors import InputError
-
-    out = Path(path)
-    if out.suffix.lower() in FILE_SUFFIXES and out.is_dir():
-        raise InputError("is a folder; the output here is a file (pick another -o)", out)
-    if out.is_file() and out.stat().st_size > 0 and out.suffix.lower() in MEDIA_SUFFIXES:
-        from dancegen.io.video import read_video_metadata
-
-        try:
-            ours = "dancegen" in read_video_metadata(out)
-        except InputError:  # not even a readable video / image: certainly not ours
-            ours = False
-        if not ours:
-            raise InputError("exists and was not written by dancegen; refusing to replace it (pick another -o, or "
-                             "delete it first)", out)
-    parent = out.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if parent.exists() and not parent.is_dir():
-        raise InputError(f"cannot write here: {parent} is a file, not a folder", out)
-    if parent.is_dir() and not os.access(parent, os.W_OK | os.X_OK):
-        raise InputError(f"cannot write here: the folder {parent} is read-only", out)
-
-
 def save_safetensors(tensors: dict, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> Path:
     """`safetensors.torch.save_file`, atomically and byte-reproducibly: the header's metadata comes out in sorted
     key order (safetensors writes it from a hash map, so two or more keys came out in a different order from one

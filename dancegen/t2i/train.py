@@ -95,17 +95,15 @@ def make_loss_fn(scheduler_config: dict):
     batch's ``weights`` (``person_weights``) weight the latent pixels."""
     from diffusers import DDPMScheduler
 
+    from dancegen.core.schedulers import prediction_target, uniform_noising
+
     sched = DDPMScheduler(**{k: v for k, v in scheduler_config.items() if k != "set_alpha_to_one"})
     alphas = sched.alphas_cumprod
     v_pred = sched.config.prediction_type == "v_prediction"
 
     def loss_fn(m, batch):
         z0 = batch["latents"]
-        n = z0.shape[0]
-        t = torch.randint(0, sched.config.num_train_timesteps, (n,), device=z0.device)
-        noise = torch.randn_like(z0)
-        a = alphas.to(z0.device)[t].float().view(n, 1, 1, 1)
-        zt = a.sqrt() * z0 + (1 - a).sqrt() * noise
+        t, noise, zt, a = uniform_noising(alphas, z0, sched.config.num_train_timesteps)
         context = m.text_encoder(batch["input_ids"])[0]
         kw = {}
         if m.controlnet is not None:
@@ -113,7 +111,7 @@ def make_loss_fn(scheduler_config: dict):
                                      return_dict=False)
             kw = {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
         pred = m.unet(zt, t, encoder_hidden_states=context, **kw).sample
-        target = a.sqrt() * noise - (1 - a).sqrt() * z0 if v_pred else noise
+        target = prediction_target(a, z0, noise, v_pred)
         err = (pred.float() - target.float()) ** 2
         if "weights" in batch:  # a weighted mean over the batch
             w = batch["weights"]

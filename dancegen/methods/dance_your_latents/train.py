@@ -61,6 +61,8 @@ def make_loss_fn(model, cfg: DanceYourLatentsConfig, stage: str | None = None):
     """
     from diffusers import DDPMScheduler
 
+    from dancegen.core.schedulers import prediction_target
+
     noise_sched = DDPMScheduler.from_config(model.scheduler.config)
     alphas = noise_sched.alphas_cumprod
     per_frame = cfg.model.variant == "disco" or stage == "disco"
@@ -88,7 +90,7 @@ def make_loss_fn(model, cfg: DanceYourLatentsConfig, stage: str | None = None):
         zt = a.sqrt() * z0 + (1 - a).sqrt() * noise
         flows = batch.get("flows") if uses_flow else None
         pred = m.predict_noise(zt, t, context, batch["pose_maps"], bg, flows)
-        target = a.sqrt() * noise - (1 - a).sqrt() * z0 if v_pred else noise  # v = sqrt(a) eps - sqrt(1 - a) x0
+        target = prediction_target(a, z0, noise, v_pred)
         return torch.nn.functional.mse_loss(pred.float(), target.float())
 
     return loss_fn

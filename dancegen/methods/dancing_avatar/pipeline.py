@@ -27,7 +27,7 @@ import torch
 from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
 
-from dancegen.core.components import UNetDeviceMixin
+from dancegen.core.components import TextControlNetPipelineMixin
 
 
 @dataclass
@@ -53,7 +53,7 @@ def composite(generated: np.ndarray, plate: np.ndarray, weight: np.ndarray) -> n
     return out
 
 
-class DancingAvatarPipeline(UNetDeviceMixin, DiffusionPipeline):
+class DancingAvatarPipeline(TextControlNetPipelineMixin, DiffusionPipeline):
     """Prompt + pose maps -> frames with a shared background, made in order (module docstring).
 
     Args:
@@ -61,23 +61,6 @@ class DancingAvatarPipeline(UNetDeviceMixin, DiffusionPipeline):
             used, are already attached to the UNet); any diffusers scheduler (DPM-Solver++ in the paper's setting).
         controlnets: a ``core.controlnet.ControlNetSet`` with ``pose`` and optionally ``prev`` (may be None).
     """
-
-    model_cpu_offload_seq = "text_encoder->controlnets->unet->vae"
-
-    def __init__(self, unet, vae, text_encoder, tokenizer, scheduler, controlnets):
-        super().__init__()
-        self.register_modules(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
-                              scheduler=scheduler, controlnets=controlnets)
-        self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
-        self._prompts = None
-
-    @property
-    def prompt_encoder(self):
-        from dancegen.core.text import PromptEncoder
-
-        if self._prompts is None:
-            self._prompts = PromptEncoder(self.text_encoder, self.tokenizer)
-        return self._prompts
 
     def check_inputs(self, pose_maps, masks, use_inter: bool) -> None:
         if len(pose_maps) < 1:

@@ -35,17 +35,15 @@ def make_loss_fn(scheduler_config: dict):
     ``controlnets``); a batch's ``context`` (precomputed text embeddings) replaces its ``input_ids``."""
     from diffusers import DDPMScheduler
 
+    from dancegen.core.schedulers import prediction_target, uniform_noising
+
     sched = DDPMScheduler.from_config({k: v for k, v in scheduler_config.items() if k != "set_alpha_to_one"})
     alphas = sched.alphas_cumprod
     v_pred = sched.config.prediction_type == "v_prediction"
 
     def loss_fn(m, batch):
         z0 = batch["latents"]
-        n = z0.shape[0]
-        t = torch.randint(0, sched.config.num_train_timesteps, (n,), device=z0.device)
-        noise = torch.randn_like(z0)
-        a = alphas.to(z0.device)[t].float().view(n, 1, 1, 1)
-        zt = a.sqrt() * z0 + (1 - a).sqrt() * noise
+        t, noise, zt, a = uniform_noising(alphas, z0, sched.config.num_train_timesteps)
         context = batch.get("context")
         if context is None:
             with torch.no_grad():
@@ -55,7 +53,7 @@ def make_loss_fn(scheduler_config: dict):
             res = m.controlnets(zt, t, context, {"prev": batch["prev"], "pose": batch.get("pose")}, num_frames=1)
             kw = res.as_kwargs() if res is not None else {}
         pred = m.unet(zt, t, encoder_hidden_states=context, **kw).sample
-        target = a.sqrt() * noise - (1 - a).sqrt() * z0 if v_pred else noise
+        target = prediction_target(a, z0, noise, v_pred)
         return ((pred.float() - target.float()) ** 2).mean()
 
     return loss_fn

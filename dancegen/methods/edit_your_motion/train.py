@@ -40,13 +40,12 @@ def make_loss_fn(masked: bool):
     import torch
     from diffusers import DDPMScheduler
 
+    from dancegen.core.schedulers import uniform_noising
+
     def loss_fn(m, batch):
         z0 = batch["masked_latents" if masked else "latents"]  # (B, C, F, h, w)
         sched = DDPMScheduler.from_config(m.scheduler.config)
-        t = torch.randint(0, sched.config.num_train_timesteps, (z0.shape[0],), device=z0.device)
-        noise = torch.randn_like(z0)
-        a = sched.alphas_cumprod.to(z0.device)[t].float().view(-1, 1, 1, 1, 1)
-        zt = a.sqrt() * z0 + (1 - a).sqrt() * noise
+        t, noise, zt, _ = uniform_noising(sched.alphas_cumprod, z0, sched.config.num_train_timesteps)
         dtype = next(m.unet.parameters()).dtype
         pred = m.predict_noise(zt.to(dtype), t, batch["context"].to(dtype), batch["pose_images"].to(dtype))
         return torch.nn.functional.mse_loss(pred.float(), noise.float())

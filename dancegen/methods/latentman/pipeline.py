@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
 
-from dancegen.core.components import UNetDeviceMixin
+from dancegen.core.components import TextControlNetPipelineMixin
 
 Pairs = Sequence[tuple[Any, Any, Any, Any]]  # per pair (i-1, i): (y_ref, x_ref, y_cur, x_cur) int arrays
 
@@ -135,7 +135,7 @@ def attention_mode(unet, controlnets, base: str, modules: Sequence[str] = ("unet
             m.set_attn_processor(procs)
 
 
-class LatentManPipeline(UNetDeviceMixin, DiffusionPipeline):
+class LatentManPipeline(TextControlNetPipelineMixin, DiffusionPipeline):
     """Text + rendered depth maps + dense correspondences -> consistent frames of one character.
 
     Args:
@@ -143,23 +143,6 @@ class LatentManPipeline(UNetDeviceMixin, DiffusionPipeline):
             LatentMan uses DDIM with eta 0).
         controlnets: a ``core.controlnet.ControlNetSet`` holding a ``"depth"`` ControlNet.
     """
-
-    model_cpu_offload_seq = "text_encoder->controlnets->unet->vae"
-
-    def __init__(self, unet, vae, text_encoder, tokenizer, scheduler, controlnets):
-        super().__init__()
-        self.register_modules(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
-                              scheduler=scheduler, controlnets=controlnets)
-        self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
-        self._prompts = None
-
-    @property
-    def prompt_encoder(self):
-        from dancegen.core.text import PromptEncoder
-
-        if self._prompts is None:
-            self._prompts = PromptEncoder(self.text_encoder, self.tokenizer)
-        return self._prompts
 
     def check_inputs(self, depth: torch.Tensor, latent_pairs: Pairs | None, pixel_pairs: Pairs | None,
                      sla_steps, pwg_steps) -> None:
