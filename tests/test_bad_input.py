@@ -45,6 +45,8 @@ OPTION_CASES = [  # (argv, word the one line must contain)
     (["animate", "--ref", "{clip}/ref.png", "--poses", "{clip}/openpose_json", "-o", "{OUT}/a.mp4", "--steps", "0"],
      "--steps"),
     (["music2dance", "{clip}/audio.wav", "--ref", "{clip}/ref.png", "-o", "{OUT}/m.mp4", "--fps", "0"], "--fps"),
+    (["music2dance", "{clip}/audio.wav", "--ref", "{clip}/ref.png", "-o", "{OUT}/m.mp4", "--start", "0.75"],
+     "audio.wav"),
     (["animate", "--ref", "{clip}/ref.png", "--poses", "{clip}/openpose_json", "-o", "{OUT}/a.xyz"], "a.xyz"),
     (["extract-pose", "{clip}/video.mp4", "-o", "{OUT}/p", "--max-frames", "0"], "--max-frames"),
     (["pose", "retarget", "{clip}/noneck.npz", "--ref", "{clip}/openpose_json", "-o", "{OUT}/rt"], "noneck.npz"),

@@ -301,3 +301,24 @@ def test_pose_frames_without_a_person_are_named_not_silently_used(tmp_path, caps
     write_openpose_folder(PoseSequence(kp, "coco18", width=64, height=64, fps=8.0), tmp_path / "q")
     load_poses(tmp_path / "q")
     assert "no person" not in capsys.readouterr().err
+
+
+def test_gaps_in_frame_numbers_and_a_wrong_meta_count_are_said(tmp_path, capsys):
+    import numpy as np
+
+    from dancegen.pose.openpose_json import read_openpose_folder, write_openpose_folder
+    from dancegen.pose.sequence import PoseSequence
+
+    kp = np.zeros((6, 18, 3), np.float32)
+    kp[..., :2], kp[..., 2] = 20.0, 0.9
+    d = tmp_path / "p"
+    write_openpose_folder(PoseSequence(kp, "coco18", width=64, height=64, fps=8.0), d)
+    read_openpose_folder(d)
+    assert "warning" not in capsys.readouterr().err  # our own folders are complete
+    (d / "frame_000002_keypoints.json").unlink()
+    (d / "frame_000003_keypoints.json").unlink()
+    seq = read_openpose_folder(d)
+    err = capsys.readouterr().err
+    assert len(seq) == 4
+    assert "jump 1 time(s) (first from 1 to 4; 2 frame(s) missing)" in err
+    assert "pose_meta.json counts 6 frames but the folder holds 4" in err

@@ -227,7 +227,29 @@ def read_openpose_folder(
     files = sorted((p for p in d.glob("*.json") if p.name != META_NAME), key=lambda p: natural_key(p.name))
     if not files:
         raise InputError("no OpenPose *.json frames in this folder", path=d)
-    return _read_files(files, d, _read_meta(d), width, height, fps, person)
+    saved = _read_meta(d)
+    _say_what_is_missing(files, d, saved)
+    return _read_files(files, d, saved, width, height, fps, person)
+
+
+def _say_what_is_missing(files: list[Path], where: Path, saved: dict) -> None:
+    """One line each when the frame numbers of the file names jump (frames missing: the poses play without them) or
+    when pose_meta.json counts other frames than the folder holds."""
+    from dancegen import console
+
+    numbers = [re.findall(r"\d+", p.stem) for p in files]
+    if all(numbers):
+        idx = [int(n[-1]) for n in numbers]
+        gaps = [(a, b) for a, b in zip(idx, idx[1:], strict=False) if b != a + 1]
+        if gaps:
+            missing = sum(max(0, b - a - 1) for a, b in gaps)
+            a, b = gaps[0]
+            console.info(f"[yellow]warning:[/yellow] {where}: the frame numbers jump {len(gaps)} time(s) (first "
+                         f"from {a} to {b}; {missing} frame(s) missing); the poses are read without them")
+    n = saved.get("num_frames")
+    if isinstance(n, int) and n != len(files):
+        console.info(f"[yellow]warning:[/yellow] {where}: pose_meta.json counts {n} frames but the folder holds "
+                     f"{len(files)} frame files; reading the files")
 
 
 def _read_files(files: list[Path], where: Path, saved: dict, width, height, fps, person) -> PoseSequence:

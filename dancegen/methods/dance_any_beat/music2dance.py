@@ -78,8 +78,9 @@ def music2dance(request, progress=None) -> dict:
     a, b = int(round(start * s.sr)), None if seconds is None else int(round((start + seconds) * s.sr))
     samples = s.samples[a:b]
     duration = samples.size / s.sr
-    if duration < 2.0 / mfps:
-        raise InputError(f"only {duration:.2f} s of audio after --start {start:g} s; need at least {2 / mfps:.2f} s",
+    need = max(2.0 / mfps, 0.5)  # what a whole song must have, the part after --start too
+    if duration < need:
+        raise InputError(f"only {duration:.2f} s of audio after --start {start:g} s; need at least {need:.2f} s",
                          song)
     n_model = frame_count(duration, mfps)  # frames at the model's rate, frame 0 = the reference
     n_out = frame_count(duration, out_fps)
