@@ -67,7 +67,7 @@ def write_poses(seq, out: PathLike, render: bool = True) -> dict:
         from dancegen.io.video import write_video
         from dancegen.pose.render import render_pose_sequence
 
-        write_video(out / "pose.mp4", render_pose_sequence(seq), fps=seq.fps)
+        write_video(out / "pose.mp4", render_pose_sequence(seq), fps=seq.fps, metadata={"verb": "pose render"})
         report["pose_video"] = str(out / "pose.mp4")
     return report
 
@@ -105,7 +105,7 @@ def pose_render(src: PathLike, out: PathLike, width: int | None = None, height: 
     check_video_output(out)
     seq = load_poses(src, size=(width, height) if width and height else None)
     frames = render_pose_sequence(seq, width, height, draw_hands=hands, draw_face=face, threshold=threshold)
-    write_video(out, frames, fps=seq.fps)
+    write_video(out, frames, fps=seq.fps, metadata={"verb": "pose render"})
     return {"frames": len(frames), "output": str(out)}
 
 
@@ -425,7 +425,8 @@ def _demo_in(out: Path, seed: int, size: int, seconds: float, fps: float, step) 
     rows = [panel(t) for t in np.linspace(0, n - 1, 4).round().astype(int)]
     write_image(out / "summary.png", montage.grid(rows, height=min(size, 192)))
     write_video(out / "summary.mp4", np.stack([montage.grid([panel(t)], height=min(size, 192)) for t in range(n)]),
-                fps=video_a.fps, audio=video_a.audio, sample_rate=video_a.sample_rate)
+                fps=video_a.fps, audio=video_a.audio, sample_rate=video_a.sample_rate,
+                metadata={"verb": "demo", "model": "bundled:dyl-tiny,dab-tiny", "seed": seed})
 
     report = {
         "seed": seed,

@@ -38,6 +38,7 @@ MEDIA_VERBS = {
 # verbs that write no media: a report, a recipe run (checked by the methods' own resume tests), a listing; `demo`
 # chains the verbs above (its summary.mp4 is covered by them) and takes minutes
 OTHER_VERBS = {"evaluate", "train", "weights list", "demo"}
+GENERATING = {"animate", "music2dance", "text2character", "text2character --poses", "finetune-oneshot"}
 COMPARED = {".mp4", ".gif", ".png", ".npz", ".npy", ".wav", ".safetensors"}
 
 
@@ -86,6 +87,14 @@ def test_same_seed_same_bytes(verb, clip, tmp_path):
         runs.append(_compared_files(cwd))
     a, b = runs
     assert a, f"{verb} wrote no media file"
+    from dancegen.io.video import read_video_metadata
+
+    for name in a:  # every video says what made it; a generated one also with which model and seed
+        if name.endswith(".mp4"):
+            meta = read_video_metadata(tmp_path / "a" / name)
+            assert "dancegen" in meta, name
+            if verb in GENERATING:
+                assert {"method", "model", "seed"} <= set(meta), (name, meta)
     assert sorted(a) == sorted(b)
     differ = [name for name in a if a[name] != b[name]]
     assert not differ, f"{verb}: same seed, different bytes in {differ} ({_how(tmp_path, differ)})"

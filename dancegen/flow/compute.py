@@ -169,7 +169,7 @@ def compute_flow(source, out_dir: str | os.PathLike, method: str = "pose", direc
         if preview:
             from dancegen.io.video import write_video
 
-            write_video(tmp / "preview.mp4", flows_to_colors(flows), fps=fps)
+            write_video(tmp / "preview.mp4", flows_to_colors(flows), fps=fps, metadata={"verb": "flow"})
             outputs["preview"] = "preview.mp4"
         report["outputs"] = outputs
         write_text(tmp / "report.json", json.dumps(report, indent=2))

@@ -501,7 +501,7 @@ def _extract_into(
             write_frames(tmp / "pose_maps", maps, seq.fps)
             outputs["pose_maps"] = "pose_maps"
         if write_video:
-            write_video_file(tmp / "pose.mp4", maps, seq.fps)
+            write_video_file(tmp / "pose.mp4", maps, seq.fps, metadata={"verb": "extract-pose", "backend": backend})
             outputs["pose_video"] = "pose.mp4"
     n = seq.num_frames
     return {

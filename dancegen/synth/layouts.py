@@ -94,7 +94,8 @@ def _png_folder(folder: Path, images: np.ndarray, digits: int) -> None:
 def _video(path: Path, clip) -> None:
     from dancegen.io.video import write_video
 
-    write_video(path, clip.frames, clip.fps, audio=clip.audio, sample_rate=clip.sample_rate)
+    write_video(path, clip.frames, clip.fps, audio=clip.audio, sample_rate=clip.sample_rate,
+                metadata={"verb": "synth", "seed": getattr(clip, "seed", None)})
 
 
 def _audio(path: Path, clip) -> None:

@@ -99,7 +99,7 @@ def animate(request, progress=None) -> dict:
                            inversion_model=inv_model, callback=lambda done, n: bar.advance())
     seconds = time.perf_counter() - t0
     fps = float(case["fps"])
-    meta = {"method": "edit-your-motion", "model": str(folder), "steps": steps}
+    meta = {"method": "edit-your-motion", "model": str(folder), "seed": int(cfg.seed), "steps": steps}
     write_video(out, video, fps=fps, metadata=meta)
     poses_path = out.with_name(out.stem + ".poses.npz")
     from dancegen.io.atomic import atomic_path
