@@ -65,7 +65,8 @@ def verb(name: str, _group: typer.Typer | None = None, **kwargs):
 
             try:
                 _check_outputs(kw)
-                with quiet_libraries(verbosity() == 0):  # --quiet silences other libraries' bars and warnings too
+                # other libraries' warnings and notices only with --verbose; --quiet silences their bars too
+                with quiet_libraries(active=verbosity() <= 1, bars=verbosity() == 0):
                     return fn(*a, **kw)
             except DanceGenError as e:
                 _err(str(e))

@@ -85,14 +85,17 @@ def spinner(description: str) -> Iterator[None]:
 
 #: Environment switches that silence other libraries' progress bars and log chatter (tqdm reads TQDM_* defaults from
 #: the environment: diffusers' and transformers' loading bars are tqdm bars).
-QUIET_ENV = {"TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error",
-             "DIFFUSERS_VERBOSITY": "error"}
+QUIET_LOG_ENV = {"TRANSFORMERS_VERBOSITY": "error", "DIFFUSERS_VERBOSITY": "error"}
+"""Read by transformers / diffusers when their loggers are first set up (an import during the command)."""
+QUIET_ENV = {"TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", **QUIET_LOG_ENV}
 
 
 @contextlib.contextmanager
-def quiet_libraries(active: bool = True) -> Iterator[None]:
-    """While active (--quiet): no third-party progress bars, warnings or info logs; the environment and warning
-    filters are restored afterwards (so a library caller or a test process is left as it was)."""
+def quiet_libraries(active: bool = True, bars: bool = True) -> Iterator[None]:
+    """While active: no third-party warnings or info logs (only their errors), and with ``bars`` (--quiet) no
+    third-party progress bars either. The CLI is active at the default verbosity without bars (a user sees dancegen's
+    lines and the sampling bars, not transformers' or PIL's notices) and inactive with --verbose. The environment and
+    warning filters are restored afterwards (so a library caller or a test process is left as it was)."""
     if not active:
         yield
         return
@@ -100,10 +103,11 @@ def quiet_libraries(active: bool = True) -> Iterator[None]:
     import os
     import warnings
 
-    saved = {k: os.environ.get(k) for k in QUIET_ENV}
-    os.environ.update(QUIET_ENV)  # read by tqdm / huggingface_hub / transformers when they are first imported
+    env = QUIET_ENV if bars else QUIET_LOG_ENV
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)  # read by tqdm / huggingface_hub / transformers / diffusers when they are first imported
     patched = None
-    if "tqdm.std" in sys.modules:  # tqdm read its environment at import: switch its bars off for this command
+    if bars and "tqdm.std" in sys.modules:  # tqdm read its environment at import: switch its bars off for this command
         bar_cls = sys.modules["tqdm.std"].tqdm
         original_init = bar_cls.__init__
 

@@ -322,3 +322,26 @@ def test_gaps_in_frame_numbers_and_a_wrong_meta_count_are_said(tmp_path, capsys)
     assert len(seq) == 4
     assert "jump 1 time(s) (first from 1 to 4; 2 frame(s) missing)" in err
     assert "pose_meta.json counts 6 frames but the folder holds 4" in err
+
+
+def test_other_libraries_notices_are_hidden_at_the_default_verbosity_but_not_their_bars(capsys):
+    import logging
+    import warnings
+
+    from dancegen.console import quiet_libraries
+
+    with quiet_libraries(active=True, bars=False):
+        warnings.warn("a third-party notice", UserWarning, stacklevel=1)
+        logging.getLogger("transformers").warning("a transformers notice")
+        logging.getLogger("transformers").error("a transformers error")
+        from tqdm import tqdm
+
+        bar = tqdm(total=2)
+        assert not bar.disable
+        bar.close()
+    err = capsys.readouterr().err
+    assert "third-party notice" not in err and "transformers notice" not in err
+    with warnings.catch_warnings(record=True) as seen:  # the filters are restored afterwards
+        warnings.simplefilter("always")
+        warnings.warn("after", UserWarning, stacklevel=1)
+    assert [str(w.message) for w in seen] == ["after"]
