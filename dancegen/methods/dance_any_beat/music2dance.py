@@ -78,7 +78,8 @@ def music2dance(request, progress=None) -> dict:
     a, b = int(round(start * s.sr)), None if seconds is None else int(round((start + seconds) * s.sr))
     samples = s.samples[a:b]
     duration = samples.size / s.sr
-    need = max(2.0 / mfps, 0.5)  # what a whole song must have, the part after --start too
+    # the rest of the song after --start must be as long as a whole song must be; an explicit --seconds may be short
+    need = 2.0 / mfps if seconds is not None else max(2.0 / mfps, 0.5)
     if duration < need:
         raise InputError(f"only {duration:.2f} s of audio after --start {start:g} s; need at least {need:.2f} s",
                          song)
