@@ -49,6 +49,8 @@ OPTION_CASES = [  # (argv, word the one line must contain)
      "audio.wav"),
     (["animate", "--ref", "{clip}/ref.png", "--poses", "{clip}/openpose_json", "-o", "{OUT}/a.xyz"], "a.xyz"),
     (["extract-pose", "{clip}/video.mp4", "-o", "{OUT}/p", "--max-frames", "0"], "--max-frames"),
+    (["pose", "render", "{clip}/huge.npz", "-o", "{OUT}/p.mp4"], "huge.npz"),
+    (["animate", "--ref", "{clip}/ref.png", "--poses", "{clip}/huge.npz", "-o", "{OUT}/a.mp4"], "huge.npz"),
     (["pose", "retarget", "{clip}/noneck.npz", "--ref", "{clip}/openpose_json", "-o", "{OUT}/rt"], "noneck.npz"),
     (["evaluate", "-m", "bas", "--pred", "{clip}/video.mp4", "--audio", "{clip}/silent.wav", "--pred-poses",
       "{clip}/openpose_json"], "silent.wav"),
@@ -79,6 +81,9 @@ def clip(tmp_path_factory):
     seq = read_pose_input(folder / "openpose_json")
     seq.keypoints[:, 1, 2] = 0.0  # the neck never seen
     save_npz(seq, folder / "noneck.npz")
+    seq.keypoints[:, 1, 2] = 0.9
+    seq.keypoints[2, 4, 0] = 1e30  # one wrist at 1e30 px
+    save_npz(seq, folder / "huge.npz")
     return folder
 
 
@@ -111,7 +116,7 @@ def _check_refused(r, name: str, before: dict, after: dict, out) -> None:
     text = r.output  # stdout + stderr
     assert r.exit_code == 2, f"exit {r.exit_code}: {text[-800:]} {r.exception!r}"
     assert "Traceback" not in text
-    lines = [ln for ln in text.splitlines() if ln.strip()]
+    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("> ")]  # "> ..." status lines
     assert len(lines) == 1 and lines[0].startswith("error:"), text
     assert name in lines[0], f"the error does not name {name}: {lines[0]}"
     assert after == before, f"files changed: {set(after) ^ set(before)}"

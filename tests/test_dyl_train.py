@@ -133,8 +133,8 @@ def test_animate_without_bundled_model_says_how_to_train_it(tmp_path, monkeypatc
     from dancegen.core import model_folder
 
     monkeypatch.setattr(model_folder, "BUNDLED_ROOT", tmp_path / "models")  # a trimmed install without it
-    _png(tmp_path / "ref.png")  # inputs are checked first (they exist and read), then the model is looked for
-    (tmp_path / "poses").mkdir()
+    _png(tmp_path / "ref.png")  # inputs are read first (a bad one fails before any model), then the model is looked for
+    _poses(tmp_path / "poses")
     with pytest.raises(MissingWeightsError) as e:
         api.animate(tmp_path / "ref.png", tmp_path / "poses", tmp_path / "out.mp4")
     msg = str(e.value)
@@ -174,7 +174,7 @@ def test_animate_full_size_sd_folder_builds(tmp_path):
     assert sa["parameters"]["temporal"] == 0
     # with weights required (no dry run) the missing weight files are a clear error (the inputs exist)
     _png(tmp_path / "ref.png")
-    (tmp_path / "poses").mkdir()
+    _poses(tmp_path / "poses")
     with pytest.raises((MissingWeightsError, OSError)):
         api.animate(tmp_path / "ref.png", tmp_path / "poses", tmp_path / "o.mp4", model=str(root))
 
@@ -257,3 +257,16 @@ def _png(path):
 
     write_image(path, np.zeros((8, 8, 3), np.uint8))
     return path
+
+
+def _poses(folder):
+    """A valid two-frame OpenPose folder."""
+    import numpy as np
+
+    from dancegen.pose.openpose_json import write_openpose_folder
+    from dancegen.pose.sequence import PoseSequence
+
+    kp = np.zeros((2, 18, 3), np.float32)
+    kp[..., 0], kp[..., 1], kp[..., 2] = 4.0, 4.0, 0.9
+    write_openpose_folder(PoseSequence(kp, "coco18", width=8, height=8, fps=8.0), folder)
+    return folder

@@ -414,17 +414,33 @@ def read_pose_input(
     """
     p = Path(path)
     if p.is_dir():
-        return read_openpose_folder(p, width, height, fps, person)
+        return _checked_range(read_openpose_folder(p, width, height, fps, person), p)
     if not p.exists():
         raise InputError("pose input not found", path=p)
     if p.suffix.lower() == ".npz":
-        seq = load_npz(p)
+        seq = _checked_range(load_npz(p), p)
         if width is not None and height is not None and (width, height) != (seq.width, seq.height):
             seq = seq.resized(width, height)
         return seq if fps is None else seq.replace(fps=float(fps))
     if p.suffix.lower() == ".json" and p.name != META_NAME:
-        return _read_files([p], p, _read_meta(p.parent), width, height, fps, person)
+        return _checked_range(_read_files([p], p, _read_meta(p.parent), width, height, fps, person), p)
     raise InputError("expected a folder of OpenPose JSON, a .json frame or a .npz pose file", path=p)
+
+
+def _checked_range(seq: PoseSequence, where: Path) -> PoseSequence:
+    """Refuse detected keypoints that are not finite or lie far outside the image (more than its size beyond an
+    edge): such a file is corrupt or in other units, and drawing it would give an empty or garbage pose map."""
+    kp = np.asarray(seq.keypoints, dtype=np.float64)
+    seen = kp[..., 2] > 0
+    if not seen.any():
+        return seq
+    xy = kp[..., :2][seen]
+    limit = 2.0 * max(int(seq.width), int(seq.height))
+    if not np.isfinite(xy).all() or np.abs(xy).max() > limit:
+        worst = np.abs(xy[np.isfinite(xy)]).max() if np.isfinite(xy).any() else float("nan")
+        raise InputError(f"keypoint coordinates out of range (up to {worst:.3g} px for a {seq.width}x{seq.height} "
+                         "image, or not finite): corrupt, or in other units", path=where)
+    return seq
 
 
 __all__ = [

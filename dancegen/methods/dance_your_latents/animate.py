@@ -162,6 +162,14 @@ def animate(request, progress=None) -> dict:
 
     say = progress or (lambda msg: None)
     out = Path(out)
+    if not dry_run:  # the inputs first: a bad reference or pose file fails before the model loads
+        say("reading the reference and the poses")
+        if isinstance(ref, np.ndarray):
+            ref_img, ref_path = ref, None
+        else:
+            ref_path = Path(ref)
+            ref_img = read_image(ref_path)
+        seq = read_driving_poses(poses, frames)
     say("loading the model")
     m, cfg, plan, kind = load_animate_model(request)
     if steps is not None:
@@ -186,13 +194,6 @@ def animate(request, progress=None) -> dict:
         report["dry_run"] = True
         return report
 
-    say("reading the reference and the poses")
-    if isinstance(ref, np.ndarray):
-        ref_img, ref_path = ref, None
-    else:
-        ref_path = Path(ref)
-        ref_img = read_image(ref_path)
-    seq = read_driving_poses(poses, frames)
     mask = None
     ref_pose = None
     auto_mask = isinstance(ref_mask, str) and ref_mask == "auto"
