@@ -115,12 +115,15 @@ def main_options(
 
 
 def _report(report: dict, keys: tuple[str, ...] = ()) -> None:
-    """Print the interesting part of an api report (everything with --verbose)."""
-    from dancegen.console import info, verbosity
+    """Print the interesting part of an api report (everything with --verbose) as ``key: value`` lines on stdout,
+    where a script reads the results; progress and messages stay on stderr. --quiet prints nothing."""
+    from dancegen.console import verbosity
 
+    if verbosity() < 1:
+        return
     shown = report if verbosity() >= 2 or not keys else {k: report[k] for k in keys if k in report}
     for k, v in shown.items():
-        info(f"[bold]{k}[/bold]: {v}")
+        typer.echo(f"{k}: {v}")
 
 
 def _sets(items: list[str] | None) -> dict:

@@ -227,3 +227,15 @@ def test_cached_batch_rerun_reports_skipped_not_done(tmp_path):
     assert code == 0 and "2 done, 0 skipped" in first, first
     code, again = _run(args)
     assert code == 0 and "0 done, 2 skipped" in again, again
+
+
+def test_results_go_to_stdout_and_messages_to_stderr(tmp_path):
+    """Issue 15: results were on stderr only; a script reads them from stdout."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "dancegen", "synth", "-o", str(tmp_path / "s"), "--size", "32",
+                        "--frames", "2"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "out_dir: " in r.stdout and "done: 1" in r.stdout
+    assert "out_dir" not in r.stderr
