@@ -10,7 +10,7 @@ MODELS_STAMP := $(VENV)/.dancegen-models
 export HF_HUB_OFFLINE ?= 1
 DEMO_OUT ?= demo_out
 
-.PHONY: help install models demo test test-fast test-slow bench lint clean
+.PHONY: help install models demo test test-fast test-slow bench lint clean lock
 
 help:  ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -22,6 +22,14 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install -q -c constraints.txt -e ".[dev,dwpose]"
 	@if $(BIN)/pip show torchvision >/dev/null 2>&1; then echo "torchvision got installed; it breaks imports here" >&2; exit 1; fi
 	touch $(STAMP)
+
+lock: $(STAMP)  ## Regenerate constraints.txt: every package installed in .venv, pinned (what CI then installs)
+	{ echo "# Every package of the tested environment, pinned: regenerate with 'make lock' after changing a"; \
+	  echo "# dependency in pyproject.toml. torch is the CPU wheel installed first; anything that asks for"; \
+	  echo "# torchvision must not replace it with a CUDA build (../shared/specs/stack-notes.md)."; \
+	  $(BIN)/pip freeze --exclude-editable | grep -v '^-e ' | sed 's/^torch==\([0-9.]*\)+cpu$$/torch==\1/'; } \
+	  > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 $(MODELS_STAMP): $(STAMP)
 	$(BIN)/python -m dancegen.pose.backends.fetch
