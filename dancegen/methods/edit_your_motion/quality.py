@@ -61,14 +61,19 @@ def _masks(folder: Path) -> np.ndarray:
     return np.stack([read_image(p).max(-1) > 127 for p in sorted((folder / "masks").glob("*.png"))])
 
 
-def score(video: np.ndarray, target_folder: Path, aligned: np.ndarray) -> dict:
-    """The metrics of one edited video against the case's target clip."""
+def read_target(target_folder: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The case's exact target clip: its frames and person masks (read once per case, scored many times)."""
     from dancegen.io.video import read_video
+
+    return read_video(target_folder / "video.mp4").frames, _masks(target_folder)
+
+
+def score(video: np.ndarray, target: tuple[np.ndarray, np.ndarray], aligned: np.ndarray) -> dict:
+    """The metrics of one edited video against the case's target (``read_target``)."""
     from dancegen.metrics.image import psnr, ssim
     from dancegen.pose.extract import estimate_poses
 
-    gt = read_video(target_folder / "video.mp4").frames[: len(video)]
-    masks = _masks(target_folder)[: len(video)]
+    gt, masks = (a[: len(video)] for a in target)
     est = estimate_poses(video, backend="synthpose").keypoints
     ok = (est[..., 2] > 0.3) & (aligned[..., 2] > 0.3)
     pose_px = float(np.linalg.norm(est[..., :2] - aligned[..., :2], axis=-1)[ok].mean()) if ok.any() else float("nan")
@@ -85,7 +90,8 @@ def run_case(case: Path, variants=VARIANTS, steps: int | None = None, work: Path
 
     from dancegen.io.video import read_video
     from dancegen.methods.edit_your_motion.animate import target_keypoints
-    from dancegen.methods.edit_your_motion.model import build_model
+    from dancegen.methods.edit_your_motion.data import prepare_case
+    from dancegen.methods.edit_your_motion.model import build_model, load_model
     from dancegen.methods.edit_your_motion.pipeline import edit_video
     from dancegen.methods.edit_your_motion.train import train
     from dancegen.pose.openpose_json import read_pose_input
@@ -101,35 +107,32 @@ def run_case(case: Path, variants=VARIANTS, steps: int | None = None, work: Path
                     f"{{name: spatial, steps: {steps}, lr: 1.0e-3}}]")
     base_cfg = load_recipe(None, sets)
     target = read_pose_input(case / "target" / "openpose_json")
+    truth = read_target(case / "target")
     out = {}
     with tempfile.TemporaryDirectory(dir=work) as tmp:
         for name in variants:
             cfg = load_recipe(None, sets + variant_overrides(name, base_cfg))
             seed_everything(cfg.seed)
             if name == "base":
-                from dancegen.methods.edit_your_motion.data import prepare_case
-
                 model, case_arrays = build_model(cfg), prepare_case(cfg)
             else:
                 say(f"{case.name}: fine-tuning {name}")
                 train(cfg, Path(tmp) / name, resume="never")
-                from dancegen.methods.edit_your_motion.model import load_model
-
                 model, case_arrays = load_model(Path(tmp) / name)
             aligned = target_keypoints(target, case_arrays, cfg)
-            steps_ = inference_steps or cfg.inference.steps
+            sample_steps = inference_steps or cfg.inference.steps
             with torch.no_grad():
-                video = edit_video(model, case_arrays, aligned, steps=steps_)
-            out[name] = score(video, case / "target", aligned)
+                video = edit_video(model, case_arrays, aligned, steps=sample_steps)
+            out[name] = score(video, truth, aligned)
             out[name]["video"] = video
             if name == "full":
                 with torch.no_grad():
-                    video = edit_video(model, case_arrays, case_arrays["keypoints"], steps=steps_)
-                out["source_poses"] = {**score(video, case / "target", aligned), "video": video}
-                out["source_copy"] = {**score(case_arrays["frames"], case / "target", aligned),
+                    video = edit_video(model, case_arrays, case_arrays["keypoints"], steps=sample_steps)
+                out["source_poses"] = {**score(video, truth, aligned), "video": video}
+                out["source_copy"] = {**score(case_arrays["frames"], truth, aligned),
                                       "video": case_arrays["frames"]}
                 other = read_video(case / "reference" / "video.mp4").frames[: len(video)]
-                out["reference_copy"] = {**score(other, case / "target", aligned), "video": other}
+                out["reference_copy"] = {**score(other, truth, aligned), "video": other}
     for name, r in out.items():
         say(f"{case.name} {name}: " + ", ".join(f"{k} {v:.3f}" for k, v in r.items() if k != "video"))
     return out
