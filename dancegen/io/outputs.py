@@ -45,12 +45,10 @@ def check_output_location(path: str | os.PathLike) -> None:
         raise InputError(f"cannot write here: the folder {parent} is read-only", out)
 
 
-VIDEO_OUTPUTS = (".mp4", ".mov", ".m4v", ".gif", "")
-"""What `io.video.write_video` writes: a container by its suffix, or a folder of PNG frames (no suffix)."""
-
-
 def check_video_output(out: str | os.PathLike) -> Path:
-    """An output path `write_video` can write (checked before any work is done)."""
+    """An output path `io.video.write_video` can write (checked before any work is done)."""
+    from dancegen.io.video import VIDEO_OUTPUTS
+
     out = Path(out)
     if out.suffix.lower() not in VIDEO_OUTPUTS:
         raise InputError(f"cannot write {out.suffix!r} video; use .mp4, .mov, .gif or a folder (no suffix)", out)

@@ -37,6 +37,10 @@ from dancegen.errors import InputError
 from dancegen.io.atomic import atomic_dir, atomic_path
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".webm", ".mkv", ".avi", ".gif", ".m4v"}
+STREAMED_SUFFIXES = (".mp4", ".mov", ".m4v")
+"""Containers `VideoWriter` encodes frame by frame."""
+VIDEO_OUTPUTS = (*STREAMED_SUFFIXES, ".gif", "")
+"""What `write_video` writes: a container by its suffix, or a folder of PNG frames (no suffix)."""
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 DEFAULT_FOLDER_FPS = 30.0
 #: Largest image (width x height, as its header declares it) that `read_image` decodes: 8192 x 8192, about 200 MB
@@ -528,7 +532,7 @@ class VideoWriter:
         if audio is not None and not sample_rate:
             raise ValueError("sample_rate is required when audio is given")
         self.suffix = self.path.suffix.lower()
-        if self.suffix not in (".mp4", ".mov", ".m4v", ".gif", ""):
+        if self.suffix not in VIDEO_OUTPUTS:
             raise ValueError(f"unsupported output format {self.suffix!r} (use .mp4, .mov, .gif or a folder)")
         self.fps, self.audio, self.sample_rate, self.crf = float(fps), audio, sample_rate, int(crf)
         self.count = 0
@@ -538,7 +542,15 @@ class VideoWriter:
 
     @property
     def streaming(self) -> bool:
-        return self.suffix in (".mp4", ".mov", ".m4v")
+        return self.suffix in STREAMED_SUFFIXES
+
+    def write_whole(self, frames: np.ndarray) -> None:
+        """A GIF or a frame folder, from all its (checked) frames at once, atomically."""
+        if self.suffix == ".gif":
+            with atomic_path(self.path) as tmp:
+                _write_gif(tmp, frames, self.fps, self.comment)
+        else:
+            write_frames(self.path, frames, self.fps, metadata=self.metadata)
 
     def __enter__(self) -> VideoWriter:
         if self.streaming:
@@ -594,12 +606,7 @@ class VideoWriter:
             if exc_type is None:
                 if not self._frames:
                     raise ValueError(f"{self.path}: no frames were written")
-                frames = np.stack(self._frames)
-                if self.suffix == ".gif":
-                    with atomic_path(self.path) as tmp:
-                        _write_gif(tmp, frames, self.fps, self.comment)
-                else:
-                    write_frames(self.path, frames, self.fps, metadata=self.metadata)
+                self.write_whole(np.stack(self._frames))
             self._frames = []
             return
         try:
@@ -667,13 +674,8 @@ def write_video(path: str | os.PathLike, frames, fps: float, audio: np.ndarray |
     path = Path(path)
     writer = VideoWriter(path, fps, audio=audio, sample_rate=sample_rate, crf=crf, metadata=metadata)
     frames = _check_frames(frames)
-    if not writer.streaming:  # gif / frame folder: written in one piece
-        comment = writer.comment
-        if writer.suffix == ".gif":
-            with atomic_path(path) as tmp:
-                _write_gif(tmp, frames, fps, comment)
-        else:
-            write_frames(path, frames, fps, metadata=metadata)
+    if not writer.streaming:  # gif / frame folder: written in one piece, without a copy per frame
+        writer.write_whole(frames)
         return path
     with writer:
         for img in frames:
