@@ -312,12 +312,12 @@ def demo(out: PathLike, seed: int = 0, size: int = 256, seconds: float = 2.0, fp
     6. `music2dance` with the bundled Dance Any Beat model: B's photo dances to A's music.
     7. `summary.png` (one row per sampled time), `summary.mp4` and `report.json`.
     """
-    from dancegen.io.atomic import atomic_dir, check_replaceable_dir
+    from dancegen.io.atomic import atomic_dir
 
     final = Path(out)
-    check_replaceable_dir(final)
     step = progress or (lambda name: None)
-    with atomic_dir(final) as tmp:  # the whole folder appears at the end, or nothing does
+    # refuses a folder with the user's files before any work; the whole folder appears at the end, or nothing does
+    with atomic_dir(final) as tmp:
         report = _demo_in(tmp, seed, size, seconds, fps, step)
         report = json.loads(json.dumps(report).replace(str(tmp), str(final)))
         _write_json(tmp / "report.json", report)

@@ -142,10 +142,12 @@ def motion_poses(text: str, cfg: DancingAvatarConfig, say=lambda m: None):
 
 class PerFrame:
     """A read-only sequence whose item ``t`` is made when it is asked for (``make(t)``), so a long pose sequence
-    never holds all its pose maps or masks at once."""
+    never holds all its pose maps or masks at once. The last item made is kept: a frame asks for its own map or mask
+    several times (the pipeline, the preview) and it is made once."""
 
     def __init__(self, n: int, make):
         self.n, self.make = n, make
+        self._last: tuple[int, object] | None = None
 
     def __len__(self) -> int:
         return self.n
@@ -153,7 +155,10 @@ class PerFrame:
     def __getitem__(self, t: int):
         if not -self.n <= t < self.n:
             raise IndexError(t)
-        return self.make(t % self.n)
+        t %= self.n
+        if self._last is None or self._last[0] != t:
+            self._last = (t, self.make(t))
+        return self._last[1]
 
 
 def person_masks(seq, cfg: DancingAvatarConfig) -> PerFrame:
@@ -167,14 +172,18 @@ def person_masks(seq, cfg: DancingAvatarConfig) -> PerFrame:
                                                           cfg.background.mask_dilate_px)[0])
 
 
-def pose_maps(seq) -> PerFrame:
-    """The ``(3, S, S)`` float OpenPose map of each pose in [0, 1], drawn when its frame is made."""
-    import torch
-
+def drawn_pose_maps(seq) -> PerFrame:
+    """The ``(S, S, 3)`` uint8 OpenPose map of each pose, drawn when its frame is made."""
     from dancegen.pose.render import render_control_maps
 
-    return PerFrame(seq.num_frames,
-                    lambda t: torch.from_numpy(render_control_maps(seq[t:t + 1])[0]).permute(2, 0, 1).float() / 255)
+    return PerFrame(seq.num_frames, lambda t: render_control_maps(seq[t:t + 1])[0])
+
+
+def pose_maps(drawn: PerFrame) -> PerFrame:
+    """The pipeline's ``(3, S, S)`` float maps in [0, 1] of ``drawn_pose_maps``."""
+    import torch
+
+    return PerFrame(len(drawn), lambda t: torch.from_numpy(drawn[t]).permute(2, 0, 1).float() / 255)
 
 
 def image_segmenter(cfg: DancingAvatarConfig, seq, allow_download: bool = False):
@@ -233,9 +242,10 @@ def read_plate(path, size: int) -> np.ndarray:
 
 
 def generate(cfg: DancingAvatarConfig, seq, comps, nets, masks=None, segment=None, plate=None, on_frame=None,
-             callback=None):
+             callback=None, drawn=None):
     """Run the pipeline on prepared inputs; the `DancingAvatarPipelineOutput`. With ``on_frame(t, frame)`` each
-    frame is handed over as it is made and none is kept (constant memory)."""
+    frame is handed over as it is made and none is kept (constant memory); ``drawn`` (`drawn_pose_maps`) lets the
+    caller reuse the map of the frame being handed over."""
     import torch
 
     from dancegen.methods.dancing_avatar.model import make_scheduler
@@ -246,7 +256,7 @@ def generate(cfg: DancingAvatarConfig, seq, comps, nets, masks=None, segment=Non
     prompt = compose(p, refine("clothes", p.clothes, p), refine("face", p.face, p))
     pipe = DancingAvatarPipeline(comps.unet, comps.vae, comps.text_encoder, comps.tokenizer,
                                  make_scheduler(cfg, comps.scheduler), nets)
-    maps = pose_maps(seq)
+    maps = pose_maps(drawn if drawn is not None else drawn_pose_maps(seq))
     use_inter = cfg.inter.enabled and ("prev" in nets and nets["prev"] is not None)
     return prompt, pipe(
         prompt, maps, masks=masks, segment=segment, negative_prompt=p.negative_prompt,
@@ -331,18 +341,18 @@ def text2character(request, progress=None) -> dict:
             if stage == "frames":
                 bar.update(completed=done, total=total)
 
+        drawn = drawn_pose_maps(seq)
+
         def on_frame(t, frame):
             video.write(frame)
             if preview is not None:
                 from dancegen.io import montage
-                from dancegen.pose.render import render_control_maps
 
-                pose = render_control_maps(seq[t:t + 1])[0]
-                preview.write(montage.grid([[montage.label(pose, "pose"), montage.label(frame, f"t={t}")]],
+                preview.write(montage.grid([[montage.label(drawn[t], "pose"), montage.label(frame, f"t={t}")]],
                                            height=cfg.size))
 
         prompt, result = generate(cfg, seq, comps, nets, masks, segment, plate, on_frame=on_frame,
-                                  callback=callback)
+                                  callback=callback, drawn=drawn)
     seconds = time.perf_counter() - t0
     recipe_path = out.with_name(out.stem + ".recipe.yaml")
     save_config(cfg, recipe_path)
