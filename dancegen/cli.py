@@ -14,11 +14,38 @@ import typer
 from dancegen import __version__
 from dancegen.errors import DanceGenError, InputError
 
+
+
+def _flags_without_type_column() -> None:
+    """On/off flags take no value, so their help row shows no type: typer (0.2x) prints `<bool>` for them, which
+    reads as if `--quiet <bool>` wanted one, and `<list[str]>` for a repeatable option, which takes one `<str>` each
+    time (issue #15). Applied once, to typer's option class; a typer without the hook is left as it is."""
+    from typer.core import TyperOption
+
+    shown = getattr(TyperOption, "display_type_rich", None)
+    if shown is None or getattr(shown, "dancegen_flags_hidden", False):
+        return
+
+    def display_type_rich(self, ctx):
+        if getattr(self, "is_flag", False):
+            return None
+        label = shown(self, ctx)
+        if isinstance(label, str) and label.startswith("<list[") and label.endswith("]>"):
+            return "<" + label[len("<list["):-len("]>")] + ">"
+        return label
+
+    display_type_rich.dancegen_flags_hidden = True
+    TyperOption.display_type_rich = display_type_rich
+
+
+_flags_without_type_column()
+
 app = typer.Typer(
     name="dancegen",
-    help="Human dance video generation: animate a photo from poses, dance to music (motion editing and text to "
-    "character are still to come).\n\n"
-    "Shared tools: extract-pose, flow, synth. Run `dancegen VERB --help` for an example of each.",
+    help="Human dance video generation: animate a photo from poses, dance to music, edit a video's motion, and make "
+    "a character described in words dance (from a motion text or from poses).\n\n"
+    "Shared tools: synth, extract-pose, pose, flow, evaluate, weights. Run `dancegen VERB --help` for an example of "
+    "each.",
     no_args_is_help=True,
     add_completion=False,
     rich_markup_mode="rich",
@@ -62,11 +89,14 @@ def verb(name: str, _group: typer.Typer | None = None, **kwargs):
         @functools.wraps(fn)
         def wrapper(*a, **kw):
             from dancegen.console import quiet_libraries, verbosity
+            from dancegen.runtime import downloads_allowed, hub_offline_mode
 
             try:
                 _check_outputs(kw)
-                # other libraries' warnings and notices only with --verbose; --quiet silences their bars too
-                with quiet_libraries(active=verbosity() <= 1, bars=verbosity() == 0):
+                # other libraries' warnings and notices only with --verbose; --quiet silences their bars too;
+                # no request to the Hugging Face Hub unless the user allowed downloads
+                with quiet_libraries(active=verbosity() <= 1, bars=verbosity() == 0), \
+                        hub_offline_mode(not downloads_allowed(kw.get("allow_download"))):
                     return fn(*a, **kw)
             except DanceGenError as e:
                 _err(str(e))
@@ -516,7 +546,7 @@ def flow_cmd(
     _report(rep, ("batch", "method", "num_pairs", "ms_per_pair", "gt"))
 
 
-# Options every generating verb (animate, music2dance, and the text verbs to come) spells the same way.
+# Options the generating verbs spell the same way (animate and music2dance take all; the others what they use).
 ModelOpt = Annotated[str | None, typer.Option(
     "--model", help="A bundled name, a local folder (base weights in the diffusers layout, or a train / "
                     "finetune-oneshot run folder, which names its method), a single-file SD-1.5 .safetensors, or a "

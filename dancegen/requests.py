@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from dancegen.errors import InputError
-
-ALLOW_DOWNLOAD_ENV = "DANCEGEN_ALLOW_DOWNLOAD"  # 1 / true: like --allow-download on every verb
+from dancegen.runtime import downloads_allowed
 
 
 @dataclass
@@ -130,8 +129,7 @@ class GenerateRequest:
 
     def downloads_allowed(self) -> bool:
         """`allow_download`, or $DANCEGEN_ALLOW_DOWNLOAD set to a true value."""
-        env = os.environ.get(ALLOW_DOWNLOAD_ENV, "").strip().lower() in ("1", "true", "yes", "on")
-        return bool(self.allow_download or env)
+        return downloads_allowed(self.allow_download)
 
     def runtime(self, recipe_device: str = "auto", recipe_dtype: str = "auto"):
         """The device / precision / memory plan (`core.weights.plan_runtime`); the request wins over the recipe."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from dancegen.errors import InputError
@@ -12,6 +14,40 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 
 #: Where the bundled models live (dancegen/assets/models/<name>): here, low enough for core/ and the domain libraries.
 BUNDLED_ROOT = Path(__file__).resolve().parent / "assets" / "models"
+
+
+ALLOW_DOWNLOAD_ENV = "DANCEGEN_ALLOW_DOWNLOAD"
+"""Set to 1 / true: like `--allow-download` on every verb."""
+
+
+def downloads_allowed(flag: bool | None = None) -> bool:
+    """True when the caller allowed downloads (`flag`) or $DANCEGEN_ALLOW_DOWNLOAD is set to a true value."""
+    return bool(flag) or os.environ.get(ALLOW_DOWNLOAD_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+@contextmanager
+def hub_offline_mode(active: bool = True) -> Iterator[None]:
+    """While active, the Hugging Face libraries run as under ``HF_HUB_OFFLINE=1``: no request leaves the machine.
+
+    ``local_files_only=True`` alone is not enough: huggingface_hub builds request headers even for a cache lookup,
+    and that fetches a registry from the Hub (a DNS lookup and an HTTPS request per process). huggingface_hub reads
+    its offline switch from ``huggingface_hub.constants`` on every call, so it is set there for the duration and
+    restored afterwards; the environment is left alone (its ``HF_HUB_OFFLINE`` is the user's own setting).
+    """
+    if not active:
+        yield
+        return
+    try:
+        import huggingface_hub.constants as hub_constants
+    except ImportError:  # pragma: no cover - huggingface_hub ships with diffusers and transformers
+        yield
+        return
+    before = hub_constants.HF_HUB_OFFLINE
+    hub_constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        hub_constants.HF_HUB_OFFLINE = before
 
 
 def resolve_device(device: str = "auto") -> str:

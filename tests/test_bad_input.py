@@ -153,13 +153,11 @@ def test_bad_file_input_is_one_line_exit_2(verb, kind, clip, tmp_path, no_models
     _check_refused(r, x.name, before, _snapshot(tmp_path, clip), out)
 
 
-@pytest.mark.parametrize("verb", sorted(CASES) + sorted(NO_FILE_INPUT))
-def test_output_under_a_regular_file_is_one_line_exit_2(verb, clip, tmp_path, no_models):
+def _valid_argv(verb: str, clip, out) -> list[str]:
+    """The verb's row with a valid input of the right kind, so only the output `out` can be wrong."""
     argv = CASES[verb][0] if verb in CASES else NO_FILE_INPUT[verb]
-    blocker = tmp_path / "blocker"
-    blocker.write_text("a file the user owns")
-    x = clip / "ref.png" if verb in CASES else None
-    if verb in CASES:  # a valid input of the right kind, so only the output is wrong
+    x = None
+    if verb in CASES:
         suffix = CASES[verb][1]
         x = {".png": clip / "ref.png", ".mp4": clip / "video.mp4", ".wav": clip / "audio.wav",
              ".npz": clip / "pose_coco18.npz", ".yaml": clip / "recipe.yaml"}[suffix]
@@ -171,11 +169,44 @@ def test_output_under_a_regular_file_is_one_line_exit_2(verb, clip, tmp_path, no
             save_npz(read_pose_input(clip / "openpose_json"), x)
         if suffix == ".yaml" and not x.exists():
             shutil.copy("recipes/dance_your_latents/tiny_synth.yaml", x)
+    return _fill(argv, X=x, OUT=out, clip=clip)
+
+
+@pytest.mark.parametrize("verb", sorted(CASES) + sorted(NO_FILE_INPUT))
+def test_output_under_a_regular_file_is_one_line_exit_2(verb, clip, tmp_path, no_models):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file the user owns")
+    argv = _valid_argv(verb, clip, blocker)
     before = _snapshot(tmp_path, clip)
-    r = runner.invoke(app, _fill(argv, X=x, OUT=blocker, clip=clip))
+    r = runner.invoke(app, argv)
     after = _snapshot(tmp_path, clip)
     _check_refused(r, "blocker", before, after, tmp_path / "nothing")
     assert blocker.read_text() == "a file the user owns"
+
+
+@pytest.mark.parametrize("verb", sorted(CASES) + sorted(NO_FILE_INPUT))
+def test_read_only_output_folder_is_one_line_exit_2(verb, clip, tmp_path, no_models, monkeypatch):
+    """A read-only folder for -o is refused before any work. The test machines run as root, for whom no folder is
+    read-only, so the folder is made read-only and, for root, `os.access` reports what it would for a user."""
+    ro = tmp_path / "readonly"
+    ro.mkdir()
+    ro.chmod(0o555)
+    if os.geteuid() == 0:
+        real_access = os.access
+
+        def access(path, mode, *a, **k):
+            if os.path.realpath(path) == os.path.realpath(ro) and mode & os.W_OK:
+                return False
+            return real_access(path, mode, *a, **k)
+
+        monkeypatch.setattr(os, "access", access)
+    argv = _valid_argv(verb, clip, ro)
+    before = _snapshot(tmp_path, clip)
+    try:
+        r = runner.invoke(app, argv)
+    finally:
+        ro.chmod(0o755)
+    _check_refused(r, "readonly", before, _snapshot(tmp_path, clip), ro)
 
 
 @pytest.mark.parametrize("argv,word", OPTION_CASES, ids=lambda v: " ".join(v) if isinstance(v, list) else v)

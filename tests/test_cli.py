@@ -50,6 +50,15 @@ def test_every_verb_has_help_with_an_example(verb):
     assert "Example" in r.output and f"dancegen {' '.join(verb)}" in r.output
 
 
+@pytest.mark.parametrize("verb", [[], *_verbs()], ids=lambda v: " ".join(v) or "top")
+def test_help_shows_no_python_types(verb):
+    """Issue 15: a flag's help row read `--quiet <bool>` (as if it took a value), a repeatable option `<list[str]>`."""
+    r = runner.invoke(app, [*verb, "--help"], terminal_width=200)
+    assert r.exit_code == 0, r.output
+    for python_type in ("<bool>", "<list[", "<NoneType>", "<Path>"):
+        assert python_type not in r.output, r.output
+
+
 def test_bad_device_is_one_line_exit_2():
     from dancegen.errors import InputError
     from dancegen.runtime import resolve_device

@@ -19,7 +19,11 @@ from typing import Any
 
 from dancegen.core.components import SD15Components  # noqa: F401  (re-exported)
 from dancegen.errors import InputError, MissingWeightsError
-from dancegen.runtime import BUNDLED_ROOT  # noqa: F401  (re-exported: the methods import it from here)
+from dancegen.runtime import (
+    BUNDLED_ROOT,  # noqa: F401  (re-exported: the methods import it from here)
+    downloads_allowed,
+    hub_offline_mode,
+)
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +88,8 @@ def _hub_cache_snapshot(repo_id: str) -> Path | None:
     except ImportError:  # pragma: no cover - huggingface_hub ships with diffusers
         return None
     try:
-        return Path(snapshot_download(repo_id, local_files_only=True))
+        with hub_offline_mode():  # a cache lookup: not even the request headers' registry fetch
+            return Path(snapshot_download(repo_id, local_files_only=True))
     except Exception:  # not cached (LocalEntryNotFoundError), or a malformed id
         return None
 
@@ -120,7 +125,7 @@ def resolve_model(
     if kind not in MODEL_KINDS:
         raise InputError(f"unknown model kind {kind!r}; expected one of {', '.join(MODEL_KINDS)}")
     if allow_download is None:
-        allow_download = os.environ.get("DANCEGEN_ALLOW_DOWNLOAD", "").strip().lower() in ("1", "true", "yes", "on")
+        allow_download = downloads_allowed()
     default_hub, _, what = MODEL_KINDS[kind]
     ref_s = os.fspath(ref) if ref is not None else default_hub
     if ref_s is None:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from dancegen.errors import MissingWeightsError
+from dancegen.runtime import hub_offline_mode
 
 DEFAULT_CLIP = "openai/clip-vit-large-patch14"
 
@@ -42,18 +43,19 @@ class ClipEmbedder:
 
         self.name = os.fspath(model)
         local = not allow_download
-        try:
-            self.model = CLIPModel.from_pretrained(self.name, local_files_only=local).to(device).eval()
-            self.image_processor = CLIPImageProcessor.from_pretrained(self.name, local_files_only=local)
-        except OSError as e:
-            raise MissingWeightsError(
-                f"CLIP model {self.name!r} is not available locally ({str(e).splitlines()[0][:160]}); pass a folder "
-                f"saved with CLIPModel.save_pretrained + its processor, or allow downloads to fetch it from the "
-                f"Hugging Face hub (https://huggingface.co/{self.name})") from None
-        try:
-            self.tokenizer = CLIPTokenizer.from_pretrained(self.name, local_files_only=local)
-        except OSError:
-            self.tokenizer = None  # image-only use (adjacent-frame similarity) needs no tokenizer
+        with hub_offline_mode(local):  # local_files_only alone still lets huggingface_hub ask the Hub for headers
+            try:
+                self.model = CLIPModel.from_pretrained(self.name, local_files_only=local).to(device).eval()
+                self.image_processor = CLIPImageProcessor.from_pretrained(self.name, local_files_only=local)
+            except OSError:
+                raise MissingWeightsError(
+                    f"CLIP model {self.name!r} is not available locally; pass a folder saved with "
+                    f"CLIPModel.save_pretrained + its processor, or allow downloads to fetch it from the Hugging Face "
+                    f"hub (https://huggingface.co/{self.name})") from None
+            try:
+                self.tokenizer = CLIPTokenizer.from_pretrained(self.name, local_files_only=local)
+            except OSError:
+                self.tokenizer = None  # image-only use (adjacent-frame similarity) needs no tokenizer
         self.device = device
         self.batch_size = batch_size
 
