@@ -57,6 +57,7 @@ app = typer.Typer(
 class State:
     device: str = "auto"
     seed: int = 0
+    json: bool = False
 
 
 state = State()
@@ -122,6 +123,8 @@ def main_options(
     seed: Annotated[int, typer.Option(help="Seed for every random choice (written to output metadata).")] = 0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="More detail, progress bars even when piped.")] = False,
+    json_: Annotated[bool, typer.Option("--json", help="Print each verb's whole result as one JSON object on "
+                                                      "stdout (also with --quiet), for scripts.")] = False,
     version: Annotated[bool | None, typer.Option("--version", callback=_version, is_eager=True,
                                                     help="Print the version and exit.")] = None,
 ):
@@ -136,7 +139,7 @@ def main_options(
         _err(f"--seed must be between 0 and {2**32 - 1} (numpy and torch generators take unsigned 32-bit seeds), "
              f"got {seed}")
         raise typer.Exit(2)
-    state.device, state.seed = device, seed
+    state.device, state.seed, state.json = device, seed, json_
     set_verbosity(0 if quiet else 2 if verbose else 1)
 
 
@@ -144,16 +147,39 @@ def main_options(
 # Each verb: a docstring with an example (shown by --help), options, one call into dancegen.api.
 
 
-def _report(report: dict, keys: tuple[str, ...] = ()) -> None:
+def _report(report: dict, keys: tuple[str, ...] = (), json_only: bool = False) -> None:
     """Print the interesting part of an api report (everything with --verbose) as ``key: value`` lines on stdout,
-    where a script reads the results; progress and messages stay on stderr. --quiet prints nothing."""
+    where a script reads the results; progress and messages stay on stderr. --quiet prints nothing. With --json the
+    whole report is one JSON object on stdout (paths as strings), whatever the verbosity. `json_only`: verbs that
+    show their results as a table on stderr print to stdout only with --json."""
     from dancegen.console import verbosity
 
-    if verbosity() < 1:
+    if state.json:
+        import json
+
+        typer.echo(json.dumps(_plain(report), default=str, allow_nan=False))
+        return
+    if verbosity() < 1 or json_only:
         return
     shown = report if verbosity() >= 2 or not keys else {k: report[k] for k in keys if k in report}
     for k, v in shown.items():
         typer.echo(f"{k}: {v}")
+
+
+def _plain(x):
+    """A report as standard JSON values: NaN / inf become null (Python would write non-standard NaN tokens), numpy
+    scalars and arrays become numbers and lists; anything else unknown is written as its string."""
+    import math
+
+    if isinstance(x, dict):
+        return {str(k): _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    if hasattr(x, "tolist") and not isinstance(x, (str, bytes)):  # numpy scalars / arrays
+        return _plain(x.tolist())
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
 
 
 def _sets(items: list[str] | None) -> dict:
@@ -343,6 +369,7 @@ def demo_cmd(
     table.add_row("animate (dyl-tiny)", rep["animate"].get("skipped") or f"{rep['animate']['frames']} frames")
     table.add_row("summary picture", rep["outputs"]["summary"])
     Console(stderr=True).print(table)
+    _report(rep, json_only=True)
 
 
 @verb("synth")
@@ -460,6 +487,7 @@ def evaluate_cmd(
     if out is not None:
         json_path, csv_path = report_paths(out)  # what was written: `-o dir` writes dir.json
         console.print(f"report: {json_path} (+ {csv_path.name})")
+    _report(rep, json_only=True)
 
 
 @verb("extract-pose")
@@ -841,7 +869,7 @@ def weights_list_cmd(
     from dancegen.catalog import as_json, format_details, format_table, list_models
 
     entries = list_models(kind, used_by)
-    typer.echo(as_json(entries) if json_ else format_details(entries) if long else format_table(entries))
+    typer.echo(as_json(entries) if json_ or state.json else format_details(entries) if long else format_table(entries))
 
 
 def main() -> None:

@@ -238,3 +238,31 @@ def test_results_go_to_stdout_and_messages_to_stderr(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "out_dir: " in r.stdout and "done: 1" in r.stdout
     assert "out_dir" not in r.stderr
+
+
+def test_json_puts_the_whole_result_on_stdout(tmp_path):
+    """Issue 15: `--json` gives scripts one JSON object per verb on stdout (also with --quiet), messages stay on
+    stderr; verbs that show a table (evaluate) print it there and the JSON on stdout."""
+    import json
+    import subprocess
+    import sys
+
+    def run(*args):
+        r = subprocess.run([sys.executable, "-m", "dancegen", *map(str, args)], capture_output=True, text=True,
+                           timeout=300)
+        assert r.returncode == 0, r.stderr
+        return r
+
+    r = run("--json", "-q", "synth", "-o", tmp_path / "s", "--size", "32", "--frames", "2")
+    rep = json.loads(r.stdout)
+    assert rep["out_dir"] == str(tmp_path / "s") and rep["done"] == 1
+    clip = tmp_path / "s" / "clip_00000"
+    r = run("--json", "evaluate", "-m", "psnr,frame-mse", "--pred", clip / "video.mp4", "--gt", clip / "video.mp4")
+    rep = json.loads(r.stdout)
+    assert rep["metrics"]["psnr"]["value"] is None  # identical videos: infinite PSNR is null, not a NaN token
+    assert rep["metrics"]["frame-mse"]["value"] > 0
+    assert "frame-mse" in r.stderr  # the table
+    r = run("--json", "weights", "list", "--kind", "bundled")
+    assert any(e["name"] == "t2i-tiny" for e in json.loads(r.stdout))
+    r = run("synth", "-o", tmp_path / "s", "--size", "32", "--frames", "2")  # without --json: key: value lines
+    assert r.stdout.startswith("out_dir: ")
