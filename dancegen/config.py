@@ -44,6 +44,9 @@ def load_config(cls: type[T], path: str | os.PathLike | list | None = None, over
                 loaded = OmegaConf.load(p)
             except Exception as e:  # yaml.YAMLError and friends
                 raise InputError(f"not valid YAML ({str(e).splitlines()[0]})", p) from None
+            if not OmegaConf.is_dict(loaded):
+                raise InputError("a recipe is a YAML mapping of keys (e.g. `method: ...`), not a "
+                                 f"{'list' if OmegaConf.is_list(loaded) else type(loaded).__name__}", p)
             loaded = _strip_base_keys(loaded)
             cfg = OmegaConf.merge(cfg, loaded)
         for ov in overrides or []:

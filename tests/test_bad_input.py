@@ -56,6 +56,15 @@ OPTION_CASES = [  # (argv, word the one line must contain)
       "{clip}/openpose_json"], "silent.wav"),
     (["evaluate", "-m", "psnr", "--pred", "{clip}/video.mp4", "--gt", "{clip}/video.mp4", "--max-frames", "-1"],
      "--max-frames"),
+    # a recipe whose YAML is a list, for every verb that takes --recipe
+    (["train", "--recipe", "{clip}/list.yaml", "-o", "{OUT}/run"], "list.yaml"),
+    (["animate", "--ref", "{clip}/ref.png", "--poses", "{clip}/openpose_json", "--recipe", "{clip}/list.yaml", "-o",
+      "{OUT}/a.mp4"], "list.yaml"),
+    (["text2character", "a dancer", "--recipe", "{clip}/list.yaml", "-o", "{OUT}/t.mp4"], "list.yaml"),
+    (["text2character", "a dancer", "--poses", "{clip}/openpose_json", "--recipe", "{clip}/list.yaml", "-o",
+      "{OUT}/t.mp4"], "list.yaml"),
+    (["finetune-oneshot", "--source", "{clip}/video.mp4", "--prompt", "a dancer", "--recipe", "{clip}/list.yaml",
+      "-o", "{OUT}/run"], "list.yaml"),
 ]
 CLASSES = ("missing", "folder", "corrupt")
 runner = CliRunner()
@@ -76,6 +85,7 @@ def clip(tmp_path_factory):
     from dancegen.io.audio import write_audio
 
     write_audio(folder / "silent.wav", np.zeros(22050, np.float32), 22050)
+    (folder / "list.yaml").write_text("- method: latentman\n- steps: 3\n")
     from dancegen.pose.openpose_json import read_pose_input, save_npz
 
     seq = read_pose_input(folder / "openpose_json")
