@@ -186,3 +186,33 @@ def test_random_init_backbones_leave_the_global_rng_alone(dirs, monkeypatch):
     net = ft.LPIPSScorer("alex", None, None, "cpu", "[-1,1]")
     want = np.mean([np.mean(net(p, g)) for p, g in vids.values()])
     assert rep["metrics"]["lpips"]["value"] == pytest.approx(want, rel=1e-5)
+
+
+def test_body_and_background_clip_see_only_their_region(dirs):
+    """Dancing Avatar's Body / Background CLIP (spec §4 items 12-13): frames that change only inside the person mask
+    keep Background CLIP at exactly 100 and lower Body CLIP; a change only outside does the opposite."""
+    from dancegen.metrics.backbones.clip import ClipEmbedder, _square, clip_adjacent_similarity
+
+    tmp = dirs[0]
+    save_tiny_clip(tmp / "clip")
+    rng = np.random.default_rng(5)
+    room = rng.integers(0, 256, (1, 40, 48, 3)).repeat(3, axis=0).astype(np.uint8)
+    masks = np.zeros((3, 40, 48), bool)
+    masks[:, 8:36, 18:30] = True  # a tall "dancer"
+    moving_body = room.copy()
+    moving_body[masks] = rng.integers(0, 256, (int(masks.sum()), 3))
+    moving_room = rng.integers(0, 256, room.shape).astype(np.uint8)
+    moving_room[masks] = room[masks]
+    emb = ClipEmbedder(tmp / "clip")
+    for video, changed, still in ((moving_body, "body", "background"), (moving_room, "background", "body")):
+        assert clip_adjacent_similarity(emb, video, masks, still) == pytest.approx(100.0, abs=1e-3)
+        assert clip_adjacent_similarity(emb, video, masks, changed) < 100.0 - 1e-3
+    # the body image is the mask's bounding box, padded to a square (CLIP's centre crop would cut a tall crop)
+    body = _square(moving_body[0][8:36, 18:30].astype(float), np.zeros(3))
+    assert body.shape == (28, 28, 3) and (body[:, :8] == 0).all()
+    assert (body[:, 8:20] == moving_body[0][8:36, 18:30]).all()
+    # through evaluate, with the masks given as an array
+    rep = evaluate(["clip-frame-body", "clip-frame-background"], tmp / "pred", clip_model=str(tmp / "clip"),
+                   masks=np.zeros((4, 64, 80), bool) | (np.arange(80) < 40)[None, None])
+    for name in ("clip-frame-body", "clip-frame-background"):
+        assert rep["metrics"][name]["protocol"]["region"] in name and -100 <= rep["metrics"][name]["value"] <= 100

@@ -156,6 +156,14 @@ def _clip_frame(ctx, item):
     return clip_adjacent_similarity(ctx.backbone("clip"), item.pred)
 
 
+def _clip_frame_region(region: str):
+    def compute(ctx, item):
+        from dancegen.metrics.backbones.clip import clip_adjacent_similarity
+
+        return clip_adjacent_similarity(ctx.backbone("clip"), item.pred, ctx.masks_for(item), region)
+    return compute
+
+
 def _clip_music(ctx, item):
     from dancegen.metrics.backbones.wav2clip import clip_music_score
 
@@ -235,6 +243,11 @@ _ALL: tuple[MetricSpec, ...] = (
                {"scale": "100*cos", "frames": "all"}, "CLIP text-frame alignment (x100)"),
     MetricSpec("clip-frame", "single", "transformers", _clip_frame, (), True, ("clip",),
                {"scale": "100*cos", "pairs": "adjacent"}, "CLIP adjacent-frame similarity (x100; TC = /100)"),
+    *(MetricSpec(f"clip-frame-{region}", "single", "transformers", _clip_frame_region(region), ("masks",), True,
+                 ("clip",), {"scale": "100*cos", "pairs": "adjacent", "region": region,
+                             "rule": _REGION_RULE[region] + ", padded to a square with the fill"},
+                 f"CLIP adjacent-frame similarity on the {region} region (Dancing Avatar {region.title()} CLIP)")
+      for region in ("body", "background")),
     MetricSpec("clip-music", "single", "transformers", _clip_music, ("audio",), True, ("wav2clip", "clip-cs"),
                {"scale": "cos", "clip": "ViT-B/32 (openai/clip-vit-base-patch32)", "frames": "all",
                 "video_embedding": "renormalised mean of L2-normalised frame embeddings",

@@ -14,6 +14,14 @@ character pack per case. Scores per video (consistency between adjacent frames; 
 - ``colour_drift``: mean RGB distance of the torso's median colour (shoulder-hip quadrilateral of the driving joints,
   shrunk) from frame 0's, what Body CLIP / "the clothes do not stay the same" measure.
 
+Whether the video does what it was asked (higher / lower as marked):
+
+- ``pose_px`` (lower): mean pixel distance between the bundled SynthPose estimator's joints on the output and the
+  driving joints (`metrics.pose_metrics.pose_keypoint_error`, joints confident in both); ``pose_px_other`` is the
+  same output against another case's driving joints, the control a video that ignores its poses would tie with;
+- ``colour_hit`` (higher): share of frames whose torso median colour is nearest to the prompt's t-shirt colour among
+  the synthetic world's colour names (chance is 1 / 12).
+
 ``framewise`` (all three switches off: T2I + OpenPose ControlNet frame by frame) is the control.
 
     python -m dancegen.methods.dancing_avatar.quality --count 4 --frames 8 -o runs/dancing-avatar-quality.json
@@ -37,7 +45,8 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "wo_background": ("background.enabled=false",),
     "framewise": ("intra.enabled=false", "inter.enabled=false", "background.enabled=false"),
 }
-METRICS = ("frame_mse", "frame_l1", "warp", "background_change", "colour_drift")
+METRICS = ("frame_mse", "frame_l1", "warp", "background_change", "colour_drift", "pose_px", "pose_px_other",
+           "colour_hit")
 
 
 def heldout_cases(count: int, num_frames: int = 8, size: int = 64, seed: int = HELDOUT_SEED) -> list[dict]:
@@ -76,8 +85,27 @@ def torso_colours(video: np.ndarray, keypoints: np.ndarray) -> np.ndarray:
     return out
 
 
-def scores(video: np.ndarray, case: dict) -> dict[str, float]:
-    """The module docstring's scores of one ``(F, H, W, 3)`` uint8 video."""
+def pose_errors(video: np.ndarray, driving, other) -> tuple[float, float]:
+    """SynthPose joints of ``video`` against its driving PoseSequence and against another case's (pixels)."""
+    from dancegen.metrics.pose_metrics import pose_keypoint_error
+    from dancegen.pose.extract import estimate_poses
+
+    est = estimate_poses(video, backend="synthpose")
+    return (float(pose_keypoint_error(est, driving, normalise="none")),
+            float(pose_keypoint_error(est, other, normalise="none")))
+
+
+def colour_hit(colours: np.ndarray, want: str) -> float:
+    """Share of frames whose ``(F, 3)`` torso colour is nearest to the colour name ``want`` (NaN rows skipped)."""
+    from dancegen.synth.appearance import nearest_colour_name
+
+    seen = [c for c in colours if np.isfinite(c).all()]
+    return float(np.mean([nearest_colour_name(c) == want for c in seen])) if seen else float("nan")
+
+
+def scores(video: np.ndarray, case: dict, other: dict | None = None) -> dict[str, float]:
+    """The module docstring's scores of one ``(F, H, W, 3)`` uint8 video; ``other``: the case whose driving joints
+    are the pose control (None: the pose scores are left out)."""
     from dancegen.metrics.consistency import adjacent_frame_l1, adjacent_frame_mse, warping_error
     from dancegen.pose.masks import dilate_mask
 
@@ -87,9 +115,13 @@ def scores(video: np.ndarray, case: dict) -> dict[str, float]:
     diff = np.abs(v[1:] - v[:-1]).mean(-1)
     cols = torso_colours(video, case["poses"].keypoints)
     drift = np.linalg.norm(cols[1:] - cols[0], axis=-1)
-    return {"frame_mse": float(adjacent_frame_mse(video)), "frame_l1": float(adjacent_frame_l1(video)),
-            "warp": float(warping_error(video)), "background_change": float(diff[outside].mean()),
-            "colour_drift": float(np.nanmean(drift)) if np.isfinite(drift).any() else float("nan")}
+    out = {"frame_mse": float(adjacent_frame_mse(video)), "frame_l1": float(adjacent_frame_l1(video)),
+           "warp": float(warping_error(video)), "background_change": float(diff[outside].mean()),
+           "colour_drift": float(np.nanmean(drift)) if np.isfinite(drift).any() else float("nan"),
+           "colour_hit": colour_hit(cols, case["top"])}
+    if other is not None:
+        out["pose_px"], out["pose_px_other"] = pose_errors(video, case["poses"], other["poses"])
+    return out
 
 
 def evaluate(count: int = 4, num_frames: int = 8, steps: int | None = None, variants: dict | None = None,
@@ -124,12 +156,13 @@ def evaluate(count: int = 4, num_frames: int = 8, steps: int | None = None, vari
                 if intra and pack is None:
                     pack = rep["character"]
                 seconds[name] += rep["seconds"]
-                per[name].append(scores(read_video(out).frames, case))
+                per[name].append(scores(read_video(out).frames, case, cases[(k + 1) % len(cases)]))
                 say(f"case {k + 1}/{count} {name}: " + ", ".join(f"{m} {per[name][-1][m]:.2f}" for m in METRICS))
     finally:
         if tmp is not None:
             tmp.cleanup()
-    summary = {name: {m: float(np.nanmean([r[m] for r in rows])) for m in METRICS} for name, rows in per.items()}
+    summary = {name: {m: float(np.nanmean([r.get(m, np.nan) for r in rows])) for m in METRICS}
+               for name, rows in per.items()}
     for name in summary:
         summary[name]["seconds_per_frame"] = seconds[name] / (count * num_frames)
     return {"cases": count, "frames": num_frames, "steps": steps, "seed": seed, "variants": {k: list(v) for k, v in

@@ -3,7 +3,8 @@
 Metrics (specs/dancing-avatar.md §4 items 8, 11-13; specs/edit-your-motion.md §4 Table VI):
 - text alignment: mean over frames of 100 * cos(E_img(x_t), E_txt(prompt)) (TA, "Text Alignment");
 - adjacent-frame similarity: mean over t of 100 * cos(E_img(x_t), E_img(x_{t+1})) ("Frame CLIP"; Edit-Your-Motion's
-  TC prints the same value on a 0-1 scale, i.e. divided by 100).
+  TC prints the same value on a 0-1 scale, i.e. divided by 100), and the same on the body / background segments
+  (Body CLIP / Background CLIP).
 The model is a local folder or a hub id (used only when the machine is online and downloads are allowed); the
 default is `openai/clip-vit-large-patch14` as the dancing-avatar spec chose. Images are preprocessed by the model's
 own CLIPImageProcessor (resize shortest side, centre crop, normalise), so results match the reference pipelines.
@@ -86,9 +87,44 @@ def clip_text_score(embedder: ClipEmbedder, video: np.ndarray, prompt: str) -> f
     return float(100.0 * (img @ txt[0]).mean())
 
 
-def clip_adjacent_similarity(embedder: ClipEmbedder, video: np.ndarray) -> float:
-    """Mean over adjacent pairs of 100 * cos(E(x_t), E(x_{t+1})) (dancing-avatar "Frame CLIP"; TC = this / 100)."""
+def clip_adjacent_similarity(embedder: ClipEmbedder, video: np.ndarray, masks: np.ndarray | None = None,
+                             region: str = "frame", fill: str = "zero") -> float:
+    """Mean over adjacent pairs of 100 * cos(E(x_t), E(x_{t+1})) (dancing-avatar "Frame CLIP"; TC = this / 100).
+
+    With ``masks`` (``(F, H, W)`` bool, True = person) and region "body" / "background" it is the paper's Body CLIP /
+    Background CLIP (spec §4 items 12-13): each frame becomes its region image as the no-reference metrics cut it
+    (`metrics.noref.region_image`: the body is the mask's bounding box with the rest filled, the background the whole
+    frame with the body filled), padded to a square with the fill value so that CLIP's centre crop keeps all of it
+    (our choice: a tall body crop would lose head and feet). Pairs where either frame has no such region are skipped.
+    """
     if len(video) < 2:
         return float("nan")
-    emb = embedder.image_embeds(video)
-    return float(100.0 * (emb[1:] * emb[:-1]).sum(-1).mean())
+    if region == "frame":
+        emb = embedder.image_embeds(video)
+        return float(100.0 * (emb[1:] * emb[:-1]).sum(-1).mean())
+    from dancegen.metrics.noref import region_image
+
+    if masks is None or len(masks) < len(video):
+        raise ValueError(f"region {region!r} needs one person mask per frame")
+    squares = {}
+    for t, (frame, mask) in enumerate(zip(video, masks[: len(video)], strict=True)):
+        img = region_image(frame, mask, region, fill)
+        if img is not None:
+            keep = mask if region == "body" else ~mask
+            squares[t] = _square(img, frame[keep].mean(0) if fill == "mean" else np.zeros(3))
+    if not squares:
+        return float("nan")
+    emb = dict(zip(squares, embedder.image_embeds(list(squares.values())), strict=True))
+    sims = [float(emb[t] @ emb[t + 1]) for t in range(len(video) - 1) if t in emb and t + 1 in emb]
+    return 100.0 * float(np.mean(sims)) if sims else float("nan")
+
+
+def _square(img: np.ndarray, value: np.ndarray) -> np.ndarray:
+    """A region image (float 0-255) as uint8, padded to a square with its fill colour ``value``."""
+    h, w = img.shape[:2]
+    side = max(h, w)
+    out = np.empty((side, side, 3), np.float64)
+    out[:] = value
+    y0, x0 = (side - h) // 2, (side - w) // 2
+    out[y0:y0 + h, x0:x0 + w] = img
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
