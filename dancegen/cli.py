@@ -15,7 +15,6 @@ from dancegen import __version__
 from dancegen.errors import DanceGenError, InputError
 
 
-
 def _flags_without_type_column() -> None:
     """On/off flags take no value, so their help row shows no type: typer (0.2x) prints `<bool>` for them, which
     reads as if `--quiet <bool>` wanted one, and `<list[str]>` for a repeatable option, which takes one `<str>` each

@@ -331,3 +331,65 @@ def test_frames_stream_to_the_encoder_so_memory_does_not_grow_with_the_poses(tin
     writes_before = [kinds[:i].count("write") for i in per_frame]
     assert writes_before == [2 * t for t in range(12)] and first_write < per_frame[1]
     assert drawn and set(drawn) == {1}  # pose maps drawn one frame at a time, never the whole sequence
+
+
+def _inpaint_folder(tiny, folder, zero_extra: bool, in_channels: int = 9):
+    """A tiny SD-1.5-inpainting-layout folder (unet/ only is enough for model.inpaint): the base UNet with its conv_in
+    widened to ``in_channels`` (mask + masked-image latents), the new input weights zero or random."""
+    from diffusers import UNet2DConditionModel
+
+    base = UNet2DConditionModel.from_pretrained(tiny["sd"] / "unet")
+    cfg = dict(base.config)
+    cfg["in_channels"] = in_channels
+    unet = UNet2DConditionModel.from_config(cfg)
+    unet.load_state_dict({k: v for k, v in base.state_dict().items() if k != "conv_in.weight"}, strict=False)
+    with torch.no_grad():
+        w = torch.zeros_like(unet.conv_in.weight) if zero_extra else torch.randn_like(unet.conv_in.weight) * 0.2
+        w[:, : base.config.in_channels] = base.conv_in.weight
+        unet.conv_in.weight.copy_(w)
+    unet.save_pretrained(folder / "unet")
+    return folder
+
+
+def test_an_inpainting_unet_takes_the_mask_and_masked_image_as_extra_channels(tiny, tmp_path):
+    """Equivalence: an inpainting UNet whose extra input weights are zero is the base UNet, so generate_frames with
+    the extra channels gives the base's latents exactly; with random extra weights the mask and image matter."""
+    from dancegen.core.frames import generate_frames
+    from dancegen.methods.dancing_avatar.model import load_inpaint_unet
+
+    pipe = _pipe(tiny, inter=False)
+    emb = pipe.prompt_encoder.encode(PLACE, "", guidance=True)
+    noise = torch.randn(1, 4, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    extra = torch.randn(1, 5, 1, 16, 16, generator=torch.Generator().manual_seed(1))
+    kw = dict(num_frames=1, height=32, width=32, num_inference_steps=3, guidance_scale=2.0, latents=noise,
+              output_type="latent")
+    base = generate_frames(pipe.unet, pipe.vae, pipe.scheduler, emb.cond, emb.uncond, **kw)
+    zero = load_inpaint_unet(str(_inpaint_folder(tiny, tmp_path / "zero", True)), pipe.unet)
+    same = generate_frames(zero, pipe.vae, pipe.scheduler, emb.cond, emb.uncond, extra_channels=extra, **kw)
+    torch.testing.assert_close(same, base, rtol=0, atol=1e-6)
+    live = load_inpaint_unet(str(_inpaint_folder(tiny, tmp_path / "live", False)), pipe.unet)
+    a = generate_frames(live, pipe.vae, pipe.scheduler, emb.cond, emb.uncond, extra_channels=extra, **kw)
+    b = generate_frames(live, pipe.vae, pipe.scheduler, emb.cond, emb.uncond, extra_channels=-extra, **kw)
+    assert (a - b).abs().max() > 1e-3
+
+
+def test_the_plate_is_made_by_the_inpainting_model_when_one_is_given(tiny, tmp_path):
+    from dancegen import api
+    from dancegen.io.video import read_image, read_video
+
+    folder = _inpaint_folder(tiny, tmp_path / "inpaint", False)
+    sets = ["intra.enabled=false", "model.prev_controlnet=null"]
+    blend = api.text2character(None, tmp_path / "a.mp4", **_verb_kwargs(tiny, sets=sets))
+    rep = api.text2character(None, tmp_path / "b.mp4", **_verb_kwargs(tiny, sets=sets + [f"model.inpaint={folder}"]))
+    assert rep["inpaint"] == str(folder) and "inpaint" not in blend
+    plate, plate_blend = read_image(rep["plate"]), read_image(blend["plate"])
+    assert not np.array_equal(plate, plate_blend)  # the 9-channel UNet made it
+    frames = read_video(tmp_path / "b.mp4").frames
+    assert frames.shape == (3, 32, 32, 3)
+    # a model whose UNet is not an inpainting one is refused in one line before any frame is made
+    wrong = _inpaint_folder(tiny, tmp_path / "wrong", True, in_channels=4)
+    from dancegen.errors import InputError
+
+    with pytest.raises(InputError, match="takes 4 input channels, an inpainting UNet takes 9"):
+        api.text2character(None, tmp_path / "c.mp4", **_verb_kwargs(tiny, sets=sets + [f"model.inpaint={wrong}"]))
+    assert not (tmp_path / "c.mp4").exists()

@@ -46,7 +46,7 @@ def initial_latents(shape: tuple[int, ...], generator: torch.Generator | None, s
 
 def frame_denoiser(unet, controlnets=None, conditions: Mapping[str, torch.Tensor | None] | None = None,
                    holder: FrameContextHolder | None = None, step: dict | None = None,
-                   residual_hook: Callable | None = None) -> Callable:
+                   residual_hook: Callable | None = None, extra_channels: torch.Tensor | None = None) -> Callable:
     """``denoiser(latents (B, C, F, h, w), t, cond) -> prediction`` for `core.sampling.sample`.
 
     ``cond`` is the context ``(B, L, D)`` shared by a clip's frames (text or image tokens); under batched
@@ -62,6 +62,9 @@ def frame_denoiser(unet, controlnets=None, conditions: Mapping[str, torch.Tensor
             processors' ``step_index`` read it).
         residual_hook: ``hook(index, control, skip) -> residual`` between ControlNet outputs and the UNet's skip
             features (`core.controlnet.control_residuals`); None: plain addition.
+        extra_channels: ``(1, C_e, F, h, w)`` appended to the (scaled) latents of the UNet's input only, as an
+            inpainting UNet takes its mask and masked-image latents (diffusers' order: latents, mask, masked image);
+            the ControlNets see the latents alone.
     """
     step = step if step is not None else {}
 
@@ -69,7 +72,9 @@ def frame_denoiser(unet, controlnets=None, conditions: Mapping[str, torch.Tensor
         from contextlib import nullcontext
 
         b, _, f = latents.shape[:3]
-        x = fold_frames(latents.to(unet.dtype))
+        unet_in = latents if extra_channels is None else torch.cat(
+            [latents, extra_channels.to(latents).expand(b, -1, -1, -1, -1)], dim=1)
+        x = fold_frames(unet_in.to(unet.dtype))
         ehs = context.to(unet.dtype).repeat_interleave(f, dim=0)
         ctx = FrameContext(num_frames=f, extra={"step_index": step.get("i")})
         with holder.use(ctx) if holder is not None else nullcontext():
@@ -115,6 +120,7 @@ def generate_frames(
     grad_steps=None,
     residual_hook: Callable | None = None,
     denoiser_wrapper: Callable | None = None,
+    extra_channels: torch.Tensor | None = None,
     output_type: str = "pt",
     decode_chunk_size: int = 8,
     callback: Callable | None = None,
@@ -137,6 +143,8 @@ def generate_frames(
         residual_hook: see `frame_denoiser`.
         denoiser_wrapper: ``wrapper(denoiser) -> denoiser`` around the frame denoiser (e.g. LatentMan's official
             pixel guidance keeps the gradient of the unconditional half only).
+        extra_channels: ``(1, C_e, F, h, w)`` for an inpainting UNet (see `frame_denoiser`); the latents then have
+            ``unet.config.in_channels - C_e`` channels.
         output_type: "pt" (frames ``(F, 3, H, W)`` in [0, 1], float32, CPU) or "latent" (``(1, C, F, h, w)``).
         decode_chunk_size: frames per VAE decode.
         callback: ``callback(i, t, latents)`` after each step (progress).
@@ -145,7 +153,11 @@ def generate_frames(
     from dancegen.core.sampling import sample
 
     factor = 2 ** (len(vae.config.block_out_channels) - 1)
-    shape = (1, unet.config.in_channels, num_frames, height // factor, width // factor)
+    extra = 0 if extra_channels is None else extra_channels.shape[1]
+    shape = (1, unet.config.in_channels - extra, num_frames, height // factor, width // factor)
+    if extra_channels is not None and tuple(extra_channels.shape[2:]) != shape[2:]:
+        raise ValueError(f"extra_channels must be (1, C_e, {', '.join(map(str, shape[2:]))}), got "
+                         f"{tuple(extra_channels.shape)}")
     device = unet.device
     if latents is None:
         latents = initial_latents(shape, generator, shared_noise, device=device)
@@ -157,7 +169,7 @@ def generate_frames(
         step["i"], step["n"] = state.i, state.num_steps
         return before_model(state) if before_model is not None else None
 
-    denoiser = frame_denoiser(unet, controlnets, conditions, holder, step, residual_hook)
+    denoiser = frame_denoiser(unet, controlnets, conditions, holder, step, residual_hook, extra_channels)
     if denoiser_wrapper is not None:
         denoiser = denoiser_wrapper(denoiser)
     guided = negative_embeds is not None and guidance_scale != 1.0

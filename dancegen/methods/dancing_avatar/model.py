@@ -72,6 +72,37 @@ def load_base(ref: str | None, allow_download: bool = False, dtype=None):
     return comps
 
 
+def load_inpaint_unet(ref: str, base_unet, allow_download: bool = False, dtype=None):
+    """The UNet of an SD-1.x inpainting model (``model.inpaint``) for the background plate, checked against the base:
+    it takes the base's latents plus a mask and the masked image's latents (``in_channels`` = latent channels * 2 + 1,
+    9 for SD-1.5 inpainting) and the same text embeddings (``cross_attention_dim``)."""
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    from dancegen.core.weights import resolve_model
+    from dancegen.errors import InputError
+
+    if Path(ref).is_dir():  # an inpainting model folder (its unet/ is what is used) or that unet/ folder itself
+        where = resolve_model(ref, kind="any")
+        sub = "unet" if Path(ref, "unet", "config.json").is_file() else None
+        if sub is None and not Path(ref, "config.json").is_file():
+            raise InputError("model.inpaint needs an SD-1.x inpainting model folder (unet/config.json) or its unet/ "
+                             "folder", ref)
+    else:  # a hub id (cached, or downloaded when allowed)
+        where, sub = resolve_model(ref, kind="sd15", allow_download=allow_download), "unet"
+    unet = UNet2DConditionModel.from_pretrained(where.location, subfolder=sub, torch_dtype=dtype or torch.float32,
+                                                local_files_only=where.source != "hub")
+    latent = base_unet.config.in_channels
+    if unet.config.in_channels != 2 * latent + 1:
+        raise InputError(f"model.inpaint is not an inpainting model for this base: its UNet takes "
+                         f"{unet.config.in_channels} input channels, an inpainting UNet takes {2 * latent + 1} "
+                         f"(e.g. stable-diffusion-v1-5/stable-diffusion-inpainting)", ref)
+    if unet.config.cross_attention_dim != base_unet.config.cross_attention_dim:
+        raise InputError(f"model.inpaint's UNet reads {unet.config.cross_attention_dim}-d text embeddings, the base's "
+                         f"text encoder gives {base_unet.config.cross_attention_dim}-d", ref)
+    return unet.eval().requires_grad_(False)
+
+
 def load_controlnets(pose: str | None, prev: str | None, allow_download: bool = False, dtype=None):
     """A ``ControlNetSet`` with ``pose`` (None: bundled controlnet-openpose-tiny) and ``prev`` (None: absent)."""
     import torch

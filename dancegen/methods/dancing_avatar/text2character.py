@@ -242,10 +242,11 @@ def read_plate(path, size: int) -> np.ndarray:
 
 
 def generate(cfg: DancingAvatarConfig, seq, comps, nets, masks=None, segment=None, plate=None, on_frame=None,
-             callback=None, drawn=None):
+             callback=None, drawn=None, inpaint_unet=None):
     """Run the pipeline on prepared inputs; the `DancingAvatarPipelineOutput`. With ``on_frame(t, frame)`` each
     frame is handed over as it is made and none is kept (constant memory); ``drawn`` (`drawn_pose_maps`) lets the
-    caller reuse the map of the frame being handed over."""
+    caller reuse the map of the frame being handed over; ``inpaint_unet`` (`model.load_inpaint_unet`) makes the
+    plate."""
     import torch
 
     from dancegen.methods.dancing_avatar.model import make_scheduler
@@ -256,6 +257,7 @@ def generate(cfg: DancingAvatarConfig, seq, comps, nets, masks=None, segment=Non
     prompt = compose(p, refine("clothes", p.clothes, p), refine("face", p.face, p))
     pipe = DancingAvatarPipeline(comps.unet, comps.vae, comps.text_encoder, comps.tokenizer,
                                  make_scheduler(cfg, comps.scheduler), nets)
+    pipe.inpaint_unet = inpaint_unet
     maps = pose_maps(drawn if drawn is not None else drawn_pose_maps(seq))
     use_inter = cfg.inter.enabled and ("prev" in nets and nets["prev"] is not None)
     return prompt, pipe(
@@ -313,8 +315,16 @@ def text2character(request, progress=None) -> dict:
     if request.dry_run:
         report["dry_run"] = True
         return report
-    for m in (comps.unet, comps.vae, comps.text_encoder, nets):
-        m.to(plan.device)
+    inpaint = None
+    if cfg.model.inpaint and cfg.background.enabled and plate is None:
+        from dancegen.methods.dancing_avatar.model import load_inpaint_unet
+
+        say(f"loading the inpainting model {cfg.model.inpaint} for the background plate")
+        inpaint = load_inpaint_unet(cfg.model.inpaint, comps.unet, request.downloads_allowed(), plan.dtype)
+        report["inpaint"] = cfg.model.inpaint
+    for m in (comps.unet, comps.vae, comps.text_encoder, nets, inpaint):
+        if m is not None:
+            m.to(plan.device)
     pack = None
     if cfg.intra.enabled:
         from dancegen.methods.dancing_avatar.character import attach_pack, ensure_pack
@@ -352,7 +362,7 @@ def text2character(request, progress=None) -> dict:
                                            height=cfg.size))
 
         prompt, result = generate(cfg, seq, comps, nets, masks, segment, plate, on_frame=on_frame,
-                                  callback=callback, drawn=drawn)
+                                  callback=callback, drawn=drawn, inpaint_unet=inpaint)
     seconds = time.perf_counter() - t0
     recipe_path = out.with_name(out.stem + ".recipe.yaml")
     save_config(cfg, recipe_path)
