@@ -393,3 +393,42 @@ def test_the_plate_is_made_by_the_inpainting_model_when_one_is_given(tiny, tmp_p
     with pytest.raises(InputError, match="takes 4 input channels, an inpainting UNet takes 9"):
         api.text2character(None, tmp_path / "c.mp4", **_verb_kwargs(tiny, sets=sets + [f"model.inpaint={wrong}"]))
     assert not (tmp_path / "c.mp4").exists()
+
+
+def test_the_llm_refiner_sends_the_papers_template_and_normalises_the_answer(monkeypatch):
+    """The optional LLM backend (spec §2.1): one chat request per field with the paper's verbatim template, the
+    answer cut to exactly n_words single words; no key or a failed request is a one-line error."""
+    import io
+    import json
+    import urllib.request
+
+    from dancegen.methods.dancing_avatar.config import CLOTHES_TEMPLATE, PromptConfig
+    from dancegen.methods.dancing_avatar.prompts import refine
+
+    sent = []
+
+    def urlopen(req, timeout=None):
+        sent.append((req.full_url, dict(req.header_items()), json.loads(req.data)))
+        answer = "Pleated, white, cotton, knee-length, A-line, soft, flowing, high-waisted, matte, crisp, school, " \
+                 "uniform, neat, light, airy, folded, classic, modest, tidy, smooth, even, extra, words"
+        return io.BytesIO(json.dumps({"choices": [{"message": {"content": answer}}]}).encode())
+
+    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+    cfg = PromptConfig(refiner="llm", n_words=20, llm_url="http://llm.invalid/v1/chat/completions")
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with pytest.raises(InputError, match="OPENAI_API_KEY"):
+        refine("clothes", "white pleated skirt", cfg)
+    assert not sent
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    words = refine("clothes", "white pleated skirt", cfg)
+    assert len(words) == 20 and words[:3] == ["pleated", "white", "cotton"] and len(set(words)) == 20
+    url, headers, body = sent[0]
+    assert url == cfg.llm_url and headers["Authorization"] == "Bearer sk-test" and body["temperature"] == 0
+    assert body["messages"][0]["content"] == CLOTHES_TEMPLATE.replace("[clothes]", "white pleated skirt")
+
+    def down(req, timeout=None):
+        raise OSError("connection refused")
+
+    monkeypatch.setattr(urllib.request, "urlopen", down)
+    with pytest.raises(InputError, match="failed: connection refused"):
+        refine("face", "short black hair", cfg)
