@@ -305,3 +305,25 @@ def test_errors_are_one_line_and_come_before_any_model_loads(tmp_path, monkeypat
     write_image(photo, np.zeros((8, 8, 3), np.uint8))
     with pytest.raises(InputError, match="does not use --ref"):
         api.animate(photo, tmp_path, tmp_path / "o.mp4", method="edit-your-motion", model=str(tmp_path))
+
+
+def test_the_quality_scores_add_lpips_only_when_a_scorer_is_given(monkeypatch, tmp_path):
+    """The quality runner's LPIPS column: left out (one line) without the weight files, the scorer's mean per-frame
+    distance with them (here a random-init AlexNet LPIPS: 0 for the target itself, more for another video)."""
+    from dancegen.methods.edit_your_motion.quality import lpips_scorer, score
+    from dancegen.metrics.backbones.features import LPIPSScorer
+
+    monkeypatch.setenv("DANCEGEN_WEIGHTS_DIR", str(tmp_path))
+    monkeypatch.setenv("DANCEGEN_HOME", str(tmp_path / "home"))
+    said = []
+    assert lpips_scorer(said.append) is None and "no LPIPS column" in said[0]
+    rng = np.random.default_rng(0)
+    gt = rng.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    masks = np.zeros((2, 32, 32), bool)
+    masks[:, 8:24, 12:20] = True
+    aligned = np.zeros((2, 18, 3), np.float32)
+    plain = score(gt, (gt, masks), aligned)
+    assert "lpips" not in plain and plain["colour"] == 0
+    scorer = LPIPSScorer("alex")
+    assert score(gt, (gt, masks), aligned, scorer)["lpips"] == pytest.approx(0.0, abs=1e-6)
+    assert score(gt[::-1].copy(), (gt, masks), aligned, scorer)["lpips"] > 1e-4

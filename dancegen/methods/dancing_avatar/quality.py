@@ -19,8 +19,10 @@ Whether the video does what it was asked (higher / lower as marked):
 - ``pose_px`` (lower): mean pixel distance between the bundled SynthPose estimator's joints on the output and the
   driving joints (`metrics.pose_metrics.pose_keypoint_error`, joints confident in both); ``pose_px_other`` is the
   same output against another case's driving joints, the control a video that ignores its poses would tie with;
-- ``colour_hit`` (higher): share of frames whose torso median colour is nearest to the prompt's t-shirt colour among
-  the synthetic world's colour names (chance is 1 / 12).
+- ``colour_err`` (lower): RGB distance of each frame's torso median colour from the torso colour of the true clip
+  (the same dancer rendered by the synthetic world, so the same shading: the world's colour names alone are too far
+  from shaded cloth); ``colour_err_other`` is the same against another case's dancer, the control a video that
+  ignores the prompt's colours would tie with.
 
 ``framewise`` (all three switches off: T2I + OpenPose ControlNet frame by frame) is the control.
 
@@ -46,7 +48,7 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "framewise": ("intra.enabled=false", "inter.enabled=false", "background.enabled=false"),
 }
 METRICS = ("frame_mse", "frame_l1", "warp", "background_change", "colour_drift", "pose_px", "pose_px_other",
-           "colour_hit")
+           "colour_err", "colour_err_other")
 
 
 def heldout_cases(count: int, num_frames: int = 8, size: int = 64, seed: int = HELDOUT_SEED) -> list[dict]:
@@ -63,7 +65,8 @@ def heldout_cases(count: int, num_frames: int = 8, size: int = 64, seed: int = H
         hair = "a shaved head" if a.hair_style == "bald" else f"{a.hair_style} {a.hair_colour} hair"
         cases.append({"poses": PoseSequence(clip.keypoints.astype(np.float32), width=size, height=size, fps=clip.fps),
                       "masks": clip.masks, "clothes": f"a {a.top_colour} t-shirt and {a.bottom_colour} {a.bottom}",
-                      "face": hair, "place": clip.scene_text.split(", filmed")[0], "top": a.top_colour})
+                      "face": hair, "place": clip.scene_text.split(", filmed")[0], "top": a.top_colour,
+                      "torso_rgb": np.nanmedian(torso_colours(clip.frames, clip.keypoints), axis=0)})
     return cases
 
 
@@ -95,12 +98,10 @@ def pose_errors(video: np.ndarray, driving, other) -> tuple[float, float]:
             float(pose_keypoint_error(est, other, normalise="none")))
 
 
-def colour_hit(colours: np.ndarray, want: str) -> float:
-    """Share of frames whose ``(F, 3)`` torso colour is nearest to the colour name ``want`` (NaN rows skipped)."""
-    from dancegen.synth.appearance import nearest_colour_name
-
-    seen = [c for c in colours if np.isfinite(c).all()]
-    return float(np.mean([nearest_colour_name(c) == want for c in seen])) if seen else float("nan")
+def colour_error(colours: np.ndarray, want: np.ndarray) -> float:
+    """Mean RGB distance of the ``(F, 3)`` torso colours (NaN rows skipped) from the colour ``want``."""
+    d = np.linalg.norm(colours - np.asarray(want, np.float64), axis=-1)
+    return float(np.nanmean(d)) if np.isfinite(d).any() else float("nan")
 
 
 def scores(video: np.ndarray, case: dict, other: dict | None = None) -> dict[str, float]:
@@ -118,9 +119,10 @@ def scores(video: np.ndarray, case: dict, other: dict | None = None) -> dict[str
     out = {"frame_mse": float(adjacent_frame_mse(video)), "frame_l1": float(adjacent_frame_l1(video)),
            "warp": float(warping_error(video)), "background_change": float(diff[outside].mean()),
            "colour_drift": float(np.nanmean(drift)) if np.isfinite(drift).any() else float("nan"),
-           "colour_hit": colour_hit(cols, case["top"])}
+           "colour_err": colour_error(cols, case["torso_rgb"])}
     if other is not None:
         out["pose_px"], out["pose_px_other"] = pose_errors(video, case["poses"], other["poses"])
+        out["colour_err_other"] = colour_error(cols, other["torso_rgb"])
     return out
 
 
@@ -177,9 +179,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--set", dest="sets", action="append", default=[])
     ap.add_argument("-o", "--output", type=Path, default=None)
+    ap.add_argument("--keep", type=Path, default=None, help="keep the videos in this folder")
     args = ap.parse_args(argv)
-    report = evaluate(args.count, args.frames, args.steps, extra=args.sets, progress=lambda m: print(m,
-                                                                                                    file=sys.stderr))
+    report = evaluate(args.count, args.frames, args.steps, extra=args.sets, work_dir=args.keep,
+                      progress=lambda m: print(m, file=sys.stderr))
     text = json.dumps(report, indent=2)
     if args.output:
         from dancegen.io.atomic import write_text

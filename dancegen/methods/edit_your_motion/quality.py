@@ -10,7 +10,9 @@ unit tests). Metrics:
 
 - ``psnr`` / ``ssim``: the whole frame against the target (appearance and background kept, motion followed);
 - ``pose_px``: mean distance between the SynthPose joints of the result and the aligned target skeleton;
-- ``colour``: mean absolute difference (0-255) of the mean RGB inside the target's person mask (the clothes).
+- ``colour``: mean absolute difference (0-255) of the mean RGB inside the target's person mask (the clothes);
+- ``lpips``: LPIPS v0.1 (AlexNet) against the target, when its weight files are on this machine (`dancegen weights
+  list --used-by lpips`; $DANCEGEN_WEIGHTS_DIR), else left out with one line.
 
 Variants: ``full`` (the recipe), ``wo_rca`` (per-frame self-attention), ``wo_ma`` (plain ControlNet addition),
 ``wo_stl`` (one joint stage with the two stages' steps), and ``base`` (no fine-tuning, same inversion). Controls:
@@ -68,8 +70,23 @@ def read_target(target_folder: Path) -> tuple[np.ndarray, np.ndarray]:
     return read_video(target_folder / "video.mp4").frames, _masks(target_folder)
 
 
-def score(video: np.ndarray, target: tuple[np.ndarray, np.ndarray], aligned: np.ndarray) -> dict:
-    """The metrics of one edited video against the case's target (``read_target``)."""
+def lpips_scorer(say=lambda m: None):
+    """LPIPS v0.1 AlexNet with its published weights when they are on this machine, else None (said in one line)."""
+    from dancegen.errors import MissingWeightsError
+    from dancegen.metrics.backbones.features import LPIPSScorer
+    from dancegen.metrics.weights import resolve_weight
+
+    try:
+        trunk, lin = resolve_weight("alexnet").path, resolve_weight("lpips-alex").path
+    except MissingWeightsError as e:
+        say(f"no LPIPS column: {str(e).splitlines()[0][:160]}")
+        return None
+    return LPIPSScorer("alex", trunk, lin)
+
+
+def score(video: np.ndarray, target: tuple[np.ndarray, np.ndarray], aligned: np.ndarray, lpips=None) -> dict:
+    """The metrics of one edited video against the case's target (``read_target``); ``lpips``: an
+    `LPIPSScorer` (`lpips_scorer`) or None."""
     from dancegen.metrics.image import psnr, ssim
     from dancegen.pose.extract import estimate_poses
 
@@ -79,13 +96,16 @@ def score(video: np.ndarray, target: tuple[np.ndarray, np.ndarray], aligned: np.
     pose_px = float(np.linalg.norm(est[..., :2] - aligned[..., :2], axis=-1)[ok].mean()) if ok.any() else float("nan")
     colour = [np.abs(video[t][masks[t]].mean(0) - gt[t][masks[t]].astype(float).mean(0)).mean()
               for t in range(len(video)) if masks[t].any()]
-    return {"psnr": float(psnr(video, gt)), "ssim": float(ssim(video, gt)), "pose_px": pose_px,
-            "colour": float(np.mean(colour))}
+    out = {"psnr": float(psnr(video, gt)), "ssim": float(ssim(video, gt)), "pose_px": pose_px,
+           "colour": float(np.mean(colour))}
+    if lpips is not None:
+        out["lpips"] = float(np.mean(lpips(video, gt)))
+    return out
 
 
 def run_case(case: Path, variants=VARIANTS, steps: int | None = None, work: Path | None = None,
-             inference_steps: int | None = None, say=lambda m: None) -> dict:
-    """Fine-tune every variant on one case and score its edit; ``{variant: metrics}``."""
+             inference_steps: int | None = None, say=lambda m: None, lpips=None) -> dict:
+    """Fine-tune every variant on one case and score its edit; ``{variant: metrics}`` (``lpips``: see `score`)."""
     import torch
 
     from dancegen.io.video import read_video
@@ -123,16 +143,16 @@ def run_case(case: Path, variants=VARIANTS, steps: int | None = None, work: Path
             sample_steps = inference_steps or cfg.inference.steps
             with torch.no_grad():
                 video = edit_video(model, case_arrays, aligned, steps=sample_steps)
-            out[name] = score(video, truth, aligned)
+            out[name] = score(video, truth, aligned, lpips)
             out[name]["video"] = video
             if name == "full":
                 with torch.no_grad():
                     video = edit_video(model, case_arrays, case_arrays["keypoints"], steps=sample_steps)
-                out["source_poses"] = {**score(video, truth, aligned), "video": video}
-                out["source_copy"] = {**score(case_arrays["frames"], truth, aligned),
+                out["source_poses"] = {**score(video, truth, aligned, lpips), "video": video}
+                out["source_copy"] = {**score(case_arrays["frames"], truth, aligned, lpips),
                                       "video": case_arrays["frames"]}
                 other = read_video(case / "reference" / "video.mp4").frames[: len(video)]
-                out["reference_copy"] = {**score(other, truth, aligned), "video": other}
+                out["reference_copy"] = {**score(other, truth, aligned, lpips), "video": other}
     for name, r in out.items():
         say(f"{case.name} {name}: " + ", ".join(f"{k} {v:.3f}" for k, v in r.items() if k != "video"))
     return out
@@ -151,13 +171,14 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     variants = tuple(args.variants.split(","))
     per_case = []
+    lpips = lpips_scorer(say=print)
     for i in range(args.count):
         case = make_case(args.cases / f"case_{i:03d}", i)
-        per_case.append(run_case(case, variants, args.steps, say=print))
+        per_case.append(run_case(case, variants, args.steps, say=print, lpips=lpips))
         if i == 0 and args.figure is not None:
             write_figure(case, per_case[0], args.figure)
-    summary = {v: {k: round(float(np.mean([c[v][k] for c in per_case])), 3) for k in ("psnr", "ssim", "pose_px",
-                                                                                     "colour")} for v in per_case[0]}
+    keys = ("psnr", "ssim", "pose_px", "colour") + (("lpips",) if lpips is not None else ())
+    summary = {v: {k: round(float(np.mean([c[v][k] for c in per_case])), 3) for k in keys} for v in per_case[0]}
     print(json.dumps(summary, indent=1))
     if args.json is not None:
         cases = [{v: {k: x for k, x in r.items() if k != "video"} for v, r in c.items()} for c in per_case]
