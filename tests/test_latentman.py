@@ -124,6 +124,14 @@ def test_text2character_runs_on_tiny_sd15_folders_and_sla_pwg_change_the_result(
     assert video.shape == (3, 32, 32, 3)
     assert read_video_metadata(tmp_path / "a.mp4")["method"] == "latentman"
     assert (tmp_path / "a.recipe.yaml").is_file() and (tmp_path / "a.depth.mp4").is_file()
+    # the part-UV maps written beside the video let `evaluate -m h-mse` score the written file
+    from dancegen.metrics.consistency import h_mse
+    from dancegen.metrics.evaluate import evaluate
+
+    scored = evaluate(["h-mse"], tmp_path / "a.mp4", iuv=tmp_path / "a.iuv.npz")
+    iuv = np.load(tmp_path / "a.iuv.npz")["iuv"]
+    assert rep["iuv"] == str(tmp_path / "a.iuv.npz") and iuv.shape == (3, 32, 32, 3) and (iuv[..., 0] > 0).any()
+    assert scored["metrics"]["h-mse"]["value"] == pytest.approx(h_mse(video, iuv))  # evaluate reads that file
     again = api.text2character("a dancer", tmp_path / "b.mp4", overrides=sets, **common)
     assert again["h_mse"] == rep["h_mse"]  # same seed, same result
     off = api.text2character("a dancer", tmp_path / "c.mp4",

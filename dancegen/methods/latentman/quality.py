@@ -143,9 +143,9 @@ def evaluate(count: int = 4, steps: int | None = None, variants: dict | None = N
 
 
 def format_report(rep: dict) -> str:
-    lines = [f"{'variant':<18} {'H_MSE':>8} {'warp':>8} {'adjacent':>9} {'colour':>7} {'pose px':>8} {'other':>7}"]
+    lines = [f"{'variant':<18} {'H_MSE':>8} {'warp':>9} {'adjacent':>9} {'colour':>7} {'pose px':>8} {'other':>7}"]
     for v, s in rep["summary"].items():
-        lines.append(f"{v:<18} {s['h_mse']:8.1f} {s['warp']:8.3f} {s['adjacent']:9.1f} {s['colour']:7.2f} "
+        lines.append(f"{v:<18} {s['h_mse']:8.1f} {s['warp']:9.2e} {s['adjacent']:9.1f} {s['colour']:7.2f} "
                      f"{s['pose']:8.2f} {s['pose_other']:7.2f}")
     return "\n".join(lines)
 

@@ -10,7 +10,8 @@
    correspondences from the maps at the latent and the guidance resolution (spec §2.4).
 4. `LatentManPipeline` with the recipe's base, SLA and PWG.
 5. The video written atomically with its provenance, the resolved recipe (`<out>.recipe.yaml`), the rendered
-   motion (`<out>.depth.mp4`) and a side-by-side preview; the report has H_MSE of the result (Eq. 9).
+   motion (`<out>.depth.mp4`), its part-UV maps (`<out>.iuv.npz`, for `dancegen evaluate -m h-mse --iuv`) and a
+   side-by-side preview; the report has H_MSE of the result (Eq. 9).
 """
 
 from __future__ import annotations
@@ -25,6 +26,18 @@ from dancegen.methods.latentman.config import BUNDLED_OVERRIDES, LatentManConfig
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".gif")
 T2I_BUNDLED, DEPTH_BUNDLED = "t2i-tiny", "controlnet-depth-tiny"
+
+
+def save_iuv(path: Path, iuv: np.ndarray) -> None:
+    """The rendered part-UV maps ``(F, H, W, 3)`` (part index, u, v) as ``OUT.iuv.npz`` (key ``iuv``), atomically:
+    what `dancegen evaluate -m h-mse --iuv` reads to score the video along the body's correspondences."""
+    import io
+
+    from dancegen.io.atomic import write_bytes
+
+    buf = io.BytesIO()
+    np.savez_compressed(buf, iuv=np.asarray(iuv, np.float32))
+    write_bytes(path, buf.getvalue())
 
 
 def build_config(request) -> LatentManConfig:
@@ -228,10 +241,12 @@ def text2character(request, progress=None) -> dict:
     save_config(cfg, recipe_path)
     depth_path = out.with_name(out.stem + ".depth" + out.suffix)
     write_video(depth_path, np.repeat(depth[..., None], 3, -1), fps=fps, metadata=meta)
+    iuv_path = out.with_name(out.stem + ".iuv.npz")
+    save_iuv(iuv_path, render.iuv)
     report.update({"frames": int(video.shape[0]), "fps": fps, "seconds": round(seconds, 3), "h_mse": round(score, 3),
                    "motion": {"format": motion.format, **{k: v for k, v in motion.meta.items()
                                                           if isinstance(v, (str, int, float))}},
-                   "output": str(out), "recipe": str(recipe_path), "depth": str(depth_path)})
+                   "output": str(out), "recipe": str(recipe_path), "depth": str(depth_path), "iuv": str(iuv_path)})
     if request.preview:
         from dancegen.io import montage
 
