@@ -432,3 +432,24 @@ def test_the_llm_refiner_sends_the_papers_template_and_normalises_the_answer(mon
     monkeypatch.setattr(urllib.request, "urlopen", down)
     with pytest.raises(InputError, match="failed: connection refused"):
         refine("face", "short black hair", cfg)
+
+
+def test_the_blazepose_segmenter_finds_the_dancer_and_falls_back_to_the_pose_mask(models):
+    """segmenter "blazepose" on a rendered dancer gives its true mask; a generated frame with nobody in it gets the
+    pose's drawn mask (said once) instead of stopping the run."""
+    from dancegen.methods.dancing_avatar.config import load_recipe
+    from dancegen.methods.dancing_avatar.text2character import image_segmenter, person_masks
+    from dancegen.pose.sequence import PoseSequence
+    from dancegen.synth.clip import render_clip
+
+    clip = render_clip(seed=11, size=128, num_frames=2, flow=False, camera_motion="static")
+    seq = PoseSequence(clip.keypoints.astype(np.float32), width=128, height=128, fps=clip.fps)
+    cfg = load_recipe(None, ["background.segmenter=blazepose", "background.mask_dilate_px=0", "size=128"])
+    said = []
+    segment = image_segmenter(cfg, seq, say=said.append)
+    m = segment(clip.frames[1], 1)
+    truth = clip.masks[1]
+    assert (m & truth).sum() / (m | truth).sum() > 0.9 and not said
+    blank = np.full_like(clip.frames[0], 127)
+    assert np.array_equal(segment(blank, 0), person_masks(seq, cfg)[0]) and segment(blank, 1).any()
+    assert len(said) == 1 and "frame 0" in said[0] and segment.missed == [0, 1]

@@ -186,20 +186,33 @@ def pose_maps(drawn: PerFrame) -> PerFrame:
     return PerFrame(len(drawn), lambda t: torch.from_numpy(drawn[t]).permute(2, 0, 1).float() / 255)
 
 
-def image_segmenter(cfg: DancingAvatarConfig, seq, allow_download: bool = False):
+def image_segmenter(cfg: DancingAvatarConfig, seq, allow_download: bool = False, say=lambda m: None):
     """``segment(image, t) -> mask`` for segmenter "blazepose" (the pose backend) or "sam" (prompted by pose t's
-    keypoints; t = -1 is the plate's image, pose 0), dilated; None for "pose"."""
+    keypoints; t = -1 is the plate's image, pose 0), dilated; None for "pose". A generated image in which BlazePose
+    finds nobody gets its pose's drawn mask instead (said once, with the count at the end of the run)."""
     from dancegen.pose.masks import dilate_mask
 
     kind = cfg.background.segmenter
     if kind == "pose":
         return None
     if kind == "blazepose":
+        from dancegen.errors import InputError
         from dancegen.pose.extract import person_mask
 
-        def segment(image, t):
-            return dilate_mask(person_mask(image), cfg.background.mask_dilate_px)
+        drawn = person_masks(seq, cfg)
+        missed: list[int] = []
 
+        def segment(image, t):
+            try:
+                return dilate_mask(person_mask(image), cfg.background.mask_dilate_px)
+            except InputError:  # a generated frame without a person BlazePose can see
+                if not missed:
+                    say(f"BlazePose found nobody in generated frame {max(t, 0)}; using the pose's drawn mask there "
+                        "(and wherever it happens again)")
+                missed.append(t)
+                return drawn[max(t, 0)]
+
+        segment.missed = missed
         return segment
     from dancegen.methods.dancing_avatar.segment import SamSegmenter
 
@@ -334,7 +347,7 @@ def text2character(request, progress=None) -> dict:
         cfg.prompt.refiner, cfg.prompt.clothes_words, cfg.prompt.face_words = "cached", pack.clothes_words, \
             pack.face_words
     masks = person_masks(seq, cfg) if cfg.background.enabled and cfg.background.segmenter == "pose" else None
-    segment = image_segmenter(cfg, seq, request.downloads_allowed()) if cfg.background.enabled else None
+    segment = image_segmenter(cfg, seq, request.downloads_allowed(), say) if cfg.background.enabled else None
     say(f"generating {seq.num_frames} frames at {cfg.size}px, {cfg.sampler.steps} steps each")
     fps = cfg.fps or seq.fps
     meta = {"method": "dancing-avatar", "model": report["model"], "seed": cfg.seed,
@@ -369,6 +382,8 @@ def text2character(request, progress=None) -> dict:
     report.update({"frames": video.count, "fps": fps, "prompt": prompt,
                    "seconds": round(seconds, 3), "seconds_per_frame": round(seconds / max(1, seq.num_frames), 3),
                    "output": str(out), "recipe": str(recipe_path)})
+    if getattr(segment, "missed", None):
+        report["pose_mask_frames"] = sorted({max(t, 0) for t in segment.missed})  # where BlazePose saw nobody
     if pack is not None:
         report["character"] = str(pack.folder)
     if result.plate is not None:
