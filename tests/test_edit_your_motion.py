@@ -327,3 +327,32 @@ def test_the_quality_scores_add_lpips_only_when_a_scorer_is_given(monkeypatch, t
     scorer = LPIPSScorer("alex")
     assert score(gt, (gt, masks), aligned, scorer)["lpips"] == pytest.approx(0.0, abs=1e-6)
     assert score(gt[::-1].copy(), (gt, masks), aligned, scorer)["lpips"] > 1e-4
+
+
+def test_auto_masks_segment_the_source_at_its_own_size_and_fall_back_per_frame(tmp_path, models):
+    """`--masks auto`: the pose backend's segmentation of each source frame at its original size (a 64 px crop hides
+    the dancer from it), squared like the frames; a frame with nobody keeps its skeleton mask, the others do not."""
+    from PIL import Image
+
+    from dancegen import api
+    from dancegen.io.video import read_video, write_video
+    from dancegen.methods.edit_your_motion.data import _square, prepare_case
+
+    api.synth(tmp_path, num_clips=1, size=(128, 128), num_frames=3, fps=8.0, seed=11, camera="static", flow=False)
+    clip = next(p for p in sorted(tmp_path.iterdir()) if (p / "openpose_json").is_dir())
+    frames = read_video(clip / "video.mp4").frames
+    frames[2] = 127  # a frame in which nobody can be found
+    write_video(tmp_path / "src.mp4", frames, fps=8)
+    said = []
+    sets = [*BUNDLED_OVERRIDES, f"data.source={tmp_path / 'src.mp4'}", "data.num_frames=3",
+            f"data.poses={clip / 'openpose_json'}", "data.prompt=a dancer"]
+    masks = prepare_case(load_recipe(None, [*sets, "data.masks=auto"]), said.append)["masks"]
+    drawn = prepare_case(load_recipe(None, [*sets, "data.masks=skeleton"]))["masks"]
+    truth = np.stack([(np.asarray(Image.open(p)) > 127) for p in sorted((clip / "masks").glob("*.png"))])[:2]
+    truth = _square(np.repeat(truth[..., None].astype(np.uint8) * 255, 3, -1), masks.shape[1], Image.BILINEAR)
+    truth = truth[..., 0] > 127
+    for t in range(2):
+        iou = (masks[t] & truth[t]).sum() / (masks[t] | truth[t]).sum()
+        assert iou > 0.8, (t, iou)
+        assert not np.array_equal(masks[t], drawn[t])
+    assert np.array_equal(masks[2], drawn[2]) and any("[2]" in m for m in said)

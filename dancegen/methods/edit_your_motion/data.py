@@ -39,6 +39,12 @@ def read_source(cfg: EditYourMotionConfig) -> tuple[np.ndarray, float, tuple[int
     """``(frames (F, S, S, 3) uint8, fps, original (H, W))`` of the case's source."""
     from PIL import Image
 
+    frames, fps = source_frames(cfg)
+    return _square(frames, cfg.data.resolution, Image.BICUBIC), fps, frames.shape[1:3]
+
+
+def source_frames(cfg: EditYourMotionConfig) -> tuple[np.ndarray, float]:
+    """The source frames the case uses at their original size ``(F, H, W, 3)`` uint8, and their fps."""
     from dancegen.io.video import is_image_path, read_image, read_video
 
     d = cfg.data
@@ -58,8 +64,7 @@ def read_source(cfg: EditYourMotionConfig) -> tuple[np.ndarray, float, tuple[int
     if len(idx) < (1 if is_image_path(src) else d.num_frames):
         raise InputError(f"the source has {len(frames)} frames: from frame {d.start} every {d.frame_stride} it gives "
                          f"{len(idx)}, fewer than data.num_frames={d.num_frames}", src)
-    orig = frames.shape[1:3]
-    return _square(frames[idx], d.resolution, Image.BICUBIC), fps / d.frame_stride, orig
+    return frames[idx], fps / d.frame_stride
 
 
 def _crop_poses(seq, orig_hw: tuple[int, int], size: int):
@@ -128,15 +133,38 @@ def source_masks(cfg: EditYourMotionConfig, frames: np.ndarray, poses, orig_hw: 
             raise InputError(f"masks are {raw.shape[2]}x{raw.shape[1]}, the source {orig_hw[1]}x{orig_hw[0]}", folder)
         sq = _square(np.repeat(raw[..., None], 3, -1), d.resolution, Image.BILINEAR)[..., 0]
         return sq > int(255 * d.mask_threshold)
+    drawn = pose_masks(poses, threshold=d.conf)
     if d.masks == "auto":
-        from dancegen.errors import MissingWeightsError
-        from dancegen.pose.extract import person_mask
+        return auto_masks(cfg, drawn, say)
+    return drawn
 
+
+def auto_masks(cfg: EditYourMotionConfig, drawn: np.ndarray, say) -> np.ndarray:
+    """Person masks by the pose backend's segmentation of the source frames at their original size (a small dancer
+    in the resized frames is easily missed), squared and resized like the frames; a frame where nobody is found keeps
+    its skeleton's drawn mask (``drawn``), and without the segmentation model every frame does (said in one line)."""
+    from PIL import Image
+
+    from dancegen.errors import MissingWeightsError
+    from dancegen.pose.extract import person_mask
+
+    full, _ = source_frames(cfg)
+    out, missed = drawn.copy(), []
+    for t, frame in enumerate(full):
         try:
-            return np.stack([person_mask(f, threshold=d.mask_threshold) for f in frames])
-        except (InputError, MissingWeightsError, ImportError) as err:
+            m = person_mask(frame, threshold=cfg.data.mask_threshold)
+        except InputError:
+            missed.append(t)
+            continue
+        except (MissingWeightsError, ImportError) as err:
             say(f"person segmentation unavailable ({str(err).splitlines()[0]}); masks drawn from the skeletons")
-    return pose_masks(poses, threshold=d.conf)
+            return drawn
+        sq = _square(np.repeat((m * 255).astype(np.uint8)[None, ..., None], 3, -1), cfg.data.resolution,
+                     Image.BILINEAR)[0, ..., 0]
+        out[t] = sq > 127
+    if missed:
+        say(f"the segmentation found nobody in source frame(s) {missed}; their masks are drawn from the skeletons")
+    return out
 
 
 def prepare_case(cfg: EditYourMotionConfig, say=lambda m: None) -> dict:
