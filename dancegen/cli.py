@@ -725,6 +725,9 @@ def text2character_cmd(
     face: Annotated[str | None, typer.Option(help="Dancing Avatar: the face and hair, e.g. \"short black hair\" "
                                                   "(refined to 20 words).")] = None,
     place: Annotated[str | None, typer.Option(help="Dancing Avatar: the place, e.g. \"in a classroom\".")] = None,
+    prompt_opt: Annotated[str | None, typer.Option("--prompt", help="The same as PROMPT, as an option: one free "
+                                                                    "text instead of --clothes / --face / --place.")]
+    = None,
     background: Annotated[Path | None, typer.Option(help="Dancing Avatar: a background image used as the shared "
                                                          "plate (default: inpainted from the first frame).")] = None,
     character: Annotated[Path | None, typer.Option(help="Dancing Avatar: a character pack folder (refined words + "
@@ -740,7 +743,7 @@ def text2character_cmd(
     size: Annotated[str | None, typer.Option(help="Frame side in pixels (default: 512, bundled models 64).")] = None,
     model: ModelOpt = None,
     method: MethodOpt = None,
-    recipe: Annotated[Path | None, typer.Option(help="Recipe YAML (e.g. recipes/latentman/table2_sla.yaml).")] = None,
+    recipe: Annotated[Path | None, typer.Option(help="Recipe YAML (e.g. recipes/latentman/t2_sla.yaml).")] = None,
     steps: StepsOpt = None,
     guidance: GuidanceOpt = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Recipe override key=value, e.g. "
@@ -775,6 +778,9 @@ def text2character_cmd(
         size_v = (size_v, size_v)
     if out is None:
         raise InputError("text2character needs --output / -o (the video to write)")
+    if prompt is not None and prompt_opt is not None:
+        raise InputError("give the prompt once: as PROMPT or as --prompt, not both")
+    prompt = prompt if prompt is not None else prompt_opt
     rep = api.text2character(prompt, out, motion=motion, negative_prompt=negative_prompt, poses=poses,
                              clothes=clothes, face=face, place=place, background=background, character=character,
                              controlnet=list(controlnet or []), frames=frames, fps=fps, size=size_v, recipe=recipe,

@@ -266,3 +266,17 @@ def test_json_puts_the_whole_result_on_stdout(tmp_path):
     assert any(e["name"] == "t2i-tiny" for e in json.loads(r.stdout))
     r = run("synth", "-o", tmp_path / "s", "--size", "32", "--frames", "2")  # without --json: key: value lines
     assert r.stdout.startswith("out_dir: ")
+
+
+def test_text2character_takes_the_prompt_as_an_argument_or_as_prompt(monkeypatch, tmp_path):
+    """Issue 18: `--prompt` is the free-text shortcut (the same as PROMPT); giving both is one line, exit 2."""
+    from dancegen import api
+
+    seen = []
+    monkeypatch.setattr(api, "text2character", lambda prompt, out, **kw: seen.append(prompt) or {"output": str(out)})
+    for args in (["a dancer in red"], ["--prompt", "a dancer in red"]):
+        code, out = _run(["text2character", *args, "--poses", tmp_path, "-o", tmp_path / "o.mp4"])
+        assert code == 0, out
+    assert seen == ["a dancer in red", "a dancer in red"]
+    code, out = _run(["text2character", "a dancer", "--prompt", "a dancer", "-o", tmp_path / "o.mp4"])
+    assert code == 2 and "give the prompt once" in out
