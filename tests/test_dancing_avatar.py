@@ -453,3 +453,28 @@ def test_the_blazepose_segmenter_finds_the_dancer_and_falls_back_to_the_pose_mas
     blank = np.full_like(clip.frames[0], 127)
     assert np.array_equal(segment(blank, 0), person_masks(seq, cfg)[0]) and segment(blank, 1).any()
     assert len(said) == 1 and "frame 0" in said[0] and segment.missed == [0, 1]
+
+
+def test_motion_text_instead_of_poses_drives_the_video(tiny, tmp_path):
+    """`--motion TEXT`: the bundled text-to-motion model's joints, projected to COCO-18 and fitted to the frame,
+    drive the frames (the poses of a raised-arms motion put the wrists above the shoulders, a squat's do not)."""
+    from dancegen import api
+    from dancegen.io.video import read_video
+    from dancegen.methods.dancing_avatar.config import load_recipe
+    from dancegen.methods.dancing_avatar.text2character import motion_poses
+
+    cfg = load_recipe(None, ["size=32", "seed=0"])
+    up = motion_poses("a person raises arms", cfg)
+    down = motion_poses("a person squats", cfg)
+    assert up.format == "coco18" and (up.width, up.height) == (32, 32)
+    k = up.keypoints
+    assert np.isfinite(k).all() and (k[..., :2] >= 0).all() and (k[..., :2] <= 32).all()
+
+    def wrists_up(seq):
+        k = seq.keypoints
+        return float(np.mean(np.minimum(k[:, 4, 1], k[:, 7, 1]) < np.minimum(k[:, 2, 1], k[:, 5, 1])))
+
+    assert wrists_up(up) > wrists_up(down) + 0.3
+    rep = api.text2character(None, tmp_path / "m.mp4", **_verb_kwargs(
+        tiny, poses=None, motion="a person raises arms", sets=["intra.enabled=false", "model.prev_controlnet=null"]))
+    assert rep["frames"] == 3 and read_video(tmp_path / "m.mp4").frames.shape == (3, 32, 32, 3)
