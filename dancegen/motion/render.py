@@ -150,13 +150,18 @@ def fixed_camera(joints, size=512, yfov_deg: float = 60.0, margin: float = 0.1, 
         shift_px: (dx, dy) pixels the picture moves (right, down), like the official `np.roll` of the renders.
         body: the body whose capsules are framed (default `CapsuleBody()`).
     """
+    caps = (body or CapsuleBody()).capsules(joints)
+    return framing_camera(*caps.bounds(), size=size, yfov_deg=yfov_deg, margin=margin, shift_px=shift_px)
+
+
+def framing_camera(lo, hi, size=512, yfov_deg: float = 60.0, margin: float = 0.1, shift_px=(0, 0)) -> Camera:
+    """The `fixed_camera` framing of a world box ``lo`` .. ``hi`` (any body: capsules, a mesh's vertices)."""
     h, w = _size(size)
     if not 0.0 <= margin < 0.5:
         raise InputError(f"margin must be in [0, 0.5), got {margin}")
     if not 0.0 < yfov_deg < 180.0:
         raise InputError(f"yfov_deg must be in (0, 180), got {yfov_deg}")
-    caps = (body or CapsuleBody()).capsules(joints)
-    lo, hi = caps.bounds()
+    lo, hi = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
     centre = 0.5 * (lo + hi)
     half = 0.5 * (hi - lo)
     tan_y = math.tan(math.radians(yfov_deg) / 2.0)

@@ -75,16 +75,28 @@ class MotionConfig:
 
 @dataclass
 class RenderConfig:
-    """The capsule body seen by one fixed perspective camera (spec §2.2)."""
+    """The body (capsules, or the user's SMPL model fitted to the joints) seen by one fixed perspective camera
+    (spec §2.2)."""
 
     size: int = 512  # [P] 512 x 512
     yfov_deg: float = 60.0  # [C] pi / 3
     margin: float = 0.1  # [A] free border around the whole sequence's bounding box
     shift_px: list[int] = field(default_factory=lambda: [0, 0])  # (dx, dy) at `size` (the code's np.roll offsets)
     depth_encoding: str = "inverse_norm"  # inverse_norm (near bright, what depth ControlNets saw) | official_linear
+    body: str = "capsule"  # capsule (analytic, no licensed files) | smpl (needs smpl_model, the user's SMPL file)
+    smpl_model: str | None = None  # SMPL_NEUTRAL.npz (or .pkl, read with the restricted unpickler) for body: smpl
+    smpl_iters: int = 150  # [C] fitting iterations (MDM's SMPLify runs 150)
 
     def __post_init__(self):
         from dancegen.pose.depth import DEPTH_ENCODINGS
+
+        if self.body not in ("capsule", "smpl"):
+            raise ValueError(f"render.body must be capsule or smpl, got {self.body!r}")
+        if self.body == "smpl" and not self.smpl_model:
+            raise ValueError("render.body smpl needs render.smpl_model (your SMPL_NEUTRAL.npz; SMPL is licensed and "
+                             "not shipped: https://smpl.is.tue.mpg.de)")
+        if self.smpl_iters < 1:
+            raise ValueError("render.smpl_iters must be >= 1")
 
         if self.size < 16 or self.size % 8:
             raise ValueError(f"render.size must be a multiple of 8 and >= 16, got {self.size}")

@@ -124,14 +124,18 @@ def motion_joints(cfg: LatentManConfig, progress=None):
     return motion.joints[idx], motion
 
 
-def render_conditions(joints: np.ndarray, cfg: LatentManConfig, latent_res: int):
-    """Depth control images, the render and correspondences at the latent and the guidance resolution."""
+def render_conditions(joints: np.ndarray, cfg: LatentManConfig, latent_res: int, say=lambda m: None, smpl=None):
+    """Depth control images, the render and correspondences at the latent and the guidance resolution (``smpl``:
+    the loaded SMPL model for ``render.body: smpl``, else it is read from ``render.smpl_model``)."""
     from dancegen.motion.correspondence import chain_correspondences
     from dancegen.motion.render import depth_control, fixed_camera, render_body
 
     r = cfg.render
-    cam = fixed_camera(joints, r.size, yfov_deg=r.yfov_deg, margin=r.margin, shift_px=tuple(r.shift_px))
-    render = render_body(joints, camera=cam)
+    if r.body == "smpl":
+        render = smpl_render(joints, cfg, smpl, say)
+    else:
+        cam = fixed_camera(joints, r.size, yfov_deg=r.yfov_deg, margin=r.margin, shift_px=tuple(r.shift_px))
+        render = render_body(joints, camera=cam)
     depth = depth_control(render, r.depth_encoding)
     kw = dict(chain=cfg.correspondence.chain, features=cfg.correspondence.features, solver=cfg.correspondence.solver,
               max_part_pixels=cfg.correspondence.max_part_pixels)
@@ -139,6 +143,21 @@ def render_conditions(joints: np.ndarray, cfg: LatentManConfig, latent_res: int)
     pixel_pairs = (chain_correspondences(render.iuv, min(cfg.pwg.res, r.size), **kw)
                    if cfg.pwg.enabled else None)
     return depth, render, latent_pairs, pixel_pairs
+
+
+def smpl_render(joints: np.ndarray, cfg: LatentManConfig, model=None, say=lambda m: None):
+    """The user's SMPL model fitted to the joints and rasterised (`dancegen.motion.smpl`), framed like the capsules."""
+    from dancegen.motion.render import framing_camera
+    from dancegen.motion.smpl import fit_smpl, load_smpl, mesh_bounds, render_mesh, vertex_codes
+
+    r = cfg.render
+    model = model if model is not None else load_smpl(r.smpl_model, say)
+    say(f"fitting SMPL to {len(joints)} frames ({r.smpl_iters} iterations)")
+    verts, _, err = fit_smpl(model, joints, iters=r.smpl_iters)
+    say(f"SMPL fit: mean joint error {100 * err:.1f} cm")
+    cam = framing_camera(*mesh_bounds(verts), size=r.size, yfov_deg=r.yfov_deg, margin=r.margin,
+                         shift_px=tuple(r.shift_px))
+    return render_mesh(verts, model.faces, vertex_codes(model), cam)
 
 
 def load_models(cfg: LatentManConfig, allow_download: bool = False, plan=None):
@@ -212,6 +231,11 @@ def text2character(request, progress=None) -> dict:
     cfg = build_config(request)
     plan = request.runtime(cfg.model.device, cfg.model.dtype)
     joints, motion = (None, None) if request.dry_run else motion_joints(cfg, say)  # a bad motion file fails here
+    smpl = None
+    if cfg.render.body == "smpl":  # a missing or bad SMPL file fails here too, before any model loads
+        from dancegen.motion.smpl import load_smpl
+
+        smpl = load_smpl(cfg.render.smpl_model, say)
     say("loading the text-to-image model and the depth ControlNet")
     comps, nets = load_models(cfg, request.downloads_allowed(), plan)
     latent_res = cfg.render.size // comps.vae_scale_factor
@@ -227,7 +251,7 @@ def text2character(request, progress=None) -> dict:
     comps.text_encoder.to(plan.device)
     nets.to(plan.device)
     say(f"rendering {len(joints)} frames of the motion and matching them")
-    depth, render, latent_pairs, pixel_pairs = render_conditions(joints, cfg, latent_res)
+    depth, render, latent_pairs, pixel_pairs = render_conditions(joints, cfg, latent_res, say, smpl)
     say(f"generating {len(joints)} frames at {cfg.render.size}px, {cfg.sampler.steps} steps")
     t0 = time.perf_counter()
     video = generate(cfg, depth, latent_pairs, pixel_pairs, comps, nets)
