@@ -5,7 +5,7 @@ text-to-image model and the ControlNets were trained on seeds 1000+ / 2000+ worl
 (`VARIANTS`: recipe overrides) renders the same motion, matches the same maps and starts from the same noise; the
 scores are H_MSE (Eq. 9, on the body along the render's correspondences), the warping error and the adjacent-frame
 MSE (consistency), the colour names of the generated top / trousers in the render's torso / thigh regions against the
-prompt (text following), and the SynthPose joints of the generated frames against the projected skeleton
+prompt (text following; the control is the next case's prompt colours), and the SynthPose joints of the generated frames against the projected skeleton
 (motion following; the control is another case's skeleton).
 
     python -m dancegen.methods.latentman.quality --count 6
@@ -75,8 +75,9 @@ def pose_error(video: np.ndarray, joints2d: np.ndarray, estimator) -> float:
 
 
 def run_case(case: dict, variants: dict[str, tuple[str, ...]], comps, nets, steps: int | None = None,
-             num_frames: int = 8, extra: tuple[str, ...] = ()) -> dict:
-    """Every variant on one case; ``{variant: {"video", "h_mse", "warp", "adjacent", "colour"}}`` plus the render."""
+             num_frames: int = 8, extra: tuple[str, ...] = (), other: dict | None = None) -> dict:
+    """Every variant on one case; ``{variant: {"video", "h_mse", "warp", "adjacent", "colour", "colour_other"}}``
+    plus the render (``colour_other``: the same garments scored against ``other`` case's colours, the control)."""
     from dancegen.methods.latentman.config import BUNDLED_OVERRIDES, load_recipe
     from dancegen.methods.latentman.text2character import generate, motion_joints, render_conditions
     from dancegen.metrics.consistency import adjacent_frame_mse, h_mse, warping_error
@@ -99,6 +100,8 @@ def run_case(case: dict, variants: dict[str, tuple[str, ...]], comps, nets, step
         out[name] = {"video": video, "h_mse": h_mse(video, render.iuv, size=res), "warp": warping_error(video),
                      "adjacent": adjacent_frame_mse(video), "colour": colour_hits(video, render.labels, case["top"],
                                                                                     case["bottom"])}
+        if other is not None:
+            out[name]["colour_other"] = colour_hits(video, render.labels, other["top"], other["bottom"])
     out["_render"] = prepared
     return out
 
@@ -120,11 +123,12 @@ def evaluate(count: int = 4, steps: int | None = None, variants: dict | None = N
 
         est = SynthPoseEstimator.load(None)
     cases = heldout_cases(count)
-    rows: dict = {v: {"h_mse": [], "warp": [], "adjacent": [], "colour": [], "pose": [], "pose_other": []}
-                  for v in variants}
+    rows: dict = {v: {"h_mse": [], "warp": [], "adjacent": [], "colour": [], "colour_other": [], "pose": [],
+                      "pose_other": []} for v in variants}
     renders = []
     with torch.no_grad():
-        results = [run_case(c, variants, comps, nets, steps, extra=extra) for c in cases]
+        results = [run_case(c, variants, comps, nets, steps, extra=extra, other=cases[(k + 1) % len(cases)])
+                   for k, c in enumerate(cases)]
     for res in results:
         joints, _, render, _, _ = res["_render"]
         renders.append(project_joints(joints, render.camera))
@@ -134,6 +138,7 @@ def evaluate(count: int = 4, steps: int | None = None, variants: dict | None = N
             for key in ("h_mse", "warp", "adjacent"):
                 rows[v][key].append(float(r[key]))
             rows[v]["colour"].extend(r["colour"])
+            rows[v]["colour_other"].extend(r.get("colour_other", []))
             if est is not None:
                 rows[v]["pose"].append(pose_error(r["video"], renders[k], est))
                 rows[v]["pose_other"].append(pose_error(r["video"], renders[(k + 1) % len(renders)], est))
@@ -143,9 +148,11 @@ def evaluate(count: int = 4, steps: int | None = None, variants: dict | None = N
 
 
 def format_report(rep: dict) -> str:
-    lines = [f"{'variant':<18} {'H_MSE':>8} {'warp':>9} {'adjacent':>9} {'colour':>7} {'pose px':>8} {'other':>7}"]
+    lines = [f"{'variant':<18} {'H_MSE':>8} {'warp':>9} {'adjacent':>9} {'colour':>7} {'other':>6} {'pose px':>8} "
+             f"{'other':>7}"]
     for v, s in rep["summary"].items():
         lines.append(f"{v:<18} {s['h_mse']:8.1f} {s['warp']:9.2e} {s['adjacent']:9.1f} {s['colour']:7.2f} "
+                     f"{s['colour_other']:6.2f} "
                      f"{s['pose']:8.2f} {s['pose_other']:7.2f}")
     return "\n".join(lines)
 
