@@ -787,7 +787,8 @@ def text2character_cmd(
                              steps=steps, guidance_scale=guidance, overrides=set_, preview=preview,
                              progress=lambda s: info(f"[cyan]>[/cyan] {s}"),
                              **_shared(model, method, dtype, False, None, False, [], allow_download))
-    _report(rep, ("output", "preview", "depth", "plate", "character", "frames", "fps", "seconds", "h_mse", "method",
+    _report(rep, ("output", "preview", "depth", "iuv", "plate", "character", "frames", "fps", "seconds", "h_mse",
+                  "method",
                   "base", "size", "note"))
 
 

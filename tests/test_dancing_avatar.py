@@ -478,3 +478,39 @@ def test_motion_text_instead_of_poses_drives_the_video(tiny, tmp_path):
     rep = api.text2character(None, tmp_path / "m.mp4", **_verb_kwargs(
         tiny, poses=None, motion="a person raises arms", sets=["intra.enabled=false", "model.prev_controlnet=null"]))
     assert rep["frames"] == 3 and read_video(tmp_path / "m.mp4").frames.shape == (3, 32, 32, 3)
+
+
+def test_the_inpainting_unet_gets_the_mask_then_the_masked_images_latents(tiny, tmp_path, monkeypatch):
+    """diffusers' order for a 9-channel UNet: [latents, mask (1 = regenerate), latents of the image with the masked
+    pixels zeroed]; the ControlNets are not used for the plate."""
+    import dancegen.core.frames as frames
+    from dancegen.core.latents import encode_images
+    from dancegen.methods.dancing_avatar.model import load_inpaint_unet
+    from dancegen.pose.masks import latent_mask
+
+    pipe = _pipe(tiny, inter=False)
+    pipe.inpaint_unet = load_inpaint_unet(str(_inpaint_folder(tiny, tmp_path / "live", False)), pipe.unet)
+    got = {}
+    real = frames.generate_frames
+
+    def spy(unet, *a, **kw):
+        got.update(unet=unet, extra=kw["extra_channels"], controlnets=kw.get("controlnets"))
+        return real(unet, *a, **kw)
+
+    monkeypatch.setattr(frames, "generate_frames", spy)
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    person = np.zeros((32, 32), bool)
+    person[8:24, 12:20] = True
+    emb = pipe.prompt_encoder.encode(PLACE, "", guidance=True)
+    noise = torch.randn(1, 4, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    out = pipe.inpaint_image(emb, noise, 2, 2.0, image, person)
+    assert out.shape == (32, 32, 3) and got["unet"] is pipe.inpaint_unet and got["controlnets"] is None
+    extra = got["extra"][:, :, 0]
+    assert extra.shape == (1, 5, 16, 16)
+    assert torch.equal(extra[0, 0], torch.from_numpy(latent_mask(person, 2)).float())
+    x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255 * 2 - 1
+    x = x * torch.from_numpy(~person)  # masked pixels 0 in [-1, 1] (mid grey), as diffusers masks the image
+    with torch.no_grad():
+        masked = encode_images(pipe.vae, x)
+    torch.testing.assert_close(extra[:, 1:], masked, rtol=1e-5, atol=1e-5)

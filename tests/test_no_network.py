@@ -86,12 +86,38 @@ def test_clip_text_with_a_local_folder_is_offline(online, clip_video, tmp_path):
     assert online == []
 
 
-def test_resolving_an_uncached_hub_id_is_offline(online):
+def test_resolving_an_uncached_hub_id_is_offline(online, monkeypatch):
+    import huggingface_hub
+    import huggingface_hub.constants as hub_constants
+
     from dancegen.core.weights import resolve_model
 
+    seen = []
+
+    def lookup(repo_id, **kw):  # records whether huggingface_hub was offline during the cache lookup
+        seen.append(hub_constants.HF_HUB_OFFLINE)
+        raise FileNotFoundError(repo_id)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lookup)
     with pytest.raises(MissingWeightsError, match="downloads not allowed"):
         resolve_model("someone/not-cached", kind="sd15")
-    assert online == []
+    assert online == [] and seen == [True]
+
+
+@pytest.mark.parametrize("allowed", [False, True])
+def test_every_verb_runs_offline_unless_downloads_are_allowed(online, monkeypatch, allowed):
+    """The CLI's verb wrapper: huggingface_hub is offline while a verb runs, unless the user allowed downloads."""
+    import huggingface_hub.constants as hub_constants
+
+    import dancegen.catalog as catalog
+
+    seen = []
+    monkeypatch.setattr(catalog, "list_models", lambda *a: seen.append(hub_constants.HF_HUB_OFFLINE) or [])
+    if allowed:
+        monkeypatch.setenv("DANCEGEN_ALLOW_DOWNLOAD", "1")
+    r = runner.invoke(app, ["weights", "list"])
+    assert r.exit_code == 0, r.output
+    assert seen == [not allowed] and hub_constants.HF_HUB_OFFLINE is False
 
 
 def test_a_generating_verb_with_an_uncached_hub_model_is_offline(online, tmp_path):
@@ -106,5 +132,6 @@ def test_the_guard_is_lifted_afterwards(online, clip_video, tmp_path):
     """The offline switch is dancegen's for the verb's duration only: the library's own setting comes back."""
     import huggingface_hub.constants as hub_constants
 
-    runner.invoke(app, ["evaluate", "-m", "clip-frame", "--pred", str(clip_video), "--clip-model", "x/y"])
+    r = runner.invoke(app, ["evaluate", "-m", "clip-frame", "--pred", str(clip_video), "--clip-model", "x/y"])
+    assert r.exit_code == 2 and "not available locally" in r.output  # it ran, offline, and failed cleanly
     assert hub_constants.HF_HUB_OFFLINE is False

@@ -62,9 +62,13 @@ JOINT_PARTS: dict[int, tuple[int, ...]] = {
     16: L_UPPER_ARM, 17: R_UPPER_ARM, 18: L_LOWER_ARM, 19: R_LOWER_ARM,
     20: (L_HAND,), 22: (L_HAND,), 21: (R_HAND,), 23: (R_HAND,),
 }
-#: The joint each part's bone runs to from the vertex's joint (its child along the limb); the rest use their parent.
-BONE_END = {0: 3, 3: 6, 6: 9, 9: 12, 13: 16, 14: 17, 1: 4, 2: 5, 4: 7, 5: 8, 7: 10, 8: 11, 12: 15, 16: 18, 17: 19,
-            18: 20, 19: 21, 20: 22, 21: 23}
+#: The bone each DensePose part is parameterised along (SMPL joint -> joint), one axis per part so that no two
+#: vertices of a part share a code: the torso pelvis -> neck, the head neck -> head, the limbs their own bone.
+PART_AXES: dict[tuple[int, ...], tuple[int, int]] = {
+    TORSO: (0, 12), HEAD: (12, 15), L_UPPER_LEG: (1, 4), R_UPPER_LEG: (2, 5), L_LOWER_LEG: (4, 7),
+    R_LOWER_LEG: (5, 8), (L_FOOT,): (7, 10), (R_FOOT,): (8, 11), L_UPPER_ARM: (16, 18), R_UPPER_ARM: (17, 19),
+    L_LOWER_ARM: (18, 20), R_LOWER_ARM: (19, 21), (L_HAND,): (20, 22), (R_HAND,): (21, 23),
+}
 SMPL_HINT = ("SMPL files are licensed and not shipped: register at https://smpl.is.tue.mpg.de, download the model and "
              "pass SMPL_NEUTRAL.npz (smplx's tools/clean_ch.py turns the chumpy .pkl into plain arrays)")
 
@@ -138,12 +142,18 @@ def load_smpl(path: str | os.PathLike, say=lambda m: None) -> SMPLModel:
     if not p.is_file():
         raise InputError(f"SMPL model file not found; {SMPL_HINT}", p)
     if p.suffix.lower() == ".npz":
+        import zipfile
+
         try:
             with np.load(p, allow_pickle=False) as z:
+                if not hasattr(z, "files"):
+                    raise InputError("not an .npz archive (a single array)", p)
                 data = {k: z[k] for k in z.files}
-        except ValueError as e:  # object arrays need pickle: refused
-            raise InputError(f"the .npz holds pickled objects ({str(e).splitlines()[0]}); {SMPL_HINT}", p) from None
-        except (OSError, EOFError) as e:
+        except ValueError as e:
+            if "allow_pickle" in str(e) or "object" in str(e).lower():  # object arrays need pickle: refused
+                raise InputError(f"the .npz holds pickled objects; {SMPL_HINT}", p) from None
+            raise InputError(f"not a readable .npz ({str(e).splitlines()[0][:120]})", p) from None
+        except (OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
             raise InputError(f"not a readable .npz ({e.__class__.__name__})", p) from None
     elif p.suffix.lower() in (".pkl", ".pickle"):
         from dancegen.motion.safe_pickle import safe_unpickle
@@ -167,6 +177,8 @@ def load_smpl(path: str | os.PathLike, say=lambda m: None) -> SMPLModel:
                           np.asarray(data["f"], np.int64).reshape(-1, 3), str(p))
     except (TypeError, ValueError) as e:
         raise InputError(f"SMPL arrays of the wrong kind ({e})", p) from None
+    if not model.faces.size or not n:
+        raise InputError("an SMPL model without vertices or faces", p)
     if (v.ndim != 2 or v.shape[1] != 3 or model.posedirs.shape[2] != 9 * (NUM_JOINTS - 1)
             or model.J_regressor.shape != (NUM_JOINTS, n) or model.weights.shape != (n, NUM_JOINTS)
             or model.faces.min() < 0 or model.faces.max() >= n):
@@ -206,19 +218,20 @@ def fit_smpl(model: SMPLModel, joints, iters: int = 150, lr: float = 0.05, prior
 
 
 def vertex_codes(model: SMPLModel) -> np.ndarray:
-    """``(V, 3)`` (label, u, v) per vertex, fixed on the rest template (module docstring, item 3)."""
+    """``(V, 3)`` (label, u, v) per vertex, fixed on the rest template (module docstring, item 3): vertices are grouped
+    by DensePose part (the joints of a part pooled) and coded along the part's one axis (`PART_AXES`)."""
     rest = model.v_template
     jr = model.rest_joints
     owner = model.weights.argmax(1)
     forward = np.array([0.0, 0.0, 1.0])  # SMPL's rest body faces +Z
     codes = np.zeros((len(rest), 3))
-    for joint, labels in JOINT_PARTS.items():
-        idx = np.flatnonzero(owner == joint)
+    for labels, (j0, j1) in PART_AXES.items():
+        joints = [j for j, lab in JOINT_PARTS.items() if lab == labels]
+        idx = np.flatnonzero(np.isin(owner, joints))
         if not len(idx):
             continue
-        end = BONE_END.get(joint, SMPL_PARENTS[joint])
-        a, b = jr[joint], jr[end]
-        axis = b - a
+        a = jr[j0]
+        axis = jr[j1] - a
         length = float(np.linalg.norm(axis))
         axis = axis / length if length > 1e-9 else np.array([0.0, 1.0, 0.0])
         e1 = forward - (forward @ axis) * axis
@@ -230,15 +243,15 @@ def vertex_codes(model: SMPLModel) -> np.ndarray:
         along = d @ axis
         v = (along - along.min()) / max(along.max() - along.min(), 1e-9)
         radial = d - along[:, None] * axis
-        phi = np.mod(np.arctan2(radial @ e2, radial @ e1), 2 * math.pi)
-        if len(labels) == 2:
-            back = (radial @ e1) < 0  # front / back halves about the bone
+        phi = np.arctan2(radial @ e2, radial @ e1)  # (-pi, pi], 0 = forward
+        if len(labels) == 2:  # front / back halves about the axis, u running 0 -> 1 across each half
+            back = np.cos(phi) < 0
             lab = np.where(back, labels[1], labels[0])
-            u = np.mod(phi + 0.5 * math.pi, math.pi) / math.pi
+            u = np.where(back, np.mod(phi - 0.5 * math.pi, 2 * math.pi), phi + 0.5 * math.pi) / math.pi
         else:
             lab = np.full(len(idx), labels[0])
-            u = phi / (2 * math.pi)
-        codes[idx] = np.stack([lab, u, v], 1)
+            u = np.mod(phi, 2 * math.pi) / (2 * math.pi)
+        codes[idx] = np.stack([lab, np.clip(u, 0.0, 1.0), v], 1)
     return codes
 
 
@@ -250,8 +263,8 @@ def mesh_bounds(vertices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def render_mesh(vertices, faces, codes, camera):
     """Rasterise ``(T, V, 3)`` world vertices with per-vertex ``codes`` ``(V, 3)`` in ``camera``: a `BodyRender`
-    (depth = camera z, 0 on the background; iuv; mask; face normals; grey shading; ``capsule`` = the hit face's
-    label - 1, -1 on the background)."""
+    (depth = camera z, 0 on the background; iuv; mask; face normals; grey shading; for a mesh ``capsule`` holds the
+    hit part's label - 1, -1 on the background, not a capsule index)."""
     from dancegen.motion.render import AMBIENT, BodyRender
 
     verts = np.asarray(vertices, np.float64)

@@ -90,6 +90,9 @@ def load_inpaint_unet(ref: str, base_unet, allow_download: bool = False, dtype=N
                              "folder", ref)
     else:  # a hub id (cached, or downloaded when allowed)
         where, sub = resolve_model(ref, kind="sd15", allow_download=allow_download), "unet"
+        if where.source == "single-file":
+            raise InputError("model.inpaint takes an inpainting model folder (diffusers layout, unet/ inside) or a hub "
+                             "id, not a single checkpoint file", ref)
     unet = UNet2DConditionModel.from_pretrained(where.location, subfolder=sub, torch_dtype=dtype or torch.float32,
                                                 local_files_only=where.source != "hub")
     latent = base_unet.config.in_channels

@@ -133,6 +133,8 @@ def evaluate(count: int = 4, num_frames: int = 8, steps: int | None = None, vari
     from dancegen import api
     from dancegen.io.video import read_video
 
+    if count < 2:
+        raise ValueError("count must be >= 2: each case's controls are another case's poses and colours")
     variants = variants or VARIANTS
     say = progress or (lambda m: None)
     cases = heldout_cases(count, num_frames)

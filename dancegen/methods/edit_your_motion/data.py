@@ -35,12 +35,15 @@ def _square(frames: np.ndarray, size: int, resample: int) -> np.ndarray:
     return np.stack(out)
 
 
-def read_source(cfg: EditYourMotionConfig) -> tuple[np.ndarray, float, tuple[int, int]]:
-    """``(frames (F, S, S, 3) uint8, fps, original (H, W))`` of the case's source."""
+def read_source(cfg: EditYourMotionConfig, full: np.ndarray | None = None,
+                fps: float | None = None) -> tuple[np.ndarray, float, tuple[int, int]]:
+    """``(frames (F, S, S, 3) uint8, fps, original (H, W))`` of the case's source (``full`` / ``fps``: the
+    `source_frames` already read)."""
     from PIL import Image
 
-    frames, fps = source_frames(cfg)
-    return _square(frames, cfg.data.resolution, Image.BICUBIC), fps, frames.shape[1:3]
+    if full is None:
+        full, fps = source_frames(cfg)
+    return _square(full, cfg.data.resolution, Image.BICUBIC), fps, full.shape[1:3]
 
 
 def source_frames(cfg: EditYourMotionConfig) -> tuple[np.ndarray, float]:
@@ -109,8 +112,10 @@ def source_poses(cfg: EditYourMotionConfig, frames: np.ndarray, fps: float, orig
     return seq.replace(fps=fps)
 
 
-def source_masks(cfg: EditYourMotionConfig, frames: np.ndarray, poses, orig_hw: tuple[int, int], say) -> np.ndarray:
-    """``(F, S, S)`` bool person masks (spec Eq. 10)."""
+def source_masks(cfg: EditYourMotionConfig, frames: np.ndarray, poses, orig_hw: tuple[int, int], say,
+                 full: np.ndarray | None = None) -> np.ndarray:
+    """``(F, S, S)`` bool person masks (spec Eq. 10); ``full``: the source frames at their original size, for
+    ``auto`` (read again when not given)."""
     from PIL import Image
 
     from dancegen.pose.masks import pose_masks
@@ -135,11 +140,11 @@ def source_masks(cfg: EditYourMotionConfig, frames: np.ndarray, poses, orig_hw: 
         return sq > int(255 * d.mask_threshold)
     drawn = pose_masks(poses, threshold=d.conf)
     if d.masks == "auto":
-        return auto_masks(cfg, drawn, say)
+        return auto_masks(cfg, drawn, say, full)
     return drawn
 
 
-def auto_masks(cfg: EditYourMotionConfig, drawn: np.ndarray, say) -> np.ndarray:
+def auto_masks(cfg: EditYourMotionConfig, drawn: np.ndarray, say, full: np.ndarray | None = None) -> np.ndarray:
     """Person masks by the pose backend's segmentation of the source frames at their original size (a small dancer
     in the resized frames is easily missed), squared and resized like the frames; a frame where nobody is found keeps
     its skeleton's drawn mask (``drawn``), and without the segmentation model every frame does (said in one line)."""
@@ -148,7 +153,8 @@ def auto_masks(cfg: EditYourMotionConfig, drawn: np.ndarray, say) -> np.ndarray:
     from dancegen.errors import MissingWeightsError
     from dancegen.pose.extract import person_mask
 
-    full, _ = source_frames(cfg)
+    if full is None:
+        full, _ = source_frames(cfg)
     out, missed = drawn.copy(), []
     for t, frame in enumerate(full):
         try:
@@ -169,9 +175,10 @@ def auto_masks(cfg: EditYourMotionConfig, drawn: np.ndarray, say) -> np.ndarray:
 
 def prepare_case(cfg: EditYourMotionConfig, say=lambda m: None) -> dict:
     """The case arrays stored in the model folder (``case.npz``): frames, masks, keypoints, prompt, fps."""
-    frames, fps, orig = read_source(cfg)
+    full, fps = source_frames(cfg)
+    frames, fps, orig = read_source(cfg, full, fps)
     poses = source_poses(cfg, frames, fps, orig, say)
-    masks = source_masks(cfg, frames, poses, orig, say)
+    masks = source_masks(cfg, frames, poses, orig, say, full)
     return {"frames": frames, "masks": masks.astype(bool), "keypoints": poses.keypoints.astype(np.float32),
             "prompt": np.array(cfg.data.prompt), "fps": np.array(float(fps))}
 

@@ -115,6 +115,8 @@ def evaluate(count: int = 4, steps: int | None = None, variants: dict | None = N
     from dancegen.methods.latentman.text2character import load_models
     from dancegen.motion.render import project_joints
 
+    if count < 2:
+        raise ValueError("count must be >= 2: each case's controls are another case's skeleton and colours")
     variants = variants or VARIANTS
     comps, nets = load_models(load_recipe(None, []), plan=None)
     est = None

@@ -48,9 +48,10 @@ class ClipEmbedder:
             try:
                 self.model = CLIPModel.from_pretrained(self.name, local_files_only=local).to(device).eval()
                 self.image_processor = CLIPImageProcessor.from_pretrained(self.name, local_files_only=local)
-            except OSError:
+            except OSError as e:
                 raise MissingWeightsError(
-                    f"CLIP model {self.name!r} is not available locally; pass a folder saved with "
+                    f"CLIP model {self.name!r} is not available locally ({str(e).splitlines()[0][:160]}); pass a "
+                    f"folder saved with "
                     f"CLIPModel.save_pretrained + its processor, or allow downloads to fetch it from the Hugging Face "
                     f"hub (https://huggingface.co/{self.name})") from None
             try:
