@@ -447,7 +447,8 @@ def evaluate_cmd(
 
     Frame quality (psnr, psnr-disco, ssim, l1, l1-tiktok, lpips, fid), video (fvd, fvd-videogpt, fvd-disco,
     fid-vid), no-reference (niqe, brisque, and -body/-background with --masks), consistency (frame-mse, frame-l1,
-    warping-error, h-mse, clip-frame), alignment (pose-mse, clip-text, bas, mm-align, av-align).
+    warping-error, h-mse, clip-frame, and clip-frame-body/-background with --masks), alignment (pose-mse,
+    pose-map-mse, clip-text, bas, mm-align, av-align).
     Network metrics need their standard weight files (--weights-dir or $DANCEGEN_WEIGHTS_DIR).
 
     Example: [cyan]dancegen evaluate -m psnr,ssim,lpips,fvd --pred gen/ --gt real/ -o report.json[/cyan]

@@ -216,3 +216,20 @@ def test_body_and_background_clip_see_only_their_region(dirs):
                    masks=np.zeros((4, 64, 80), bool) | (np.arange(80) < 40)[None, None])
     for name in ("clip-frame-body", "clip-frame-background"):
         assert rep["metrics"][name]["protocol"]["region"] in name and -100 <= rep["metrics"][name]["value"] <= 100
+
+
+def test_pose_mse_and_pose_map_mse_through_evaluate(tmp_path):
+    """Dancing Avatar's Pose MSE (coordinates) and its pose-map variant: 0 when the output's poses are the driving
+    ones, positive against another clip's poses; without --poses one line naming both."""
+    from dancegen import api
+
+    api.synth(tmp_path, num_clips=2, size=(64, 64), num_frames=4, fps=8.0, seed=3, camera="static", flow=False)
+    a, b = sorted(p for p in tmp_path.iterdir() if (p / "openpose_json").is_dir())
+    same = evaluate(["pose-mse", "pose-map-mse"], a / "video.mp4", poses=a / "openpose_json",
+                    pred_poses=a / "openpose_json")["metrics"]
+    other = evaluate(["pose-mse", "pose-map-mse"], a / "video.mp4", poses=b / "openpose_json",
+                     pred_poses=a / "openpose_json")["metrics"]
+    for name in ("pose-mse", "pose-map-mse"):
+        assert same[name]["value"] == 0.0 and other[name]["value"] > 0.0
+    with pytest.raises(InputError, match="pose-map-mse need the driving poses"):
+        evaluate(["pose-map-mse"], a / "video.mp4", pred_poses=a / "openpose_json")

@@ -344,7 +344,7 @@ class EvalContext:
         from dancegen.pose.openpose_json import read_pose_input
 
         if self.poses is None:
-            raise InputError("pose-mse needs the driving poses: pass --poses DIR")
+            raise InputError("pose-mse and pose-map-mse need the driving poses: pass --poses DIR")
         h, w = item.pred.shape[1:3]
         return read_pose_input(self._pose_source(self.poses, item, "driving"), width=w, height=h, fps=item.fps)
 

@@ -112,10 +112,12 @@ def _av_align(ctx, item):
     return float(_mod("dancegen.metrics.rhythm").av_align(item.pred, audio, sr, item.fps))
 
 
-def _pose_mse(ctx, item):
-    pred_poses = ctx.pred_poses(item)
-    driving = ctx.driving_poses(item)
-    return _mean(_mod("dancegen.metrics.pose_metrics").pose_mse(pred_poses, driving))
+def _pose_mse(fn: str):
+    def compute(ctx, item):
+        pred_poses = ctx.pred_poses(item)
+        driving = ctx.driving_poses(item)
+        return _mean(getattr(_mod("dancegen.metrics.pose_metrics"), fn)(pred_poses, driving))
+    return compute
 
 
 # ---- network metrics (dancegen.metrics.backbones) -----------------------------------------------------------------
@@ -253,8 +255,11 @@ _ALL: tuple[MetricSpec, ...] = (
                 "video_embedding": "renormalised mean of L2-normalised frame embeddings",
                 "audio": "mono, first F/fps seconds, librosa.resample to 16 kHz, Wav2CLIP clip-level"},
                "Dance Any Beat CS: cos(CLIP video, Wav2CLIP music)"),
-    MetricSpec("pose-mse", "single", "dancegen.metrics.pose_metrics", _pose_mse, ("poses",), False,
+    MetricSpec("pose-mse", "single", "dancegen.metrics.pose_metrics", _pose_mse("pose_mse"), ("poses",), False,
                description="MSE between driving poses and poses extracted from the output"),
+    MetricSpec("pose-map-mse", "single", "dancegen.metrics.pose_metrics", _pose_mse("pose_map_mse"), ("poses",),
+               False, protocol={"maps": "OpenPose drawing at the driving poses' size", "scale": "[0,1]"},
+               description="MSE between the OpenPose maps of the driving and the extracted poses"),
     MetricSpec("bas", "single", _R, _bas, ("audio", "poses"), True,
                description="Beat Alignment Score (over music beats)"),
     MetricSpec("mm-align", "single", _R, _mm_align, ("audio", "poses"), True,
