@@ -39,7 +39,7 @@ install: $(STAMP) $(MODELS_STAMP)  ## Create .venv and fetch the default pose mo
 
 models: $(MODELS_STAMP)  ## Fetch the default pose models only
 
-demo: install  ## Synthetic clips -> poses -> retarget -> motion flow -> music2dance (bundled models), in $(DEMO_OUT)/
+demo: install  ## Synthetic clips -> poses -> retarget -> flow -> animate, music2dance, text2character (bundled models), in $(DEMO_OUT)/
 	$(BIN)/dancegen demo -o $(DEMO_OUT)
 
 # --dist loadfile: all tests of a module on one worker, so a module-scoped fixture (the bundled models' held-out quality

@@ -299,6 +299,9 @@ def synth(out: PathLike, num_clips: int = 1, layout: str = "clips", size=256, se
 # ---- demo -------------------------------------------------------------------------------------------------------
 
 
+DEMO_AVATAR_FRAMES = 12  # Dancing Avatar makes frames one at a time (about 1.3 s each on 2 CPU cores)
+
+
 def demo(out: PathLike, seed: int = 0, size: int = 256, seconds: float = 2.0, fps: float = 24.0,
          progress=None) -> dict:
     """The main job on the embedded default, end to end, with numbers against ground truth.
@@ -310,7 +313,10 @@ def demo(out: PathLike, seed: int = 0, size: int = 256, seconds: float = 2.0, fp
     5. `animate` with the bundled Dance-Your-Latents model: B's photo dances A's retargeted motion (skipped while
        that model is not installed).
     6. `music2dance` with the bundled Dance Any Beat model: B's photo dances to A's music.
-    7. `summary.png` (one row per sampled time), `summary.mp4` and `report.json`.
+    7. `text2character` with the bundled LatentMan models: B's clothes in words perform A's motion text; and with
+       `poses` (Dancing Avatar): B's clothes, hair and room in words dance A's retargeted poses (the first
+       `DEMO_AVATAR_FRAMES`).
+    8. `summary.png` (one row per sampled time), `summary.mp4` and `report.json`.
     """
     from dancegen.io.atomic import atomic_dir
 
@@ -401,6 +407,20 @@ def _demo_in(out: Path, seed: int, size: int, seconds: float, fps: float, step) 
     m2d = music2dance(clip_a / "audio.wav", out / "reference.png", out / "music_dance.mp4", device="cpu", seed=seed)
     music_video = read_video(out / "music_dance.mp4")
 
+    from dancegen.synth.appearance import Appearance
+
+    meta_a, meta_b = (json.loads((c / "meta.json").read_text()) for c in (clip_a, clip_b))
+    clothes_b, face_b = Appearance.from_dict(meta_b["appearance"]).prompt_parts()
+    step("text2character: B's description performs A's motion text (bundled LatentMan models)")
+    latentman = text2character(f"a dancer in {clothes_b}", out / "character.mp4", motion=meta_a["motion_text"],
+                               preview=False, device="cpu", seed=seed)
+    character_video = read_video(out / "character.mp4")
+    step("text2character --poses: B's description dances A's retargeted poses (bundled Dancing Avatar)")
+    avatar = text2character(None, out / "avatar.mp4", poses=out / "retargeted" / "openpose_json", clothes=clothes_b,
+                            face=face_b, place=meta_b["scene_text"].split(", filmed")[0],
+                            frames=min(DEMO_AVATAR_FRAMES, moved.num_frames), preview=False, device="cpu", seed=seed)
+    avatar_frames = read_video(out / "avatar.mp4").frames
+
     step("summary picture and video")
     maps_a = render_pose_sequence(poses_a)
     maps_moved = render_pose_sequence(moved)
@@ -414,19 +434,23 @@ def _demo_in(out: Path, seed: int, size: int, seconds: float, fps: float, step) 
     def panel(t: int) -> list:
         ft = min(t, n - 2)
         mt = min(int(t / video_a.fps * music_video.fps), music_video.num_frames - 1)
+        ct = min(int(t / video_a.fps * character_video.fps), character_video.num_frames - 1)
         return [montage.label(video_a.frames[t], f"A t={t}"),
                 montage.label(montage.overlay(video_a.frames[t], maps_a[t]), "extracted pose"),
                 montage.label(montage.overlay(refs[t], maps_moved[t]), "retargeted onto B"),
                 montage.label(flow_rgb[ft], "pose flow"),
                 *([montage.label(big(animated[min(t, len(animated) - 1)]), "animate (dyl-tiny)")]
                   if animated is not None else []),
-                montage.label(big(music_video.frames[mt]), "music2dance (dab-tiny)")]
+                montage.label(big(music_video.frames[mt]), "music2dance (dab-tiny)"),
+                montage.label(big(character_video.frames[ct]), "text2character (LatentMan)"),
+                montage.label(big(avatar_frames[min(t, len(avatar_frames) - 1)]), "--poses (Dancing Avatar)")]
 
     rows = [panel(t) for t in np.linspace(0, n - 1, 4).round().astype(int)]
     write_image(out / "summary.png", montage.grid(rows, height=min(size, 192)))
     write_video(out / "summary.mp4", np.stack([montage.grid([panel(t)], height=min(size, 192)) for t in range(n)]),
                 fps=video_a.fps, audio=video_a.audio, sample_rate=video_a.sample_rate,
-                metadata={"verb": "demo", "model": "bundled:dyl-tiny,dab-tiny", "seed": seed})
+                metadata={"verb": "demo", "model": "bundled:dyl-tiny,dab-tiny,t2i-tiny,t2m-tiny,controlnet-depth-tiny,"
+                                                   "controlnet-openpose-tiny,dancing-avatar-tiny", "seed": seed})
 
     report = {
         "seed": seed,
@@ -439,8 +463,11 @@ def _demo_in(out: Path, seed: int, size: int, seconds: float, fps: float, step) 
         "flow_epe_on_body_A": epe,
         "animate": {k: anim.get(k) for k in ("output", "frames", "seconds", "model", "skipped") if k in anim},
         "music2dance": {k: m2d.get(k) for k in ("output", "frames", "fps", "clips", "generate_s", "model")},
+        "text2character": {k: latentman.get(k) for k in ("output", "frames", "fps", "seconds", "h_mse", "prompt")},
+        "dancing_avatar": {k: avatar.get(k) for k in ("output", "frames", "fps", "seconds", "prompt", "character")},
         "outputs": {"summary": str(out / "summary.png"), "summary_video": str(out / "summary.mp4"),
-                    "music_dance": str(out / "music_dance.mp4"),
+                    "music_dance": str(out / "music_dance.mp4"), "character": str(out / "character.mp4"),
+                    "avatar": str(out / "avatar.mp4"),
                     "poses_A": str(out / "poses_A"), "retargeted": str(out / "retargeted"),
                     "flow": str(out / "flow")},
     }

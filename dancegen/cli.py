@@ -341,7 +341,7 @@ def demo_cmd(
     size: Annotated[int, typer.Option(help="Frame size of the synthetic clips.")] = 256,
     seconds: Annotated[float, typer.Option(help="Clip length.")] = 2.0,
 ):
-    """Run the main job on the embedded default: synthesise two dancers, extract A's poses, retarget them onto B, compute the motion flow, score each step against the synthetic ground truth, then make B dance A's motion with the bundled Dance-Your-Latents model and A's music with the bundled Dance Any Beat model.
+    """Run the main job on the embedded default: synthesise two dancers, extract A's poses, retarget them onto B, compute the motion flow, score each step against the synthetic ground truth, then make B dance A's motion (Dance-Your-Latents), A's music (Dance Any Beat), A's motion text (LatentMan) and A's poses from B's description in words (Dancing Avatar), all with the bundled models.
 
     Look at OUT/summary.png (one picture of every stage) and OUT/summary.mp4; numbers are in OUT/report.json.
 
@@ -366,6 +366,9 @@ def demo_cmd(
     m2d = rep["music2dance"]
     table.add_row("music2dance (dab-tiny)", f"{m2d['frames']} frames, {m2d['clips']} clip(s), {m2d['generate_s']:.1f} s")
     table.add_row("animate (dyl-tiny)", rep["animate"].get("skipped") or f"{rep['animate']['frames']} frames")
+    t2c, da = rep["text2character"], rep["dancing_avatar"]
+    table.add_row("text2character (LatentMan)", f"{t2c['frames']} frames, H_MSE {t2c['h_mse']:.1f}, {t2c['seconds']:.1f} s")
+    table.add_row("text2character --poses (Dancing Avatar)", f"{da['frames']} frames, {da['seconds']:.1f} s")
     table.add_row("summary picture", rep["outputs"]["summary"])
     Console(stderr=True).print(table)
     _report(rep, json_only=True)

@@ -45,6 +45,14 @@ def test_demo_runs_and_scores_against_ground_truth(models, tmp_path):
         assert (tmp_path / "demo" / p.split("/demo/")[-1]).exists()
     # music2dance (bundled dab-tiny) on clip A's music: 1 s at the model's 10 fps
     assert rep["music2dance"]["frames"] == 10 and rep["music2dance"]["fps"] == 10
+    # the text methods: LatentMan's 8 frames of A's motion text, Dancing Avatar on the first 12 retargeted poses
+    from dancegen.api import DEMO_AVATAR_FRAMES
+    from dancegen.io.video import read_video_metadata
+
+    assert rep["text2character"]["frames"] == 8 and rep["dancing_avatar"]["frames"] == DEMO_AVATAR_FRAMES
+    assert "t-shirt" in rep["text2character"]["prompt"] and "t-shirt" in rep["dancing_avatar"]["prompt"]
+    for name, method in (("character.mp4", "latentman"), ("avatar.mp4", "dancing-avatar")):
+        assert read_video_metadata(tmp_path / "demo" / name)["method"] == method
     saved = json.loads((tmp_path / "demo" / "report.json").read_text())
     assert saved["retargeted_frames"] == rep["retargeted_frames"] == 24
     # The retargeted poses sit on dancer B's body: in the first frame with a neck, it is B's neck, not A's.

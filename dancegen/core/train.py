@@ -435,10 +435,13 @@ class Trainer:
         param_groups: Replaces `config.param_groups` when given.
         logger: `logger(step, record)` called on the main process for every metrics record (default: a console
             line).
+        announce: say the trainable groups and the frozen parameter count at the start (off for training that is a
+            step inside another verb, e.g. a character pack's adapters).
     """
 
     def __init__(self, model, loss_fn: Callable, data, config: TrainLoopConfig, sample_fn: Callable | None = None,
-                 param_groups: list[ParamGroup] | None = None, logger: Callable | None = None):
+                 param_groups: list[ParamGroup] | None = None, logger: Callable | None = None,
+                 announce: bool = True):
         # Building the trainer leaves the global RNG states as the caller seeded them (first imports of some libraries,
         # e.g. rich, draw from Python's `random`), so a run is the same whether or not it is the first in its process.
         with preserve_rng():
@@ -474,7 +477,8 @@ class Trainer:
             if config.checkpoint_weights == "trainable":
                 use_trainable_only_weights(acc)
             self.step = 0
-            self._report_groups(groups)
+            if announce:
+                self._report_groups(groups)
 
     def _wrap_data(self, data):
         import torch

@@ -132,10 +132,21 @@ class Appearance:
         hair = "a shaved head" if self.hair_style == "bald" else f"{self.hair_style} {self.hair_colour} hair"
         return f"{_a(size + build + 'dancer')} with {self.skin} skin in {_a(top)} and {bottom}, {hair}"
 
+    def prompt_parts(self) -> tuple[str, str]:
+        """``(clothes, face)`` in the words the bundled text-to-image model was trained on, e.g. ("a blue t-shirt and
+        purple trousers", "long black hair"): Dancing Avatar's --clothes / --face for this dancer."""
+        hair = "a shaved head" if self.hair_style == "bald" else f"{self.hair_style} {self.hair_colour} hair"
+        return f"a {self.top_colour} t-shirt and {self.bottom_colour} {self.bottom}", hair
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["body"] = self.body.to_dict()
         return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Appearance:
+        """The inverse of `to_dict` (e.g. a clip's meta.json "appearance")."""
+        return cls(**{**d, "body": BodyShape(**d["body"])})
 
 
 @dataclass(frozen=True)

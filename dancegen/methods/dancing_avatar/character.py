@@ -220,7 +220,7 @@ def train_adapter(cfg, comps, name: str, crops: np.ndarray, caption: str, work_d
                            checkpoint_every=stage.steps, keep_checkpoints=1, output_dir=str(work_dir / name),
                            resume="never", trainable=[rf"re:\.lora_[AB]\.{name}\."], export_trainable=False,
                            optim=OptimConfig(name="adamw", lr=stage.lr, weight_decay=0.0))
-    Trainer(Holder(), loss_fn, Crops(), loop, logger=lambda step, rec: None).fit()
+    Trainer(Holder(), loss_fn, Crops(), loop, logger=lambda step, rec: None, announce=False).fit()
     unet.requires_grad_(False)
 
 

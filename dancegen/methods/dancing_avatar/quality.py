@@ -61,11 +61,10 @@ def heldout_cases(count: int, num_frames: int = 8, size: int = 64, seed: int = H
     for k in range(count):
         clip = render_clip(seed=clip_seed(seed, k), size=size, num_frames=num_frames, camera_motion="static",
                            flow=False)
-        a = clip.appearance
-        hair = "a shaved head" if a.hair_style == "bald" else f"{a.hair_style} {a.hair_colour} hair"
+        clothes, face = clip.appearance.prompt_parts()
         cases.append({"poses": PoseSequence(clip.keypoints.astype(np.float32), width=size, height=size, fps=clip.fps),
-                      "masks": clip.masks, "clothes": f"a {a.top_colour} t-shirt and {a.bottom_colour} {a.bottom}",
-                      "face": hair, "place": clip.scene_text.split(", filmed")[0], "top": a.top_colour,
+                      "masks": clip.masks, "clothes": clothes, "face": face,
+                      "place": clip.scene_text.split(", filmed")[0], "top": clip.appearance.top_colour,
                       "torso_rgb": np.nanmedian(torso_colours(clip.frames, clip.keypoints), axis=0)})
     return cases
 

@@ -270,7 +270,8 @@ def text2character(request, progress=None) -> dict:
     report.update({"frames": int(video.shape[0]), "fps": fps, "seconds": round(seconds, 3), "h_mse": round(score, 3),
                    "motion": {"format": motion.format, **{k: v for k, v in motion.meta.items()
                                                           if isinstance(v, (str, int, float))}},
-                   "output": str(out), "recipe": str(recipe_path), "depth": str(depth_path), "iuv": str(iuv_path)})
+                   "output": str(out), "recipe": str(recipe_path), "depth": str(depth_path), "iuv": str(iuv_path),
+                   "prompt": cfg.prompt})
     if request.preview:
         from dancegen.io import montage
 
