@@ -10,7 +10,6 @@ string). All writes are atomic (dancegen.io.atomic).
 
 from __future__ import annotations
 
-import io
 import json
 import os
 from pathlib import Path
@@ -20,7 +19,7 @@ import numpy as np
 
 from dancegen.errors import InputError
 from dancegen.flow import FLOW_DIRECTIONS
-from dancegen.io.atomic import atomic_path, write_bytes
+from dancegen.io.atomic import atomic_path, save_npz_compressed, write_bytes
 
 FLO_MAGIC = b"PIEH"
 FLO_MAGIC_FLOAT = 202021.25
@@ -119,9 +118,7 @@ def save_flow_npz(path: str | os.PathLike, flows, direction: str = "forward", me
     """
     flows = _check_sequence(flows)
     _check_direction(direction)
-    buf = io.BytesIO()
-    np.savez_compressed(buf, flow=flows, direction=np.array(direction), meta=np.array(json.dumps(meta or {})))
-    write_bytes(path, buf.getvalue())
+    save_npz_compressed(path, flow=flows, direction=np.array(direction), meta=np.array(json.dumps(meta or {})))
 
 
 def load_flow_npz(path: str | os.PathLike) -> FlowData:

@@ -175,6 +175,17 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 
 
+def save_npz_compressed(path: str | os.PathLike, **arrays) -> None:
+    """`numpy.savez_compressed` to `path`, atomically (numpy fixes the archive's dates: same arrays, same bytes)."""
+    import io
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    write_bytes(path, buf.getvalue())
+
+
 def save_safetensors(tensors: dict, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> Path:
     """`safetensors.torch.save_file`, atomically and byte-reproducibly: the header's metadata comes out in sorted
     key order (safetensors writes it from a hash map, so two or more keys came out in a different order from one

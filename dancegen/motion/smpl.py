@@ -188,32 +188,30 @@ def load_smpl(path: str | os.PathLike, say=lambda m: None) -> SMPLModel:
     return model
 
 
-def fit_smpl(model: SMPLModel, joints, iters: int = 150, lr: float = 0.05, prior: float = 1e-4, seed: int = 0):
+def fit_smpl(model: SMPLModel, joints, iters: int = 150, lr: float = 0.05, prior: float = 1e-4):
     """Fit the pose to ``(T, 22, 3)`` HumanML3D joints; ``(vertices (T, V, 3), fitted joints (T, 24, 3), mean joint
-    error in metres)`` as numpy."""
+    error in metres)`` as numpy. Deterministic: the rotations start at rest and the translation on the pelvis."""
     import torch
 
     j = torch.as_tensor(np.asarray(joints, np.float64))
     if j.ndim != 3 or j.shape[1:] != (22, 3):
         raise InputError(f"SMPL fitting needs (T, 22, 3) joints, got {tuple(j.shape)}")
     t = len(j)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        body = torch.zeros(t, 21, 3, dtype=torch.float64, requires_grad=True)
-        root = torch.zeros(t, 3, dtype=torch.float64, requires_grad=True)
-        transl = (j[:, 0] - torch.as_tensor(model.rest_joints[0])).clone().requires_grad_(True)
-        opt = torch.optim.Adam([body, root, transl], lr=lr)
-        hands = torch.zeros(t, 2, 3, dtype=torch.float64)
-        for _ in range(iters):
-            opt.zero_grad()
-            pose = torch.cat([root[:, None], body, hands], 1)
-            _, fitted = model.forward(pose, transl)
-            loss = ((fitted[:, :22] - j) ** 2).sum(-1).mean() + prior * (body ** 2).sum(-1).mean()
-            loss.backward()
-            opt.step()
-        with torch.no_grad():
-            verts, fitted = model.forward(torch.cat([root[:, None], body, hands], 1), transl)
-            err = (fitted[:, :22] - j).norm(dim=-1).mean().item()
+    body = torch.zeros(t, 21, 3, dtype=torch.float64, requires_grad=True)
+    root = torch.zeros(t, 3, dtype=torch.float64, requires_grad=True)
+    transl = (j[:, 0] - torch.as_tensor(model.rest_joints[0])).clone().requires_grad_(True)
+    opt = torch.optim.Adam([body, root, transl], lr=lr)
+    hands = torch.zeros(t, 2, 3, dtype=torch.float64)
+    for _ in range(iters):
+        opt.zero_grad()
+        pose = torch.cat([root[:, None], body, hands], 1)
+        _, fitted = model.forward(pose, transl)
+        loss = ((fitted[:, :22] - j) ** 2).sum(-1).mean() + prior * (body ** 2).sum(-1).mean()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        verts, fitted = model.forward(torch.cat([root[:, None], body, hands], 1), transl)
+        err = (fitted[:, :22] - j).norm(dim=-1).mean().item()
     return verts.numpy(), fitted.numpy(), err
 
 
@@ -277,6 +275,8 @@ def render_mesh(vertices, faces, codes, camera):
     shaded = np.zeros((n, h, w, 3), np.uint8)
     part = np.full((n, h, w), -1, np.int16)
     fx, fy, cx, cy = camera.K[0, 0], camera.K[1, 1], camera.K[0, 2], camera.K[1, 2]
+    rays = camera.pixel_rays()
+    rays /= np.linalg.norm(rays, axis=-1, keepdims=True)  # unit view directions, for the shading
     for f in range(n):
         xc = camera.to_camera(verts[f])
         z = xc[:, 2]
@@ -325,9 +325,6 @@ def render_mesh(vertices, faces, codes, camera):
             normals[f, ys, xs] = nrm
             part[f, ys, xs] = c[nearest, 0] - 1
         hit = depth[f] > 0
-        rays = np.stack([(np.arange(w)[None, :] - cx) / fx + 0 * np.arange(h)[:, None],
-                         (np.arange(h)[:, None] - cy) / fy + 0 * np.arange(w)[None, :], np.ones((h, w))], -1)
-        rays /= np.linalg.norm(rays, axis=-1, keepdims=True)
         lambert = np.clip(-(normals[f] * rays).sum(-1), 0.0, 1.0)
         grey = np.rint(255.0 * (AMBIENT + (1.0 - AMBIENT) * lambert)).astype(np.uint8)
         shaded[f][hit] = grey[hit][:, None]

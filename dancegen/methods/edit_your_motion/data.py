@@ -35,17 +35,6 @@ def _square(frames: np.ndarray, size: int, resample: int) -> np.ndarray:
     return np.stack(out)
 
 
-def read_source(cfg: EditYourMotionConfig, full: np.ndarray | None = None,
-                fps: float | None = None) -> tuple[np.ndarray, float, tuple[int, int]]:
-    """``(frames (F, S, S, 3) uint8, fps, original (H, W))`` of the case's source (``full`` / ``fps``: the
-    `source_frames` already read)."""
-    from PIL import Image
-
-    if full is None:
-        full, fps = source_frames(cfg)
-    return _square(full, cfg.data.resolution, Image.BICUBIC), fps, full.shape[1:3]
-
-
 def source_frames(cfg: EditYourMotionConfig) -> tuple[np.ndarray, float]:
     """The source frames the case uses at their original size ``(F, H, W, 3)`` uint8, and their fps."""
     from dancegen.io.video import is_image_path, read_image, read_video
@@ -113,9 +102,9 @@ def source_poses(cfg: EditYourMotionConfig, frames: np.ndarray, fps: float, orig
 
 
 def source_masks(cfg: EditYourMotionConfig, frames: np.ndarray, poses, orig_hw: tuple[int, int], say,
-                 full: np.ndarray | None = None) -> np.ndarray:
-    """``(F, S, S)`` bool person masks (spec Eq. 10); ``full``: the source frames at their original size, for
-    ``auto`` (read again when not given)."""
+                 full: np.ndarray) -> np.ndarray:
+    """``(F, S, S)`` bool person masks (spec Eq. 10); ``full``: the source frames at their original size (`auto`
+    segments them)."""
     from PIL import Image
 
     from dancegen.pose.masks import pose_masks
@@ -144,7 +133,7 @@ def source_masks(cfg: EditYourMotionConfig, frames: np.ndarray, poses, orig_hw: 
     return drawn
 
 
-def auto_masks(cfg: EditYourMotionConfig, drawn: np.ndarray, say, full: np.ndarray | None = None) -> np.ndarray:
+def auto_masks(cfg: EditYourMotionConfig, drawn: np.ndarray, say, full: np.ndarray) -> np.ndarray:
     """Person masks by the pose backend's segmentation of the source frames at their original size (a small dancer
     in the resized frames is easily missed), squared and resized like the frames; a frame where nobody is found keeps
     its skeleton's drawn mask (``drawn``), and without the segmentation model every frame does (said in one line)."""
@@ -153,8 +142,6 @@ def auto_masks(cfg: EditYourMotionConfig, drawn: np.ndarray, say, full: np.ndarr
     from dancegen.errors import MissingWeightsError
     from dancegen.pose.extract import person_mask
 
-    if full is None:
-        full, _ = source_frames(cfg)
     out, missed = drawn.copy(), []
     for t, frame in enumerate(full):
         try:
@@ -175,8 +162,10 @@ def auto_masks(cfg: EditYourMotionConfig, drawn: np.ndarray, say, full: np.ndarr
 
 def prepare_case(cfg: EditYourMotionConfig, say=lambda m: None) -> dict:
     """The case arrays stored in the model folder (``case.npz``): frames, masks, keypoints, prompt, fps."""
-    full, fps = source_frames(cfg)
-    frames, fps, orig = read_source(cfg, full, fps)
+    from PIL import Image
+
+    full, fps = source_frames(cfg)  # original size: the auto masks segment these
+    frames, orig = _square(full, cfg.data.resolution, Image.BICUBIC), full.shape[1:3]
     poses = source_poses(cfg, frames, fps, orig, say)
     masks = source_masks(cfg, frames, poses, orig, say, full)
     return {"frames": frames, "masks": masks.astype(bool), "keypoints": poses.keypoints.astype(np.float32),
