@@ -270,3 +270,23 @@ def _poses(folder):
     kp[..., 0], kp[..., 1], kp[..., 2] = 4.0, 4.0, 0.9
     write_openpose_folder(PoseSequence(kp, "coco18", width=8, height=8, fps=8.0), folder)
     return folder
+
+
+def test_vae_stage_trains_only_the_autoencoder_and_calibrates_its_scale(data_root, tmp_path):
+    """The disco recipe's first stage (`vae`, core.latents' loss): only `vae.*` changes, and the saved scaling factor
+    gives the training clips' latents unit std."""
+    from dancegen.core.latents import encode_images
+    from dancegen.methods.dance_your_latents.data import dataset_from_config
+
+    cfg = _cfg(data_root, "model.variant=disco", "train.stages=[{name: vae, lr: 1e-3, steps: 2}]")
+    torch.manual_seed(cfg.seed)
+    before = build_model(cfg).state_dict()
+    rep = _train(cfg, tmp_path / "run")
+    model = DanceYourLatentsModel.from_pretrained(rep["stages"]["vae"]["model"])
+    changed = _changed(before, model.state_dict())
+    assert changed and all(k.startswith("vae.") for k in changed)
+    ds = dataset_from_config(cfg, latent_hw=(16, 16))
+    frames = torch.cat([ds[i]["frames"].permute(1, 0, 2, 3) for i in range(len(ds))])
+    with torch.no_grad():
+        z = encode_images(model.vae, frames)
+    assert abs(float(z.std()) - 1.0) < 1e-3

@@ -181,6 +181,27 @@ def test_bundle_generation_equals_diffusers_controlnet_pipeline(trained):
     assert np.abs(ours.astype(float) - ref * 255).max() <= 1.0
 
 
+def test_autoencode_and_psnr(trained):
+    """`T2IBundle.autoencode` returns the frames through the model's autoencoder (the `real_through_vae` ceiling):
+    what core.latents' encode / decode give, as uint8 images; `psnr` is 10 log10(255^2 / MSE)."""
+    from dancegen.core.latents import decode_latents, encode_images
+    from dancegen.t2i.data import to_unit
+
+    bundle = Q.T2IBundle.load(str(trained[0]), {})
+    frames = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+    out = bundle.autoencode(frames)
+    vae = bundle.components.vae
+    with torch.no_grad():
+        ref = decode_latents(vae, encode_images(vae, to_unit(frames) * 2 - 1)).permute(0, 2, 3, 1).numpy()
+    assert out.shape == frames.shape and out.dtype == np.uint8
+    assert np.abs(out.astype(float) - ref * 255).max() <= 0.5 + 1e-3
+    assert Q.psnr(frames, frames) == float("inf")
+    noisy = frames.astype(np.int16)
+    noisy[..., 0] = np.clip(noisy[..., 0] + 10, 0, 255)
+    mse = np.mean((noisy - frames.astype(np.int16)) ** 2)
+    assert Q.psnr(noisy.astype(np.uint8), frames) == pytest.approx(10 * np.log10(255 ** 2 / mse))
+
+
 def test_controlnet_training_leaves_the_base_untouched(trained):
     from diffusers import ControlNetModel, UNet2DConditionModel
 
@@ -206,6 +227,52 @@ def test_recipe_errors_name_the_problem(tmp_path):
         load_config("recipes/t2i/t2i_tiny.yaml", ["control=canny"])
     with pytest.raises(InputError, match="model.base"):
         load_config("recipes/t2i/t2i_tiny.yaml", ["control=depth", "train.stages=[{name: controlnet}]"])
+    with pytest.raises(InputError, match="vae stage comes first"):
+        load_config("recipes/t2i/t2i_tiny_vae.yaml", ["train.stages=[{name: t2i}, {name: vae}]"])
+    with pytest.raises(InputError, match="set to null when a vae stage"):
+        load_config("recipes/t2i/t2i_tiny_vae.yaml", ["model.vae_from=dyl-tiny"])
+    with pytest.raises(InputError, match="name an autoencoder to reuse or add a vae stage"):
+        load_config("recipes/t2i/t2i_tiny_vae.yaml", ["train.stages=[{name: t2i}]"])
+
+
+def test_vae_stage_trains_the_autoencoder_the_base_then_uses(tmp_path):
+    """Stage vae writes an autoencoder whose latents have unit std on the frames (its scaling factor); the t2i stage
+    trains on that autoencoder and ships it in the SD-1.5 folder; a t2i-only rerun takes it from the vae stage's
+    folder, and without that folder it is one line."""
+    from diffusers import AutoencoderKL, StableDiffusionPipeline
+
+    from dancegen.cli import app
+    from dancegen.core.latents import encode_images
+    from dancegen.t2i.data import to_unit
+
+    runner = CliRunner()
+    run = tmp_path / "run"
+    stages = "train.stages=[{name: vae, steps: 3, lr: 1e-3, batch_size: 4, person_weight: 4.0}, " \
+             "{name: t2i, steps: 2, lr: 1e-3, batch_size: 4}]"
+    r = runner.invoke(app, ["train", "--recipe", "recipes/t2i/t2i_tiny_vae.yaml", "-o", str(run), *TINY,
+                            "--set", stages])
+    assert r.exit_code == 0, r.output
+    trained = AutoencoderKL.from_pretrained(run / "stage-1-vae" / "model" / "vae")
+    shipped = AutoencoderKL.from_pretrained(run / "model" / "vae")
+    for a, b in zip(trained.state_dict().values(), shipped.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert shipped.config.scaling_factor == trained.config.scaling_factor != 0.18215
+    with np.load(run / "data" / "frames.npz") as z:
+        frames = z["frames"]
+    with torch.no_grad():
+        z = encode_images(shipped, to_unit(frames) * 2 - 1)
+    assert abs(float(z.std()) - 1.0) < 1e-3  # every frame is in the calibration subset here
+    pipe = StableDiffusionPipeline.from_pretrained(run / "model", safety_checker=None, requires_safety_checker=False)
+    assert pipe.vae.config.scaling_factor == shipped.config.scaling_factor
+
+    # train.run = the t2i stage only: the autoencoder comes from the vae stage's folder
+    r = runner.invoke(app, ["train", "--recipe", "recipes/t2i/t2i_tiny_vae.yaml", "-o", str(run), *TINY,
+                            "--set", stages, "--set", "train.run=[t2i]", "--resume", "never"])
+    assert r.exit_code == 0, r.output
+    fresh = tmp_path / "fresh"
+    r = runner.invoke(app, ["train", "--recipe", "recipes/t2i/t2i_tiny_vae.yaml", "-o", str(fresh), *TINY,
+                            "--set", stages, "--set", "train.run=[t2i]"])
+    assert r.exit_code == 2 and "the vae stage has not run yet" in r.output and "Traceback" not in r.output
 
 
 def test_latent_cache_follows_frames_and_autoencoder(tmp_path):

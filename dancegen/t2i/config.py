@@ -1,7 +1,7 @@
 """Recipe of the bundled text-to-image model and its ControlNets (`recipes/t2i/*.yaml`, `method: t2i`).
 
 One recipe trains one model: with `control: null` the SD-1.5-layout text-to-image folder (UNet + CLIP text encoder
-from scratch, the autoencoder taken from another model), with `control: openpose` or `control: depth` a diffusers
+from scratch; the autoencoder taken from another model, or trained first by a `vae` stage), with `control: openpose` or `control: depth` a diffusers
 ControlNet on a frozen base (`model.base`). Every number is our choice for the toy world (none comes from a paper).
 """
 
@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from dancegen.core.stages import StageConfig, StagedTrainConfig
 
 CONTROLS = ("openpose", "depth")
-STAGES = ("t2i", "t2i_person", "controlnet")  # t2i_person: the same training with person_weight, after t2i
+# vae: the autoencoder (first, with model.vae_from null); t2i_person: the t2i training with person_weight, after t2i
+STAGES = ("vae", "t2i", "t2i_person", "controlnet")
 
 
 @dataclass
@@ -38,7 +39,10 @@ class T2IDataConfig:
 class T2IModelConfig:
     """Sizes of the UNet and text encoder (`control: null`), or of the ControlNet and where its base is."""
 
-    vae_from: str = "dyl-tiny"       # a bundled name or an SD-1.5-layout folder whose vae/ is reused, frozen
+    # a bundled name or an SD-1.5-layout folder whose vae/ is reused, frozen; null: a `vae` stage trains one
+    vae_from: str | None = "dyl-tiny"
+    vae_channels: list[int] = field(default_factory=lambda: [32, 64, 64])  # vae stage: 64 px -> 16x16 latents
+    vae_latent_channels: int = 4
     unet_channels: list[int] = field(default_factory=lambda: [32, 64, 96])
     attention: list[bool] = field(default_factory=lambda: [False, True, True])  # cross-attention per level
     layers_per_block: int = 1
@@ -65,6 +69,8 @@ class T2IStageConfig(StageConfig):
     # loss weight of a latent pixel: 1 + person_weight * (share of it the dancer covers). The dancer is ~10 % of a
     # frame and is what the captions describe; with a flat loss the toy model learnt backgrounds long before colours.
     person_weight: float = 0.0
+    kl_weight: float = 1.0e-6        # vae stage: weight of the KL term (SD's autoencoder: 1e-6)
+    l1_weight: float = 1.0           # vae stage: weight of an L1 term beside the squared error
 
     def __post_init__(self):
         super().__post_init__()
@@ -119,11 +125,20 @@ class T2IRecipe:
             raise ValueError(f"method must be 't2i', got {self.method!r}")
         if self.control is not None and self.control not in CONTROLS:
             raise ValueError(f"control must be null or one of {', '.join(CONTROLS)}, got {self.control!r}")
-        want = ("t2i", "t2i_person") if self.control is None else ("controlnet",)
-        bad = [s.name for s in self.train.stages if s.name not in want]
+        want = ("vae", "t2i", "t2i_person") if self.control is None else ("controlnet",)
+        names = [s.name for s in self.train.stages]
+        bad = [n for n in names if n not in want]
         if bad:
             raise ValueError(f"train.stages: a recipe with control: {self.control} trains stages {list(want)}, "
                              f"not {bad}")
+        if self.control is None:
+            has_vae = "vae" in names
+            if has_vae and (names.index("vae") != 0 or names.count("vae") > 1):
+                raise ValueError("train.stages: the vae stage comes first, once (the others train on its latents)")
+            if has_vae and self.model.vae_from:
+                raise ValueError("model.vae_from: set to null when a vae stage trains the autoencoder")
+            if not has_vae and not self.model.vae_from:
+                raise ValueError("model.vae_from is null: name an autoencoder to reuse or add a vae stage first")
         if self.control is not None and not self.model.base:
             raise ValueError("model.base: a ControlNet recipe needs the text-to-image model it trains on")
 

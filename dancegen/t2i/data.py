@@ -172,6 +172,23 @@ class T2IDataset(Dataset):
         return item
 
 
+class FrameDataset(Dataset):
+    """Samples ``{"images"[, "weights"]}`` for the autoencoder stage: a frame ``(3, S, S)`` in [-1, 1] and its
+    per-pixel loss weights ``(1, S, S)`` (``person_weights`` at the image's size), or no weights (uniform)."""
+
+    def __init__(self, frames: np.ndarray, weights=None):
+        self.frames, self.weights = frames, weights
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitem__(self, i: int) -> dict:
+        item = {"images": to_unit(self.frames[i:i + 1])[0] * 2 - 1}
+        if self.weights is not None:
+            item["weights"] = self.weights[i]
+        return item
+
+
 def person_weights(masks: np.ndarray, latent_size: int, person_weight: float):
     """Loss weights ``(N, 1, h, w)``: ``1 + person_weight * (share of each latent pixel the person covers)``."""
     m = torch.from_numpy(np.ascontiguousarray(masks)).float()[:, None]

@@ -15,7 +15,8 @@ Scores:
   against clip i's colours is the shuffled-prompt control (what the control image alone implies); `crossed` against
   its own prompt (`colour_accuracy_crossed`) shows that changing only the prompt changes the colours, and, read from
   clip j's side, that changing only the pose keeps the described colours. The same measurement on the real frames is
-  the ceiling (1.0 on these plain clothes).
+  the ceiling (1.0 on these plain clothes); on the real frames encoded and decoded by the model's autoencoder
+  (`real_through_vae`) it is the ceiling of any model on that autoencoder.
 - pose error: SynthPose's joints on the generated image against the driving joints (mean px over the visible
   joints, and PCK@0.1 of the image size). `crossed` against clip j's joints is the other-pose control (clip j's
   prompt with another pose); `crossed` against clip i's joints (`pose_crossed`) shows a prompt change keeps the pose.
@@ -149,6 +150,24 @@ class T2IBundle:
                                   conditions=conds or None, generator=torch.Generator().manual_seed(seed))
         return (out[0].permute(1, 2, 0).numpy() * 255).round().clip(0, 255).astype(np.uint8)
 
+    def autoencode(self, images: np.ndarray) -> np.ndarray:
+        """``(N, S, S, 3)`` uint8 images encoded (posterior mean) and decoded by the model's autoencoder."""
+        import torch
+
+        from dancegen.core.latents import decode_latents, encode_images
+        from dancegen.t2i.data import to_unit
+
+        vae = self.components.vae
+        with torch.no_grad():
+            out = decode_latents(vae, encode_images(vae, to_unit(images) * 2 - 1))
+        return (out.permute(0, 2, 3, 1).numpy() * 255).round().clip(0, 255).astype(np.uint8)
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB of uint8 images ``a`` against ``b`` over all their pixels."""
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else float(10 * np.log10(255.0 ** 2 / mse))
+
 
 def heldout_frames(count: int, seed: int = HELDOUT_SEED, size: int = 64) -> dict:
     """One frame (the 13th of 24) of each of the first ``count`` held-out clips whose dancer wears a plain top and
@@ -209,8 +228,12 @@ def evaluate(bundle: T2IBundle, count: int = 16, steps: int = 20, guidance: floa
         return {"error_px": s["error_px"], "pck": s["pck"]}
 
     real_hits = [h for i in range(count) for h in _colour_hits(data["frames"][i], kps[i], facts[i])]
+    through = bundle.autoencode(data["frames"])
+    vae_hits = [h for i in range(count) for h in _colour_hits(through[i], kps[i], facts[i])]
     report: dict = {"clips": count, "steps": steps, "guidance": guidance, "seed": seed, "prompts": prompts,
-                    "real": {"colour_accuracy": float(np.mean(real_hits)), **pose_scores(data["frames"], kps)}}
+                    "real": {"colour_accuracy": float(np.mean(real_hits)), **pose_scores(data["frames"], kps)},
+                    "real_through_vae": {"colour_accuracy": float(np.mean(vae_hits)),
+                                         "psnr": psnr(through, data["frames"])}}
     images: dict = {}
     if text_only:
         # no ControlNet: the regions come from SynthPose's joints on the generated image itself

@@ -4,8 +4,13 @@
     dancegen train --recipe recipes/t2i/controlnet_openpose_tiny.yaml -o runs/controlnet-openpose-tiny
     dancegen train --recipe recipes/t2i/controlnet_depth_tiny.yaml -o runs/controlnet-depth-tiny
 
+- Stage `vae` (`control: null`, `model.vae_from: null`, first): an SD-layout autoencoder (`AutoencoderKL`, narrowed)
+  trained from random weights on the frames (squared error + L1 + a 1e-6 KL, the dancer weighted by
+  `person_weight`), then its latent scaling factor set to 1 / std of the latents (`core.latents`). Its `model/vae/` is
+  the autoencoder of the stages after it.
 - Stage `t2i` (`control: null`): a UNet and a CLIP text encoder trained together from random weights on the frames'
-  latents and captions (the autoencoder of `model.vae_from`, frozen; the tokenizer built from the captions' words,
+  latents and captions (the autoencoder of `model.vae_from` or the vae stage, frozen; the tokenizer built from the
+  captions' words,
   `captions.tokenizer_words`). Loss: MSE to the v target (`model.prediction_type`) at a uniform timestep of a
   zero-terminal-SNR schedule (Lin et al. 2024). Output: an SD-1.5-layout folder (unet/, vae/, text_encoder/,
   tokenizer/, scheduler/, model_index.json): every SD-1.5 code path loads it.
@@ -32,6 +37,32 @@ from dancegen.core.model_folder import MODEL_SUBDIR
 #: and the condition embedding (whose last conv starts at zero); the rest is the copied UNet encoder.
 ZERO_CONVS = ("controlnet.controlnet_down_blocks", "controlnet.controlnet_mid_block",
               "controlnet.controlnet_cond_embedding")
+
+
+class AutoencoderModel(nn.Module):
+    """The vae stage's model: the autoencoder alone (its checkpoints hold nothing else)."""
+
+    def __init__(self, vae):
+        super().__init__()
+        self.vae = vae
+
+
+def build_vae(model_cfg, size: int):
+    """A fresh autoencoder (SD's block layout, narrowed: `model.vae_channels`, each level after the first halves)."""
+    from diffusers import AutoencoderKL
+
+    from dancegen.core.tiny import tiny_vae_config
+
+    return AutoencoderKL(**tiny_vae_config(tuple(model_cfg.vae_channels), model_cfg.vae_latent_channels, size))
+
+
+def make_vae_loss_fn(stage):
+    from dancegen.core.latents import autoencoder_loss
+
+    def loss_fn(m, batch):
+        return autoencoder_loss(m.vae, batch["images"], stage.kl_weight, stage.l1_weight, batch.get("weights"))
+
+    return loss_fn
 
 
 class T2IModel(nn.Module):
@@ -189,7 +220,7 @@ def train(config, output_dir: str | os.PathLike, resume: str = "auto", progress=
         from dancegen.core.text import build_clip_tokenizer
         from dancegen.t2i.captions import tokenizer_words
 
-        vae = load_vae(mc.vae_from)
+        vae = load_vae(mc.vae_from) if mc.vae_from else None  # None: the vae stage trains it
         sched_cfg = sd15_scheduler_config(mc)
         if mc.init_from:  # the model's own tokenizer comes with it
             base = _load_base(mc.init_from)
@@ -222,25 +253,65 @@ def train(config, output_dir: str | os.PathLike, resume: str = "auto", progress=
             match_cond_embedding(net, vae, arrays["frames"][:64], arrays_c[:64])
         model = T2IModel(base.unet, base.text_encoder, net)
         trainable = ["controlnet"]
-    vae.eval().requires_grad_(False)
 
-    latents = ensure_latents(out / "data" / "latents.pt", vae, arrays["frames"], say)
     ids = tokenize(tokenizer, [c for caps in arrays["captions"] for c in caps])
     ids = ids.reshape(len(arrays["captions"]), -1, ids.shape[-1])
     control_images = None if control is None else arrays["pose_maps" if control == "openpose" else "depth_maps"]
     empty = tokenize(tokenizer, [""])[0]
-    say(f"data: {len(latents)} frames, {ids.shape[0] * ids.shape[1]} captions")
     loss_fn = make_loss_fn(sched_cfg)
+    latents = None
+
+    def optim(stage):
+        return OptimConfig(name=t.optimizer, lr=stage.lr, weight_decay=t.weight_decay, grad_clip=t.grad_clip,
+                           warmup_steps=t.warmup_steps, lr_schedule=t.lr_schedule, min_lr_ratio=t.min_lr_ratio)
+
+    def run_vae(stage, stage_dir: Path, resume_k: str) -> dict:
+        from dancegen.core.latents import calibrate_scaling_factor
+        from dancegen.t2i.data import FrameDataset, to_unit
+
+        nonlocal vae
+        frames = arrays["frames"]
+        weights = (person_weights(arrays["masks"], frames.shape[1], stage.person_weight)
+                   if stage.person_weight > 0 else None)
+        ae = AutoencoderModel(build_vae(mc, frames.shape[1]))
+        loop = loop_config(t, stage, stage_dir, resume_k, ["vae"], config.seed, optim(stage))
+        result = Trainer(ae, make_vae_loss_fn(stage), FrameDataset(frames, weights), loop).fit()
+        vae = ae.vae.eval().requires_grad_(False)
+        pick = np.linspace(0, len(frames) - 1, min(len(frames), 512)).round().astype(int)
+        scale = calibrate_scaling_factor(vae, to_unit(frames[pick]) * 2 - 1)
+        vae.save_pretrained(stage_dir / MODEL_SUBDIR / "vae")
+        say(f"vae latent scaling factor {scale:.4g}")
+        return {"steps": result.step, "loss": result.loss, "dir": str(stage_dir), "scaling_factor": scale,
+                "trainable_parameters": sum(p.numel() for p in vae.parameters())}
+
+    def ensure_vae_latents():
+        nonlocal vae, latents
+        if vae is None:  # the vae stage ran in an earlier process (train.run selected the later stages only)
+            from dancegen.core.stages import stage_dir as folder_of
+
+            vae_dir = folder_of(out, 0, t.stages[0]) / MODEL_SUBDIR / "vae"
+            if not (vae_dir / "config.json").is_file():
+                from dancegen.errors import InputError
+
+                raise InputError(f"{vae_dir}: the vae stage has not run yet (train.run must select it first)")
+            from diffusers import AutoencoderKL
+
+            vae = AutoencoderKL.from_pretrained(vae_dir, torch_dtype=torch.float32)
+        if latents is None:
+            vae.eval().requires_grad_(False)
+            latents = ensure_latents(out / "data" / "latents.pt", vae, arrays["frames"], say)
+            say(f"data: {len(latents)} frames, {ids.shape[0] * ids.shape[1]} captions")
+        return latents
 
     def run_one(stage, stage_dir: Path, resume_k: str) -> dict:
+        if stage.name == "vae":
+            return run_vae(stage, stage_dir, resume_k)
+        latents = ensure_vae_latents()
         weights = (person_weights(arrays["masks"], latents.shape[-1], stage.person_weight)
                    if stage.person_weight > 0 else None)
         dataset = T2IDataset(latents, ids, np.asarray(arrays["clip"]), empty, t.prompt_dropout, control_images,
                              weights)
-        loop = loop_config(t, stage, stage_dir, resume_k, trainable, config.seed,
-                           OptimConfig(name=t.optimizer, lr=stage.lr, weight_decay=t.weight_decay,
-                                       grad_clip=t.grad_clip, warmup_steps=t.warmup_steps,
-                                       lr_schedule=t.lr_schedule, min_lr_ratio=t.min_lr_ratio))
+        loop = loop_config(t, stage, stage_dir, resume_k, trainable, config.seed, optim(stage))
         groups = None
         if control is not None and t.zero_conv_lr_scale != 1.0:
             from dancegen.core.train_config import ParamGroup
@@ -253,10 +324,13 @@ def train(config, output_dir: str | os.PathLike, resume: str = "auto", progress=
         return {"steps": result.step, "loss": result.loss, "dir": str(stage_dir),
                 "trainable_parameters": sum(trainer.group_counts.values())}
 
-    report = {"output_dir": str(out), "frames": len(latents), "stages": run_stages(config, out, resume, run_one, say)}
+    report = {"output_dir": str(out), "frames": len(arrays["frames"]),
+              "stages": run_stages(config, out, resume, run_one, say)}
     model.eval().requires_grad_(False)
     folder = out / MODEL_SUBDIR
-    if control is None:
+    if control is None and latents is None:  # only the vae stage ran: the model folder is its autoencoder
+        vae.save_pretrained(folder / "vae")
+    elif control is None:
         save_base_folder(folder, model.unet, model.text_encoder, tokenizer_dir, vae, sched_cfg)
     else:
         model.controlnet.save_pretrained(folder)

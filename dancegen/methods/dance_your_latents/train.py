@@ -97,32 +97,24 @@ def make_loss_fn(model, cfg: DanceYourLatentsConfig, stage: str | None = None):
 
 
 def make_vae_loss_fn(kl_weight: float):
-    """Autoencoder loss: ``|| D(z) - x ||^2 + kl_weight * KL(q(z|x) || N(0, I))`` on every frame of the clip."""
+    """Autoencoder loss (`core.latents.autoencoder_loss`: squared error + ``kl_weight`` KL) on every frame of the
+    clip."""
+    from dancegen.core.latents import autoencoder_loss
 
     def loss_fn(m, batch):
         frames = batch["frames"]
         b, c, f = frames.shape[:3]
-        x = frames.permute(0, 2, 1, 3, 4).reshape(b * f, c, *frames.shape[3:]).to(m.vae.dtype)
-        post = m.vae.encode(x).latent_dist
-        rec = m.vae.decode(post.sample()).sample
-        mse = torch.nn.functional.mse_loss(rec.float(), x.float())
-        kl = post.kl().mean() / x[0].numel()
-        return mse + kl_weight * kl, {"mse": mse.detach(), "kl": kl.detach()}
+        return autoencoder_loss(m.vae, frames.permute(0, 2, 1, 3, 4).reshape(b * f, c, *frames.shape[3:]), kl_weight)
 
     return loss_fn
 
 
-@torch.no_grad()
 def calibrate_vae_scaling(model, dataset, max_clips: int = 16) -> float:
     """Set ``vae.config.scaling_factor`` to 1 / std of the latent means over up to `max_clips` clips."""
-    vals = []
-    for i in range(min(max_clips, len(dataset))):
-        frames = dataset[i]["frames"].permute(1, 0, 2, 3)  # (F, 3, H, W)
-        vals.append(model.vae.encode(frames.to(model.vae.device, model.vae.dtype)).latent_dist.mean.float().flatten())
-    std = torch.cat(vals).std().item()
-    scale = 1.0 / max(std, 1e-6)
-    model.vae.register_to_config(scaling_factor=scale)
-    return scale
+    from dancegen.core.latents import calibrate_scaling_factor
+
+    frames = torch.cat([dataset[i]["frames"].permute(1, 0, 2, 3) for i in range(min(max_clips, len(dataset)))])
+    return calibrate_scaling_factor(model.vae, frames)
 
 
 def _encode(vae, images: torch.Tensor) -> torch.Tensor:
