@@ -19,7 +19,7 @@ import numpy as np
 
 from dancegen.errors import InputError
 from dancegen.flow import FLOW_DIRECTIONS
-from dancegen.io.atomic import atomic_path, save_npz_compressed, write_bytes
+from dancegen.io.atomic import atomic_path, save_npz, write_bytes
 
 FLO_MAGIC = b"PIEH"
 FLO_MAGIC_FLOAT = 202021.25
@@ -118,7 +118,7 @@ def save_flow_npz(path: str | os.PathLike, flows, direction: str = "forward", me
     """
     flows = _check_sequence(flows)
     _check_direction(direction)
-    save_npz_compressed(path, flow=flows, direction=np.array(direction), meta=np.array(json.dumps(meta or {})))
+    save_npz(path, True, flow=flows, direction=np.array(direction), meta=np.array(json.dumps(meta or {})))
 
 
 def load_flow_npz(path: str | os.PathLike) -> FlowData:

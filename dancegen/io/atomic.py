@@ -175,15 +175,32 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 
 
-def save_npz_compressed(path: str | os.PathLike, **arrays) -> None:
-    """`numpy.savez_compressed` to `path`, atomically (numpy fixes the archive's dates: same arrays, same bytes)."""
-    import io
-
+def save_npz(path: str | os.PathLike, compressed: bool = False, **arrays) -> None:
+    """`numpy.savez` (or `savez_compressed`) of ``arrays`` to `path`, atomically (numpy fixes the archive's dates:
+    same arrays, same bytes)."""
     import numpy as np
 
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
-    write_bytes(path, buf.getvalue())
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        (np.savez_compressed if compressed else np.savez)(fh, **arrays)
+
+
+def save_keyed_npz(path: str | os.PathLike, key: str, arrays: dict, compressed: bool = False) -> None:
+    """A cache file: ``arrays`` plus the ``key`` (a string of the settings that made them), for `load_keyed_npz`."""
+    import numpy as np
+
+    save_npz(path, compressed, key=np.array(key), **arrays)
+
+
+def load_keyed_npz(path: str | os.PathLike, key: str) -> dict | None:
+    """The arrays of a `save_keyed_npz` cache file made with the same ``key``; None when it is missing or stale."""
+    import numpy as np
+
+    if not Path(path).is_file():
+        return None
+    with np.load(path, allow_pickle=False) as z:
+        if "key" not in z.files or str(z["key"]) != key:
+            return None
+        return {k: z[k] for k in z.files if k != "key"}
 
 
 def save_safetensors(tensors: dict, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> Path:

@@ -419,7 +419,7 @@ def _cache_load(path: Path | None, key: str):
 def _cache_save(path: Path | None, key: str, result) -> None:
     if path is None:
         return
-    from dancegen.io.atomic import atomic_path
+    from dancegen.io.atomic import save_npz
 
     arrays = {"key": np.array(key)}
     if isinstance(result, dict):
@@ -429,9 +429,7 @@ def _cache_save(path: Path | None, key: str, result) -> None:
     else:
         arrays["value"] = np.array(result, dtype=np.float64)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
+    save_npz(path, **arrays)
 
 
 # ---- aggregation and report ---------------------------------------------------------------------------------------

@@ -144,10 +144,10 @@ def save_correspondences(path: str | os.PathLike, pairs) -> Path:
             put(f"r{int(r)}_", pairs[r])
     else:
         put("", list(pairs))
+    from dancegen.io.atomic import save_npz
+
     p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, p)
+    save_npz(p, True, **arrays)
     return p
 
 

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from dancegen.errors import InputError
-from dancegen.io.atomic import atomic_path, write_text
+from dancegen.io import atomic
+from dancegen.io.atomic import write_text
 from dancegen.io.video import natural_key
 from dancegen.pose.sequence import PoseSequence
 
@@ -367,8 +368,7 @@ def save_npz(seq: PoseSequence, path: str | os.PathLike) -> None:
         arrays["hands"] = seq.hands
     if seq.face is not None:
         arrays["face"] = seq.face
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.savez_compressed(fh, **arrays)
+    atomic.save_npz(path, True, **arrays)
 
 
 def load_npz(path: str | os.PathLike) -> PoseSequence:

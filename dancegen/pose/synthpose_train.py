@@ -120,24 +120,21 @@ def render_split(cfg: SynthDataConfig, first: int, count: int, progress=None) ->
 def ensure_data(cfg: SynthDataConfig, folder: Path, progress=None) -> tuple[dict, dict]:
     """Render (once) and load the train and validation sets; a finished `.npz` made with the same settings is
     reused."""
-    from dancegen.io.atomic import atomic_path
+    from dancegen.io.atomic import load_keyed_npz, save_keyed_npz
 
     folder.mkdir(parents=True, exist_ok=True)
     key = json.dumps({**cfg.__dict__}, sort_keys=True)
     out = []
     for split, first, count in (("train", 0, cfg.num_clips), ("val", cfg.num_clips, cfg.val_clips)):
         f = folder / f"{split}.npz"
-        if f.is_file():
-            with np.load(f) as z:
-                if str(z["key"]) == key:
-                    out.append({"frames": z["frames"], "keypoints": z["keypoints"]})
-                    continue
+        cached = load_keyed_npz(f, key)
+        if cached is not None:
+            out.append({"frames": cached["frames"], "keypoints": cached["keypoints"]})
+            continue
         cb = ((lambda d, n, s=split: progress(f"render {s} clips {d}/{n}") if d % 50 == 0 or d == n else None)
               if progress else None)
         arrays = render_split(cfg, first, count, cb)
-        with atomic_path(f) as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, key=np.array(key), **arrays)
+        save_keyed_npz(f, key, arrays)
         out.append(arrays)
     return out[0], out[1]
 

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from dancegen.errors import InputError
-from dancegen.io.atomic import atomic_dir, atomic_path, write_text
+from dancegen.io.atomic import atomic_dir, atomic_path, save_npz, write_text
 
 LAYOUTS = ("clips", "tiktok", "aist", "humanml3d", "edit")
 CAMERA_MOTIONS = ("static", "pan", "zoom", "shake")
@@ -60,9 +60,7 @@ def _save_npy(path: Path, arr: np.ndarray) -> None:
 
 
 def _save_npz(path: Path, compressed: bool = True, **arrays) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            (np.savez_compressed if compressed else np.savez)(f, **arrays)
+    save_npz(path, compressed, **arrays)  # io.atomic's, compressed by default here
 
 
 def _save_pkl(path: Path, obj) -> None:

@@ -60,23 +60,20 @@ def render_frames(seed: int, first: int, count: int, size: int = 64, num_frames:
 
 def ensure_frames(folder: str | Path, data_cfg, progress=None) -> dict:
     """`render_frames` for a recipe's `data:` block, cached in `folder/frames.npz`."""
-    from dancegen.io.atomic import atomic_path
+    from dancegen.io.atomic import load_keyed_npz, save_keyed_npz
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     key = json.dumps(dict(vars(data_cfg)), sort_keys=True)
     f = folder / "frames.npz"
-    if f.is_file():
-        with np.load(f) as z:
-            if str(z["key"]) == key:
-                return {k: z[k] for k in z.files if k != "key"}
+    cached = load_keyed_npz(f, key)
+    if cached is not None:
+        return cached
     cb = (lambda d, n: progress(f"render clips {d}/{n}") if d % 100 == 0 or d == n else None) if progress else None
     arrays = render_frames(data_cfg.seed, 0, data_cfg.num_clips, data_cfg.size, data_cfg.num_frames,
                            data_cfg.frame_step, data_cfg.captions_per_clip, data_cfg.camera, data_cfg.depth_encoding,
                            cb)
-    with atomic_path(f) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, key=np.array(key), **arrays)
+    save_keyed_npz(f, key, arrays)
     return arrays
 
 

@@ -95,11 +95,10 @@ def read_cache(path: Path) -> dict[str, np.ndarray]:
 
 def write_cache(path: Path, entries: dict[str, np.ndarray]) -> bool:
     """Write one song's windows atomically; False when the folder is not writable (the run keeps them in memory)."""
-    from dancegen.io.atomic import atomic_path
+    from dancegen.io.atomic import save_npz
 
     try:
-        with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            np.savez(f, **entries)
+        save_npz(path, **entries)
     except OSError:
         return False
     return True

@@ -44,20 +44,17 @@ def render_pairs(data_cfg, progress=None) -> dict:
 
 def ensure_pairs(folder: str | Path, data_cfg, progress=None) -> dict:
     """`render_pairs`, cached in ``folder/pairs.npz`` (reused when made with the same `data:` settings)."""
-    from dancegen.io.atomic import atomic_path
+    from dancegen.io.atomic import load_keyed_npz, save_keyed_npz
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     key = json.dumps({k: v for k, v in vars(data_cfg).items() if k != "root"}, sort_keys=True)
     f = folder / "pairs.npz"
-    if f.is_file():
-        with np.load(f) as z:
-            if str(z["key"]) == key:
-                return {k: z[k] for k in z.files if k != "key"}
+    cached = load_keyed_npz(f, key)
+    if cached is not None:
+        return cached
     arrays = render_pairs(data_cfg, progress)
-    with atomic_path(f) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, key=np.array(key), **arrays)
+    save_keyed_npz(f, key, arrays)
     return arrays
 
 

@@ -102,10 +102,9 @@ def animate(request, progress=None) -> dict:
     meta = {"method": "edit-your-motion", "model": str(folder), "seed": int(cfg.seed), "steps": steps}
     write_video(out, video, fps=fps, metadata=meta)
     poses_path = out.with_name(out.stem + ".poses.npz")
-    from dancegen.io.atomic import atomic_path
+    from dancegen.io.atomic import save_npz
 
-    with atomic_path(poses_path) as tmp, open(tmp, "wb") as fh:
-        np.savez_compressed(fh, keypoints=target, source_keypoints=case["keypoints"])
+    save_npz(poses_path, True, keypoints=target, source_keypoints=case["keypoints"])
     report.update({"seconds": round(seconds, 3), "fps": fps, "output": str(out), "poses": str(poses_path)})
     if request.preview:
         from dancegen.io import montage

@@ -69,7 +69,7 @@ class _BarLogger:
 
 def load_or_prepare_case(config: EditYourMotionConfig, out: Path, resume: str, say) -> dict:
     """The case arrays: ``out/case.npz`` when a run resumes, else prepared from the source and saved there."""
-    from dancegen.io.atomic import atomic_path
+    from dancegen.io.atomic import save_npz
     from dancegen.methods.edit_your_motion.data import prepare_case
 
     file = out / "case.npz"
@@ -78,9 +78,7 @@ def load_or_prepare_case(config: EditYourMotionConfig, out: Path, resume: str, s
             return {k: z[k] for k in z.files}
     say("preparing the source: frames, skeletons, person masks")
     case = prepare_case(config, say)
-    with atomic_path(file) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, **case)
+    save_npz(file, True, **case)
     return case
 
 

@@ -31,9 +31,9 @@ T2I_BUNDLED, DEPTH_BUNDLED = "t2i-tiny", "controlnet-depth-tiny"
 def save_iuv(path: Path, iuv: np.ndarray) -> None:
     """The rendered part-UV maps ``(F, H, W, 3)`` (part index, u, v) as ``OUT.iuv.npz`` (key ``iuv``), atomically:
     what `dancegen evaluate -m h-mse --iuv` reads to score the video along the body's correspondences."""
-    from dancegen.io.atomic import save_npz_compressed
+    from dancegen.io.atomic import save_npz
 
-    save_npz_compressed(path, iuv=np.asarray(iuv, np.float32))
+    save_npz(path, True, iuv=np.asarray(iuv, np.float32))
 
 
 def build_config(request) -> LatentManConfig:

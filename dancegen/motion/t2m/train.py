@@ -97,7 +97,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
 def ensure_data(cfg: T2MDataConfig, folder: Path, progress=None) -> tuple[dict, dict]:
     """Make (once) and load the training and held-out pairs; a finished `.npz` made with the same settings is
     reused."""
-    from dancegen.io.atomic import atomic_path
+    from dancegen.io.atomic import load_keyed_npz, save_keyed_npz
     from dancegen.motion.t2m.data import DATA_VERSION, make_split
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -105,17 +105,14 @@ def ensure_data(cfg: T2MDataConfig, folder: Path, progress=None) -> tuple[dict, 
     out = []
     for split, seed, count in (("train", cfg.seed, cfg.num_samples), ("val", cfg.val_seed, cfg.val_samples)):
         f = folder / f"{split}.npz"
-        if f.is_file():
-            with np.load(f) as z:
-                if str(z["key"]) == key:
-                    out.append({"texts": [str(t) for t in z["texts"]], "joints": z["joints"]})
-                    continue
+        cached = load_keyed_npz(f, key)
+        if cached is not None:
+            out.append({"texts": [str(t) for t in cached["texts"]], "joints": cached["joints"]})
+            continue
         cb = ((lambda d, n, s=split: progress(f"make {s} pairs {d}/{n}") if d % 1000 == 0 or d == n else None)
               if progress else None)
         pairs = make_split(seed, 0, count, cfg.num_frames, cfg.fps, cb)
-        with atomic_path(f) as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, key=np.array(key), texts=np.array(pairs["texts"]), joints=pairs["joints"])
+        save_keyed_npz(f, key, {"texts": np.array(pairs["texts"]), "joints": pairs["joints"]})
         out.append({"texts": pairs["texts"], "joints": pairs["joints"]})
     return out[0], out[1]
 
