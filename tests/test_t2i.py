@@ -231,6 +231,8 @@ def test_recipe_errors_name_the_problem(tmp_path):
         load_config("recipes/t2i/t2i_tiny_vae.yaml", ["train.stages=[{name: t2i}, {name: vae}]"])
     with pytest.raises(InputError, match="set to null when a vae stage"):
         load_config("recipes/t2i/t2i_tiny_vae.yaml", ["model.vae_from=dyl-tiny"])
+    with pytest.raises(InputError, match="model.init_from: a model trained on another autoencoder"):
+        load_config("recipes/t2i/t2i_tiny_vae.yaml", ["model.init_from=t2i-tiny"])
     with pytest.raises(InputError, match="name an autoencoder to reuse or add a vae stage"):
         load_config("recipes/t2i/t2i_tiny_vae.yaml", ["train.stages=[{name: t2i}]"])
 

@@ -1,8 +1,8 @@
 """Recipe of the bundled text-to-image model and its ControlNets (`recipes/t2i/*.yaml`, `method: t2i`).
 
 One recipe trains one model: with `control: null` the SD-1.5-layout text-to-image folder (UNet + CLIP text encoder
-from scratch; the autoencoder taken from another model, or trained first by a `vae` stage), with `control: openpose` or `control: depth` a diffusers
-ControlNet on a frozen base (`model.base`). Every number is our choice for the toy world (none comes from a paper).
+from scratch; the autoencoder taken from another model, or trained first by a `vae` stage), with `control: openpose`
+or `control: depth` a diffusers ControlNet on a frozen base (`model.base`). Every number is our choice for the toy world (none comes from a paper).
 """
 
 from __future__ import annotations
@@ -137,6 +137,9 @@ class T2IRecipe:
                 raise ValueError("train.stages: the vae stage comes first, once (the others train on its latents)")
             if has_vae and self.model.vae_from:
                 raise ValueError("model.vae_from: set to null when a vae stage trains the autoencoder")
+            if has_vae and self.model.init_from:
+                raise ValueError("model.init_from: a model trained on another autoencoder's latents cannot start "
+                                 "a run whose vae stage trains a new one (drop one of them)")
             if not has_vae and not self.model.vae_from:
                 raise ValueError("model.vae_from is null: name an autoencoder to reuse or add a vae stage first")
         if self.control is not None and not self.model.base:
