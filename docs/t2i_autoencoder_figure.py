@@ -1,10 +1,10 @@
 """Draw the README's autoencoder figure: held-out frames through each text-to-image model's autoencoder.
 
-    python docs/t2i_autoencoder_figure.py MODEL [MODEL ...] [--columns 8] [--clips 24]
+    python docs/t2i_autoencoder_figure.py [LABEL=]MODEL [[LABEL=]MODEL ...] [--columns 8] [--clips 24]
 
 Writes docs/images/t2i-autoencoders.png. Row 1: held-out synthetic dancers in plain clothes
-(`t2i.quality.heldout_frames`); one more row per model (a bundled name or an SD-1.5 folder): the same frames encoded
-and decoded by its `vae/` (`T2IBundle.autoencode`). Each row's label gives, over `--clips` frames, how often the colour
+(`t2i.quality.heldout_frames`); one more row per model (a bundled name or a folder with a `vae/`): the same frames encoded
+and decoded by its `vae/` (`t2i.quality.autoencode`). Each row's label gives, over `--clips` frames, how often the colour
 of the top / bottom is still named right (`t2i.quality` colour namer and regions: the ceiling of any text-to-image
 model on that autoencoder) and the PSNR, all 2x.
 """
@@ -23,10 +23,12 @@ def main() -> None:
     import cv2
     from PIL import Image, ImageDraw
 
-    from dancegen.t2i.quality import T2IBundle, _colour_hits, heldout_frames, psnr
+    from dancegen.t2i.quality import _colour_hits, autoencode, heldout_frames, psnr
+    from dancegen.t2i.train import load_vae
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("models", nargs="+", help="bundled names or SD-1.5 folders (their vae/ is used)")
+    ap.add_argument("models", nargs="+", help="bundled names or model folders (their vae/ is used), each optionally "
+                    "as LABEL=MODEL")
     ap.add_argument("--columns", type=int, default=8)
     ap.add_argument("--clips", type=int, default=24)
     ap.add_argument("--out", default=str(OUT / "t2i-autoencoders.png"))
@@ -36,10 +38,11 @@ def main() -> None:
     frames, kps, facts = data["frames"], data["keypoints"], data["facts"]
     n = args.clips
     rows = [("held-out frames", frames)]
-    for model in args.models:
-        out = T2IBundle.load(model, {}).autoencode(frames)
+    for spec in args.models:
+        name, _, model = spec.rpartition("=")
+        out = autoencode(load_vae(model), frames)
         acc = np.mean([h for i in range(n) for h in _colour_hits(out[i], kps[i], facts[i])])
-        name = "/".join(Path(model).parts[-2:]) if Path(model).exists() else model
+        name = name or ("/".join(Path(model).parts[-2:]) if Path(model).exists() else model)
         label = f"{name}: colour {acc:.2f}, PSNR {psnr(out[:n], frames[:n]):.1f} dB"
         rows.append((label, out))
         print(label)

@@ -151,16 +151,20 @@ class T2IBundle:
         return (out[0].permute(1, 2, 0).numpy() * 255).round().clip(0, 255).astype(np.uint8)
 
     def autoencode(self, images: np.ndarray) -> np.ndarray:
-        """``(N, S, S, 3)`` uint8 images encoded (posterior mean) and decoded by the model's autoencoder."""
-        import torch
+        """``(N, S, S, 3)`` uint8 images through the model's autoencoder (`autoencode`)."""
+        return autoencode(self.components.vae, images)
 
-        from dancegen.core.latents import decode_latents, encode_images
-        from dancegen.t2i.data import to_unit
 
-        vae = self.components.vae
-        with torch.no_grad():
-            out = decode_latents(vae, encode_images(vae, to_unit(images) * 2 - 1))
-        return (out.permute(0, 2, 3, 1).numpy() * 255).round().clip(0, 255).astype(np.uint8)
+def autoencode(vae, images: np.ndarray) -> np.ndarray:
+    """``(N, S, S, 3)`` uint8 images encoded (posterior mean) and decoded by ``vae``."""
+    import torch
+
+    from dancegen.core.latents import decode_latents, encode_images
+    from dancegen.t2i.data import to_unit
+
+    with torch.no_grad():
+        out = decode_latents(vae, encode_images(vae, to_unit(images) * 2 - 1))
+    return (out.permute(0, 2, 3, 1).numpy() * 255).round().clip(0, 255).astype(np.uint8)
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
