@@ -296,3 +296,27 @@ def test_latent_cache_follows_frames_and_autoencoder(tmp_path):
     assert not torch.equal(a, b) and torch.equal(b, encode_latents(vae, frames))
     c = ensure_latents(f, vae, frames[::-1].copy())
     assert torch.equal(c, b.flip(0))
+
+
+def test_retrain_script_names_existing_recipes_and_runners():
+    """recipes/t2i/retrain_text_models.sh: usage without a step (exit 2), and every recipe, model name and runner it
+    names exists (so it does not rot when one is renamed)."""
+    import importlib.util
+    import re
+    import subprocess
+    from pathlib import Path
+
+    from dancegen.core.weights import BUNDLED_ROOT
+
+    script = Path("recipes/t2i/retrain_text_models.sh")
+    r = subprocess.run(["bash", str(script)], capture_output=True, text=True)
+    assert r.returncode == 2 and "usage" in r.stderr
+    text = script.read_text()
+    recipes = re.findall(r"recipes/[\w/]+\.yaml", text.replace("${c}", "openpose"))
+    recipes += re.findall(r"recipes/[\w/]+\.yaml", text.replace("${c}", "depth"))
+    assert len(recipes) >= 4 and all(Path(p).is_file() for p in recipes), recipes
+    modules = re.findall(r"python -m ([\w.]+)", text)
+    assert modules and all(importlib.util.find_spec(m) is not None for m in modules), modules
+    names = re.findall(r"\s(t2i-tiny|dancing-avatar-tiny|controlnet-\$c-tiny)\b", text)
+    bundled = {n.replace("$c", c) for n in names for c in ("openpose", "depth")}
+    assert bundled and all((BUNDLED_ROOT / n).is_dir() for n in bundled), bundled
