@@ -12,6 +12,7 @@ model on that autoencoder) and the PSNR, all 2x.
 from __future__ import annotations
 
 import argparse
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -53,15 +54,9 @@ def main() -> None:
         strip = np.concatenate([cv2.resize(images[i], None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
                                 for i in range(args.columns)], axis=1)
         sheet.paste(Image.fromarray(strip), (label_w, r * cell))
-        words, line, lines = label.split(), "", []
-        for w in words:
-            if len(line) + len(w) > 40:
-                lines.append(line)
-                line = ""
-            line += w + " "
-        lines.append(line)
+        lines = textwrap.wrap(label, 40)
         for k, text in enumerate(lines):
-            draw.text((6, r * cell + cell // 2 - 8 * len(lines) + 16 * k), text.strip(), fill="black")
+            draw.text((6, r * cell + cell // 2 - 8 * len(lines) + 16 * k), text, fill="black")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     sheet.save(args.out, optimize=True)
     print(args.out)

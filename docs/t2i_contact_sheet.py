@@ -11,6 +11,7 @@ held-out frame, `t2i-tiny` from text alone (seeds 0 and 1), the frame's OpenPose
 from __future__ import annotations
 
 import argparse
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -56,15 +57,9 @@ def main() -> None:
     for r, (prompt, strip) in enumerate(rows):
         y = head_h + r * cell
         sheet.paste(Image.fromarray(strip), (label_w, y))
-        words, line, lines = prompt.split(), "", []
-        for w in words:
-            if len(line) + len(w) > 46:
-                lines.append(line)
-                line = ""
-            line += w + " "
-        lines.append(line)
+        lines = textwrap.wrap(prompt, 46)
         for k, text in enumerate(lines):
-            draw.text((6, y + cell // 2 - 8 * len(lines) + 16 * k), text.strip(), fill="black")
+            draw.text((6, y + cell // 2 - 8 * len(lines) + 16 * k), text, fill="black")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     sheet.save(args.out, optimize=True)
     print(args.out)
