@@ -176,7 +176,7 @@ def test_quiet_silences_other_libraries_and_restores_them(tmp_path):
 
     args = ["train", "--recipe", "recipes/t2i/t2i_tiny.yaml", "--set", "data.num_clips=2", "--set", "data.num_frames=4",
             "--set", "data.frame_step=2", "--set", "data.captions_per_clip=2",
-            "--set", "train.stages=[{name: t2i, steps: 1, lr: 1e-3, batch_size: 2}]"]
+            "--set", "model.vae_from=dyl-tiny", "--set", "train.stages=[{name: t2i, steps: 1, lr: 1e-3, batch_size: 2}]"]
     code, loud = _run(args + ["-o", tmp_path / "loud"])
     assert code == 0 and "Writing model shards" in loud, loud
     code, quiet = _run(["-q"] + args + ["-o", tmp_path / "quiet"])

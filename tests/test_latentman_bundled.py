@@ -1,11 +1,11 @@
 """LatentMan with the bundled 64 px models on 4 held-out synthetic motions (seed 7), 12 DDIM steps.
 
-Measured on 2026-12-05 (2 CPU cores; `python -m dancegen.methods.latentman.quality --count 4 --steps 12`):
-H_MSE per-frame 315.3, cross-frame attention 302.8, LatentMan (cross-frame + SLA + PWG) 286.9 (-9 % / -5 %);
-per case 90/832/40/299, 89/806/39/277, 90/657/38/363: the gain comes mostly from one case and one case gets worse,
-so the margins below are modest. SynthPose joints of LatentMan's frames vs the rendered skeleton: 5.15 px, vs another
-case's skeleton 6.77 px. The generated clothes colours match the prompt in 38 % of garments for every variant (the
-bundled text-to-image model follows colour words weakly, issue 14), and the next case's prompt colours in 0 %.
+Measured on 2026-12-06 (2 CPU cores; `python -m dancegen.methods.latentman.quality --count 4 --steps 12`; t2i-tiny on
+its own autoencoder): H_MSE per-frame 490.2, cross-frame attention 474.0, LatentMan (cross-frame + SLA + PWG) 461.5
+(-5.9 % / -2.6 %); per case 511/1143/37/269, 476/1122/37/261, 507/1035/39/264: the gain comes mostly from one case
+(SLA hurts the other three a little), so the margins below are modest. SynthPose joints of LatentMan's frames vs the
+rendered skeleton: 3.54 px, vs another case's skeleton 5.85 px. The generated clothes colours match the prompt in 7 of
+8 garments for every variant, and the next case's prompt colours in none.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 
 pytestmark = pytest.mark.quality
 
-MEASURED = {"per-frame": 315.3, "cross-frame": 302.8, "latentman": 286.9, "pose": 5.15, "pose_other": 6.77}
+MEASURED = {"per-frame": 490.2, "cross-frame": 474.0, "latentman": 461.5, "pose": 3.54, "pose_other": 5.85}
 
 
 @pytest.fixture(scope="module")
@@ -26,9 +26,17 @@ def report():
 
 def test_latentman_lowers_h_mse_below_the_per_frame_and_cross_frame_baselines(report):
     s = report["summary"]
-    assert s["latentman"]["h_mse"] < 0.96 * s["per-frame"]["h_mse"]
-    assert s["latentman"]["h_mse"] < 0.99 * s["cross-frame"]["h_mse"]
+    assert s["latentman"]["h_mse"] < 0.97 * s["per-frame"]["h_mse"]  # 0.941 measured
+    assert s["latentman"]["h_mse"] < 0.99 * s["cross-frame"]["h_mse"]  # 0.974
     assert s["cross-frame"]["h_mse"] < s["per-frame"]["h_mse"]
+
+
+def test_the_warping_error_falls_below_the_per_frame_baseline(report):
+    """Measured 1.36e-3 per-frame, 9.51e-4 cross-frame, 1.08e-3 LatentMan: below per-frame, but SLA raises it above
+    cross-frame attention alone at 16 x 16 latents (recipes/latentman/README.md), which is not asserted."""
+    s = report["summary"]
+    assert s["latentman"]["warp"] < 0.9 * s["per-frame"]["warp"]
+    assert s["cross-frame"]["warp"] < 0.9 * s["per-frame"]["warp"]
 
 
 def test_the_character_follows_the_rendered_motion_more_than_another_motion(report):
@@ -38,4 +46,4 @@ def test_the_character_follows_the_rendered_motion_more_than_another_motion(repo
 
 def test_the_clothes_take_the_prompts_colours_more_than_another_prompts(report):
     s = report["summary"]["latentman"]
-    assert s["colour"] >= s["colour_other"] + 0.25
+    assert s["colour"] >= s["colour_other"] + 0.5  # 0.88 vs 0.0 measured

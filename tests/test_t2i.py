@@ -132,7 +132,8 @@ def trained(tmp_path_factory):
     runner = CliRunner()
     base = root / "t2i"
     r = runner.invoke(app, ["train", "--recipe", "recipes/t2i/t2i_tiny.yaml", "-o", str(base), *TINY,
-                            "--set", "train.stages=[{name: t2i, steps: 2, lr: 1e-3, batch_size: 4}]"])
+                            "--set", "train.stages=[{name: vae, steps: 2, lr: 1e-3, batch_size: 4}, "
+                            "{name: t2i, steps: 2, lr: 1e-3, batch_size: 4}]"])
     assert r.exit_code == 0, r.output
     nets = {}
     for control in ("openpose", "depth"):
@@ -228,13 +229,13 @@ def test_recipe_errors_name_the_problem(tmp_path):
     with pytest.raises(InputError, match="model.base"):
         load_config("recipes/t2i/t2i_tiny.yaml", ["control=depth", "train.stages=[{name: controlnet}]"])
     with pytest.raises(InputError, match="vae stage comes first"):
-        load_config("recipes/t2i/t2i_tiny_vae.yaml", ["train.stages=[{name: t2i}, {name: vae}]"])
+        load_config("recipes/t2i/t2i_tiny.yaml", ["train.stages=[{name: t2i}, {name: vae}]"])
     with pytest.raises(InputError, match="set to null when a vae stage"):
-        load_config("recipes/t2i/t2i_tiny_vae.yaml", ["model.vae_from=dyl-tiny"])
+        load_config("recipes/t2i/t2i_tiny.yaml", ["model.vae_from=dyl-tiny"])
     with pytest.raises(InputError, match="model.init_from: a model trained on another autoencoder"):
-        load_config("recipes/t2i/t2i_tiny_vae.yaml", ["model.init_from=t2i-tiny"])
+        load_config("recipes/t2i/t2i_tiny.yaml", ["model.init_from=t2i-tiny"])
     with pytest.raises(InputError, match="name an autoencoder to reuse or add a vae stage"):
-        load_config("recipes/t2i/t2i_tiny_vae.yaml", ["train.stages=[{name: t2i}]"])
+        load_config("recipes/t2i/t2i_tiny.yaml", ["train.stages=[{name: t2i}]"])
 
 
 def test_vae_stage_trains_the_autoencoder_the_base_then_uses(tmp_path):
@@ -251,7 +252,7 @@ def test_vae_stage_trains_the_autoencoder_the_base_then_uses(tmp_path):
     run = tmp_path / "run"
     stages = "train.stages=[{name: vae, steps: 3, lr: 1e-3, batch_size: 4, person_weight: 4.0}, " \
              "{name: t2i, steps: 2, lr: 1e-3, batch_size: 4}]"
-    r = runner.invoke(app, ["train", "--recipe", "recipes/t2i/t2i_tiny_vae.yaml", "-o", str(run), *TINY,
+    r = runner.invoke(app, ["train", "--recipe", "recipes/t2i/t2i_tiny.yaml", "-o", str(run), *TINY,
                             "--set", stages])
     assert r.exit_code == 0, r.output
     trained = AutoencoderKL.from_pretrained(run / "stage-1-vae" / "model" / "vae")
@@ -268,13 +269,24 @@ def test_vae_stage_trains_the_autoencoder_the_base_then_uses(tmp_path):
     assert pipe.vae.config.scaling_factor == shipped.config.scaling_factor
 
     # train.run = the t2i stage only: the autoencoder comes from the vae stage's folder
-    r = runner.invoke(app, ["train", "--recipe", "recipes/t2i/t2i_tiny_vae.yaml", "-o", str(run), *TINY,
+    r = runner.invoke(app, ["train", "--recipe", "recipes/t2i/t2i_tiny.yaml", "-o", str(run), *TINY,
                             "--set", stages, "--set", "train.run=[t2i]", "--resume", "never"])
     assert r.exit_code == 0, r.output
     fresh = tmp_path / "fresh"
-    r = runner.invoke(app, ["train", "--recipe", "recipes/t2i/t2i_tiny_vae.yaml", "-o", str(fresh), *TINY,
+    r = runner.invoke(app, ["train", "--recipe", "recipes/t2i/t2i_tiny.yaml", "-o", str(fresh), *TINY,
                             "--set", stages, "--set", "train.run=[t2i]"])
     assert r.exit_code == 2 and "the vae stage has not run yet" in r.output and "Traceback" not in r.output
+
+    # training further from the model (init_from, no vae stage) keeps its autoencoder
+    more = tmp_path / "more"
+    r = runner.invoke(app, ["train", "--recipe", "recipes/t2i/t2i_tiny.yaml", "-o", str(more), *TINY,
+                            "--set", f"model.init_from={run / 'model'}",
+                            "--set", "train.stages=[{name: t2i, steps: 1, lr: 1e-3, batch_size: 4}]"])
+    assert r.exit_code == 0, r.output
+    kept = AutoencoderKL.from_pretrained(more / "model" / "vae")
+    assert kept.config.scaling_factor == shipped.config.scaling_factor
+    for a, b in zip(kept.state_dict().values(), shipped.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
 
 
 def test_latent_cache_follows_frames_and_autoencoder(tmp_path):

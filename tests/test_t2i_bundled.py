@@ -24,15 +24,16 @@ CLIPS, STEPS = 24, 12
 CHANCE = 1 / 16  # 16 colour names
 
 # Measured on the committed models (24 held-out clips, 12 DDIM steps, guidance 4, seed 0, this CPU): colour accuracy
-# pooled over both ControlNets 0.146 (shuffled prompt 0.052, crossed 0.167; chance 0.0625; real frames 1.0); pose
-# error px (PCK@0.1) OpenPose 2.80 (0.90), another clip's pose 5.48 (0.67); depth 2.83 (0.89) vs 5.45 (0.67);
-# silhouette edge ratio 2.66 vs 2.29 with another clip's depth map.
+# pooled over both ControlNets 0.760 (OpenPose 0.79, depth 0.73; shuffled prompt 0.010; crossed, against its own
+# prompt 0.771; chance 0.0625; the real frames 1.0, through the autoencoder 1.0); pose error px (PCK@0.1) OpenPose 2.38
+# (0.92), another clip's pose 5.25 (0.72); depth 2.55 (0.90) vs 5.17 (0.73); silhouette edge ratio 2.43 vs 1.89 with
+# another clip's depth map. (The models before the base had its own autoencoder: colour 0.146, shuffled 0.052.)
 MEASURED = {
-    "colour_accuracy": 0.146,
-    "openpose": {"pose_error_px": 2.80},
-    "depth": {"pose_error_px": 2.83, "silhouette_edges": 2.66},
-    "pose_ratio": 0.65,       # matched error / other-pose error: measured 0.51 and 0.52
-    "silhouette_gap": 0.15,   # measured 0.37
+    "colour_accuracy": 0.760,
+    "openpose": {"pose_error_px": 2.38},
+    "depth": {"pose_error_px": 2.55, "silhouette_edges": 2.43},
+    "pose_ratio": 0.65,       # matched error / other-pose error: measured 0.45 and 0.49
+    "silhouette_gap": 0.3,    # measured 0.53
 }
 
 
@@ -76,17 +77,16 @@ def test_bundled_models_load_with_diffusers_unchanged():
 
 
 def test_text_is_followed(report):
-    """The dancer's top and bottom take the prompt's colours more often than with a shuffled prompt (colours read
-    inside the driving pose's torso and thighs; both ControlNets pooled). Weak at this training budget: see
-    MEASURED and the README."""
+    """The dancer's top and bottom take the prompt's colours far more often than chance and than with a shuffled
+    prompt (colours read inside the driving pose's torso and thighs; both ControlNets pooled; see MEASURED)."""
     hits = np.mean([report[n]["colour_accuracy"] for n in ("openpose", "depth")])
     shuffled = np.mean([report[n]["colour_accuracy_shuffled_prompt"] for n in ("openpose", "depth")])
     crossed = np.mean([report[n]["colour_accuracy_crossed"] for n in ("openpose", "depth")])
-    assert hits > MEASURED["colour_accuracy"] - 0.08, report
-    assert hits > CHANCE + 0.03 and hits > shuffled + 0.03, (hits, shuffled)
+    assert hits > MEASURED["colour_accuracy"] - 0.1, report
+    assert hits > 8 * CHANCE and hits > shuffled + 0.5, (hits, shuffled)
     # changing only the prompt changes the colours to the new prompt's (and, from the other clip's side, changing
     # only the pose keeps the described colours)
-    assert crossed > shuffled + 0.03, (crossed, shuffled)
+    assert crossed > shuffled + 0.5, (crossed, shuffled)
 
 
 def test_pose_is_followed(report):

@@ -39,7 +39,8 @@ class T2IDataConfig:
 class T2IModelConfig:
     """Sizes of the UNet and text encoder (`control: null`), or of the ControlNet and where its base is."""
 
-    # a bundled name or an SD-1.5-layout folder whose vae/ is reused, frozen; null: a `vae` stage trains one
+    # a bundled name or an SD-1.5-layout folder whose vae/ is reused, frozen; null: a `vae` stage trains one (or,
+    # with init_from, that model's own is kept)
     vae_from: str | None = "dyl-tiny"
     vae_channels: list[int] = field(default_factory=lambda: [32, 64, 64])  # vae stage: 64 px -> 16x16 latents
     vae_latent_channels: int = 4
@@ -140,7 +141,7 @@ class T2IRecipe:
             if has_vae and self.model.init_from:
                 raise ValueError("model.init_from: a model trained on another autoencoder's latents cannot start "
                                  "a run whose vae stage trains a new one (drop one of them)")
-            if not has_vae and not self.model.vae_from:
+            if not has_vae and not self.model.vae_from and not self.model.init_from:
                 raise ValueError("model.vae_from is null: name an autoencoder to reuse or add a vae stage first")
         if self.control is not None and not self.model.base:
             raise ValueError("model.base: a ControlNet recipe needs the text-to-image model it trains on")

@@ -222,10 +222,11 @@ def train(config, output_dir: str | os.PathLike, resume: str = "auto", progress=
 
         vae = load_vae(mc.vae_from) if mc.vae_from else None  # None: the vae stage trains it
         sched_cfg = sd15_scheduler_config(mc)
-        if mc.init_from:  # the model's own tokenizer comes with it
+        if mc.init_from:  # the model's own tokenizer (and, without vae_from, autoencoder) comes with it
             base = _load_base(mc.init_from)
             unet, text, tokenizer = base.unet, base.text_encoder, base.tokenizer
             tokenizer_dir = Path(base.path) / "tokenizer"
+            vae = vae or base.vae
         else:
             tokenizer_dir = out / "data" / "tokenizer"
             tokenizer = build_clip_tokenizer(tokenizer_dir, tokenizer_words())

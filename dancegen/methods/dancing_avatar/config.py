@@ -248,8 +248,8 @@ BUNDLED_OVERRIDES = (
     "intra.lr=1e-3",
     "intra.batch_size=4",
     "intra.ref_steps=20",
-    "intra.clothes_weight=0.5",
-    "intra.face_weight=0.5",
+    "intra.clothes_weight=0.25",
+    "intra.face_weight=0.25",
     "inter.condition=latent",
 )
 
