@@ -244,7 +244,8 @@ def test_ddim_inversion_round_trip_with_the_bundled_base(tmp_path):
                    cond=ctx)
     err = ((rec - z0).abs().mean() / z0.abs().mean()).item()
     control = ((fresh - z0).abs().mean() / z0.abs().mean()).item()
-    assert err < 0.2 and err < control / 5, (err, control)  # measured 0.10 vs 1.5
+    # measured 0.086 vs 0.36 (0.10 vs 1.5 on the first base, whose autoencoder's latents were far from unit variance)
+    assert err < 0.15 and err < control / 3, (err, control)
     assert (zt - z0).abs().mean() > 0.3 * z0.abs().mean()  # the inverted latents are noise-like, not z0
 
 
