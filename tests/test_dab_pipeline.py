@@ -298,6 +298,8 @@ def test_bundle_tool_halves_weights_and_loads_back(trained, tmp_path):
     from dancegen.methods.dance_any_beat.model import DanceAnyBeatModel
 
     out = bundle_model(trained["model"], "dab-test", root=tmp_path)
+    assert not any(p.name.startswith(".") for p in out.rglob("*"))  # package data: no atomic_dir marker or leftovers
+    out = bundle_model(trained["model"], "dab-test", root=tmp_path)  # a second bundling replaces the first
     half = load_file(out / "model.safetensors")
     assert all(v.dtype == torch.float16 for v in half.values() if v.is_floating_point())
     full = load_file(Path(trained["model"]) / "model.safetensors")

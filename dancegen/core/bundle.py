@@ -26,7 +26,7 @@ def bundle_model(src: str | os.PathLike, name: str, root: str | os.PathLike | No
     from safetensors.torch import load_file, save_file
 
     from dancegen.core.weights import BUNDLED_ROOT
-    from dancegen.io.atomic import atomic_dir
+    from dancegen.io.atomic import OWNED_MARKER, atomic_dir
 
     src = Path(src)
     if not src.is_dir():
@@ -45,6 +45,9 @@ def bundle_model(src: str | os.PathLike, name: str, root: str | os.PathLike | No
             else:
                 out.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(f, out)
+    # atomic_dir marks the folder as dancegen's output; a bundled model is package data, committed without the marker
+    # (the next bundle_model replaces the folder anyway: replace_foreign)
+    (dst / OWNED_MARKER).unlink(missing_ok=True)
     return dst
 
 
