@@ -24,7 +24,8 @@ def main() -> None:
     import cv2
     from PIL import Image, ImageDraw
 
-    from dancegen.t2i.quality import _colour_hits, autoencode, heldout_frames, psnr
+    from dancegen.metrics.image import psnr
+    from dancegen.t2i.quality import _colour_hits, autoencode, heldout_frames
     from dancegen.t2i.train import load_vae
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -182,9 +182,9 @@ def test_bundle_generation_equals_diffusers_controlnet_pipeline(trained):
     assert np.abs(ours.astype(float) - ref * 255).max() <= 1.0
 
 
-def test_autoencode_and_psnr(trained):
+def test_autoencode(trained):
     """`T2IBundle.autoencode` returns the frames through the model's autoencoder (the `real_through_vae` ceiling):
-    what core.latents' encode / decode give, as uint8 images; `psnr` is 10 log10(255^2 / MSE)."""
+    what core.latents' encode / decode give, as uint8 images."""
     from dancegen.core.latents import decode_latents, encode_images
     from dancegen.t2i.data import to_unit
 
@@ -196,11 +196,6 @@ def test_autoencode_and_psnr(trained):
         ref = decode_latents(vae, encode_images(vae, to_unit(frames) * 2 - 1)).permute(0, 2, 3, 1).numpy()
     assert out.shape == frames.shape and out.dtype == np.uint8
     assert np.abs(out.astype(float) - ref * 255).max() <= 0.5 + 1e-3
-    assert Q.psnr(frames, frames) == float("inf")
-    noisy = frames.astype(np.int16)
-    noisy[..., 0] = np.clip(noisy[..., 0] + 10, 0, 255)
-    mse = np.mean((noisy - frames.astype(np.int16)) ** 2)
-    assert Q.psnr(noisy.astype(np.uint8), frames) == pytest.approx(10 * np.log10(255 ** 2 / mse))
 
 
 def test_controlnet_training_leaves_the_base_untouched(trained):

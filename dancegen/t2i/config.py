@@ -2,7 +2,8 @@
 
 One recipe trains one model: with `control: null` the SD-1.5-layout text-to-image folder (UNet + CLIP text encoder
 from scratch; the autoencoder taken from another model, or trained first by a `vae` stage), with `control: openpose`
-or `control: depth` a diffusers ControlNet on a frozen base (`model.base`). Every number is our choice for the toy world (none comes from a paper).
+or `control: depth` a diffusers ControlNet on a frozen base (`model.base`). Every number is our choice for the toy
+world (none comes from a paper).
 """
 
 from __future__ import annotations

@@ -167,12 +167,6 @@ def autoencode(vae, images: np.ndarray) -> np.ndarray:
     return (out.permute(0, 2, 3, 1).numpy() * 255).round().clip(0, 255).astype(np.uint8)
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR in dB of uint8 images ``a`` against ``b`` over all their pixels."""
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else float(10 * np.log10(255.0 ** 2 / mse))
-
-
 def heldout_frames(count: int, seed: int = HELDOUT_SEED, size: int = 64) -> dict:
     """One frame (the 13th of 24) of each of the first ``count`` held-out clips whose dancer wears a plain top and
     plain bottoms (so the prompt "a red t-shirt and blue trousers" describes the real frame fully and the colour
@@ -217,6 +211,7 @@ def _colour_hits(image: np.ndarray, kps: np.ndarray, facts: dict) -> list[float]
 def evaluate(bundle: T2IBundle, count: int = 16, steps: int = 20, guidance: float = 4.0, seed: int = 0,
              controls: tuple[str, ...] = ("openpose", "depth"), text_only: bool = True, progress=None) -> dict:
     """The scores of the module docstring, per ControlNet, plus the real frames' (ceiling) rows."""
+    from dancegen.metrics.image import psnr
     from dancegen.metrics.pose_metrics import keypoint_scores
     from dancegen.pose.backends.synthpose import SynthPoseEstimator
 
@@ -237,7 +232,7 @@ def evaluate(bundle: T2IBundle, count: int = 16, steps: int = 20, guidance: floa
     report: dict = {"clips": count, "steps": steps, "guidance": guidance, "seed": seed, "prompts": prompts,
                     "real": {"colour_accuracy": float(np.mean(real_hits)), **pose_scores(data["frames"], kps)},
                     "real_through_vae": {"colour_accuracy": float(np.mean(vae_hits)),
-                                         "psnr": psnr(through, data["frames"])}}
+                                         "psnr": float(psnr(through, data["frames"]))}}
     images: dict = {}
     if text_only:
         # no ControlNet: the regions come from SynthPose's joints on the generated image itself

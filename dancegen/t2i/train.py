@@ -10,8 +10,7 @@
   the autoencoder of the stages after it.
 - Stage `t2i` (`control: null`): a UNet and a CLIP text encoder trained together from random weights on the frames'
   latents and captions (the autoencoder of `model.vae_from` or the vae stage, frozen; the tokenizer built from the
-  captions' words,
-  `captions.tokenizer_words`). Loss: MSE to the v target (`model.prediction_type`) at a uniform timestep of a
+  captions' words, `captions.tokenizer_words`). Loss: MSE to the v target (`model.prediction_type`) at a uniform timestep of a
   zero-terminal-SNR schedule (Lin et al. 2024). Output: an SD-1.5-layout folder (unet/, vae/, text_encoder/,
   tokenizer/, scheduler/, model_index.json): every SD-1.5 code path loads it.
 - Stage `controlnet` (`control: openpose | depth`): `ControlNetModel.from_unet` of the base (the encoder copied, the
