@@ -237,3 +237,20 @@ def test_killed_writers_leftovers_are_swept_and_never_read_as_items(tmp_path):
     (tmp_path / "frames" / ".0001.123.part.png").write_bytes(b"broken")
     assert [p.name for p in list_images(tmp_path / "frames")] == ["0000.png"]
     assert set(_video_entries(tmp_path, "pred")) == {"clip", "frames"}
+
+
+def test_keyed_npz_cache_is_reused_only_when_whole_and_made_with_the_same_key(tmp_path):
+    """io.atomic's settings-keyed cache (training data, evaluate's per-item results): the arrays come back for the
+    same key; a missing, stale, truncated or non-npz file reads as no cache (it is remade, not a traceback)."""
+    from dancegen.io.atomic import load_keyed_npz, save_keyed_npz
+
+    f = tmp_path / "cache.npz"
+    assert load_keyed_npz(f, "k") is None
+    save_keyed_npz(f, "k", {"a": np.arange(4), "b": np.ones((2, 2), np.float32)})
+    got = load_keyed_npz(f, "k")
+    assert set(got) == {"a", "b"} and np.array_equal(got["a"], np.arange(4)) and got["b"].dtype == np.float32
+    assert load_keyed_npz(f, "other settings") is None
+    f.write_bytes(f.read_bytes()[:40])  # truncated by something else
+    assert load_keyed_npz(f, "k") is None
+    f.write_bytes(b"not an npz at all")
+    assert load_keyed_npz(f, "k") is None

@@ -192,15 +192,21 @@ def save_keyed_npz(path: str | os.PathLike, key: str, arrays: dict, compressed: 
 
 
 def load_keyed_npz(path: str | os.PathLike, key: str) -> dict | None:
-    """The arrays of a `save_keyed_npz` cache file made with the same ``key``; None when it is missing or stale."""
+    """The arrays of a `save_keyed_npz` cache file made with the same ``key``; None when it is missing, stale or
+    unreadable (a cache is remade, never trusted)."""
+    import zipfile
+
     import numpy as np
 
     if not Path(path).is_file():
         return None
-    with np.load(path, allow_pickle=False) as z:
-        if "key" not in z.files or str(z["key"]) != key:
-            return None
-        return {k: z[k] for k in z.files if k != "key"}
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if "key" not in z.files or str(z["key"]) != key:
+                return None
+            return {k: z[k] for k in z.files if k != "key"}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        return None
 
 
 def save_safetensors(tensors: dict, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> Path:

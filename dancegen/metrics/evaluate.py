@@ -403,25 +403,22 @@ def _cache_path(cache_dir: Path | None, spec: MetricSpec, item: EvalItem) -> Pat
 
 
 def _cache_load(path: Path | None, key: str):
-    if path is None or not path.is_file():
+    from dancegen.io.atomic import load_keyed_npz
+
+    z = None if path is None else load_keyed_npz(path, key)
+    if z is None or ("value" not in z and "pred" not in z):
         return None
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            if str(z["key"]) != key:
-                return None
-            if "value" in z:
-                return float(z["value"])
-            return {"pred": z["pred"], "gt": z["gt"] if "gt" in z else None}
-    except (OSError, KeyError, ValueError):
-        return None
+    if "value" in z:
+        return float(z["value"])
+    return {"pred": z["pred"], "gt": z.get("gt")}
 
 
 def _cache_save(path: Path | None, key: str, result) -> None:
     if path is None:
         return
-    from dancegen.io.atomic import save_npz
+    from dancegen.io.atomic import save_keyed_npz
 
-    arrays = {"key": np.array(key)}
+    arrays = {}
     if isinstance(result, dict):
         arrays["pred"] = result["pred"]
         if result.get("gt") is not None:
@@ -429,7 +426,7 @@ def _cache_save(path: Path | None, key: str, result) -> None:
     else:
         arrays["value"] = np.array(result, dtype=np.float64)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_npz(path, **arrays)
+    save_keyed_npz(path, key, arrays)
 
 
 # ---- aggregation and report ---------------------------------------------------------------------------------------

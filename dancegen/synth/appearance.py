@@ -129,14 +129,17 @@ class Appearance:
         shirt = "t-shirt" if self.sleeves == "short" else "long-sleeved shirt"
         top = f"{self.top_colour} {_PATTERN_WORD[self.top_pattern]}{shirt}"
         bottom = f"{self.bottom_colour} {_PATTERN_WORD[self.bottom_pattern]}{self.bottom}"
-        hair = "a shaved head" if self.hair_style == "bald" else f"{self.hair_style} {self.hair_colour} hair"
-        return f"{_a(size + build + 'dancer')} with {self.skin} skin in {_a(top)} and {bottom}, {hair}"
+        return f"{_a(size + build + 'dancer')} with {self.skin} skin in {_a(top)} and {bottom}, {self.hair_text}"
+
+    @property
+    def hair_text(self) -> str:
+        """The hair in words: "a shaved head" or e.g. "long black hair"."""
+        return "a shaved head" if self.hair_style == "bald" else f"{self.hair_style} {self.hair_colour} hair"
 
     def prompt_parts(self) -> tuple[str, str]:
         """``(clothes, face)`` in the words the bundled text-to-image model was trained on, e.g. ("a blue t-shirt and
         purple trousers", "long black hair"): Dancing Avatar's --clothes / --face for this dancer."""
-        hair = "a shaved head" if self.hair_style == "bald" else f"{self.hair_style} {self.hair_colour} hair"
-        return f"a {self.top_colour} t-shirt and {self.bottom_colour} {self.bottom}", hair
+        return f"a {self.top_colour} t-shirt and {self.bottom_colour} {self.bottom}", self.hair_text
 
     def to_dict(self) -> dict:
         d = asdict(self)
