@@ -1,11 +1,13 @@
 """LatentMan with the bundled 64 px models on 4 held-out synthetic motions (seed 7), 12 DDIM steps.
 
 Measured on 2026-12-06 (2 CPU cores; `python -m dancegen.methods.latentman.quality --count 4 --steps 12`; t2i-tiny on
-its own autoencoder): H_MSE per-frame 490.2, cross-frame attention 474.0, LatentMan (cross-frame + SLA + PWG) 461.5
-(-5.9 % / -2.6 %); per case 511/1143/37/269, 476/1122/37/261, 507/1035/39/264: the gain comes mostly from one case
-(SLA hurts the other three a little), so the margins below are modest. SynthPose joints of LatentMan's frames vs the
-rendered skeleton: 3.54 px, vs another case's skeleton 5.85 px. The generated clothes colours match the prompt in 7 of
-8 garments for every variant, and the next case's prompt colours in none.
+its own autoencoder, PWG delta 0.1 as chosen on development motions of seed 8): H_MSE per-frame 490.2, cross-frame
+attention 474.0, LatentMan (cross-frame + SLA + PWG) 393.8 (-19.7 % / -16.9 %); per case 511/1143/37/269,
+476/1122/37/261, 460/842/37/237: lower than cross-frame attention in three cases, a tie in the fourth (37.1 vs 36.8).
+The gain is PWG's: SLA alone changes H_MSE by -0.1 % and raises the warping error above cross-frame attention's (16 x 16
+latents, recipes/latentman/README.md). SynthPose joints of LatentMan's frames vs the rendered skeleton: 3.52 px, vs
+another case's skeleton 5.84 px. The generated clothes colours match the prompt in 7 of 8 garments for every variant,
+and the next case's prompt colours in none.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import pytest
 
 pytestmark = pytest.mark.quality
 
-MEASURED = {"per-frame": 490.2, "cross-frame": 474.0, "latentman": 461.5, "pose": 3.54, "pose_other": 5.85}
+MEASURED = {"per-frame": 490.2, "cross-frame": 474.0, "latentman": 393.8, "pose": 3.52, "pose_other": 5.84}
 
 
 @pytest.fixture(scope="module")
@@ -26,13 +28,13 @@ def report():
 
 def test_latentman_lowers_h_mse_below_the_per_frame_and_cross_frame_baselines(report):
     s = report["summary"]
-    assert s["latentman"]["h_mse"] < 0.97 * s["per-frame"]["h_mse"]  # 0.941 measured
-    assert s["latentman"]["h_mse"] < 0.99 * s["cross-frame"]["h_mse"]  # 0.974
+    assert s["latentman"]["h_mse"] < 0.9 * s["per-frame"]["h_mse"]  # 0.803 measured
+    assert s["latentman"]["h_mse"] < 0.9 * s["cross-frame"]["h_mse"]  # 0.831
     assert s["cross-frame"]["h_mse"] < s["per-frame"]["h_mse"]
 
 
 def test_the_warping_error_falls_below_the_per_frame_baseline(report):
-    """Measured 1.36e-3 per-frame, 9.51e-4 cross-frame, 1.08e-3 LatentMan: below per-frame, but SLA raises it above
+    """Measured 1.36e-3 per-frame, 9.51e-4 cross-frame, 1.06e-3 LatentMan: below per-frame, but SLA raises it above
     cross-frame attention alone at 16 x 16 latents (recipes/latentman/README.md), which is not asserted."""
     s = report["summary"]
     assert s["latentman"]["warp"] < 0.9 * s["per-frame"]["warp"]

@@ -231,7 +231,7 @@ BUNDLED_OVERRIDES = (
     "attention.masactrl_start_layer=4",
     "pwg.res=64",
     "pwg.grad_mode=full",
-    "pwg.delta=0.01",
+    "pwg.delta=0.1",
     "eval.h_mse_res=64",
 )
 
