@@ -71,7 +71,8 @@ def test_recipes_tiny_synth_equals_the_bundled_overrides():
 
 def test_bad_recipe_values_are_errors():
     for bad in ("model.spatial_attn=full", "data.masks=magic", "inference.skeleton_offset.mode=mean",
-                "train.stages=[{name: both, steps: 2}]", "model.rca_value_frames=next"):
+                "train.stages=[{name: both, steps: 2}]", "model.rca_value_frames=next",
+                "train.stages=[{name: temporal, steps: 2, max_timestep: 0}]"):
         with pytest.raises((DanceGenError, ValueError)):
             load_recipe(None, [bad])
 
@@ -201,6 +202,34 @@ def test_stage_one_sees_the_masked_frames_and_stage_two_the_whole_frames(tiny):
 
     assert StageConfig("temporal", 1).masked and not StageConfig("spatial", 1).masked
     assert not StageConfig("joint", 1).masked
+
+
+def test_a_stage_timestep_cap_keeps_every_draw_below_it(tiny):
+    from dancegen.methods.edit_your_motion.train import make_loss_fn
+
+    drawn = []
+
+    class Spy:
+        scheduler = _model(tiny).scheduler
+        unet = torch.nn.Linear(1, 1)
+
+        def predict_noise(self, zt, t, ctx, pose):
+            drawn.extend(t.tolist())
+            return torch.zeros_like(zt)
+
+    batch = {"latents": torch.zeros(4, 4, 2, 4, 4), "context": torch.zeros(4, 77, 32),
+             "pose_images": torch.zeros(4, 3, 2, 8, 8)}
+    torch.manual_seed(0)
+    capped = make_loss_fn(masked=False, max_timestep=20)
+    for _ in range(50):
+        capped(Spy(), batch)
+    assert max(drawn) < 20 and len(set(drawn)) == 20  # every step of [0, 20) drawn, none above
+    drawn.clear()
+    for _ in range(50):
+        make_loss_fn(masked=False)(Spy(), batch)
+    assert max(drawn) >= 500  # uncapped: the whole schedule (1000 steps)
+    cfg = _cfg(tiny, "train.stages=[{name: temporal, steps: 2, max_timestep: 200}, {name: spatial, steps: 2}]")
+    assert [s.max_timestep for s in cfg.train.stages] == [200, None]
 
 
 def test_ddim_inversion_round_trip(tiny):

@@ -100,12 +100,18 @@ class StageConfig(BaseStageConfig):
     lr: float = 3.0e-5  # [P]
     mask_background: bool | None = None  # None: True for temporal, False otherwise
     rca_trainable: str = "all"  # all | q_only [L]
+    #: draw the training timestep from [0, max_timestep) instead of the whole schedule [S]. None: the paper's
+    #: uniform t over all T steps. A cap keeps the fine-tune off the high-noise steps where the DDIM-inverted
+    #: noise is shaped, so the sampler follows the new skeletons instead of the source motion (toy scale: 200).
+    max_timestep: int | None = None
 
     def __post_init__(self):
         if self.name not in STAGE_NAMES:
             raise ValueError(f"train.stages: name must be one of {', '.join(STAGE_NAMES)}, got {self.name!r}")
         if self.rca_trainable not in ("all", "q_only"):
             raise ValueError(f"train.stages[{self.name}].rca_trainable must be all or q_only")
+        if self.max_timestep is not None and self.max_timestep < 1:
+            raise ValueError(f"train.stages[{self.name}].max_timestep must be >= 1 or null, got {self.max_timestep}")
         super().__post_init__()
 
     @property
@@ -182,12 +188,15 @@ class EditYourMotionConfig:
 
 #: The bundled 64 px models' settings (recipes/edit_your_motion/tiny_synth.yaml holds the same values): the toy
 #: base learns from one clip only at a much higher learning rate than SD-1.5's 3e-5, and its attention is narrow.
+#: Fine-tuning only on t < 200 and ControlNet scale 2 keep the edit on the target skeletons (recipes README).
 BUNDLED_OVERRIDES = (
     "data.resolution=64",
     "data.pose_backend=synthpose",
     "model.motion_adapter.heads=4",
-    "train.stages=[{name: temporal, steps: 150, lr: 1.0e-3}, {name: spatial, steps: 150, lr: 1.0e-3}]",
+    "train.stages=[{name: temporal, steps: 150, lr: 1.0e-3, max_timestep: 200},"
+    " {name: spatial, steps: 150, lr: 1.0e-3, max_timestep: 200}]",
     "train.checkpoint_every=50",
+    "inference.controlnet_scale=2.0",
 )
 
 

@@ -37,14 +37,23 @@ HELDOUT_SEED = 9100  # far from the seeds the bundled base and ControlNet were t
 VARIANTS = ("full", "wo_rca", "wo_ma", "wo_stl", "base")
 
 
+def stages_override(stages) -> str:
+    """A ``train.stages=[...]`` override that rebuilds ``stages`` (name, steps, lr and timestep cap)."""
+    items = [f"name: {s.name}, steps: {s.steps}, lr: {s.lr}"
+             + ("" if s.max_timestep is None else f", max_timestep: {s.max_timestep}") for s in stages]
+    return "train.stages=[" + ", ".join("{" + i + "}" for i in items) + "]"
+
+
 def variant_overrides(name: str, cfg) -> list[str]:
+    from dataclasses import replace
+
     stages = cfg.train.stages
     if name == "wo_rca":
         return ["model.spatial_attn=self"]
     if name == "wo_ma":
         return ["model.motion_adapter.enabled=false"]
     if name == "wo_stl":
-        return [f"train.stages=[{{name: joint, steps: {sum(s.steps for s in stages)}, lr: {stages[0].lr}}}]"]
+        return [stages_override([replace(stages[0], name="joint", steps=sum(s.steps for s in stages))])]
     return []
 
 
@@ -122,10 +131,12 @@ def run_case(case: Path, variants=VARIANTS, steps: int | None = None, work: Path
     sets = [*BUNDLED_OVERRIDES, f"data.source={src / 'video.mp4'}", f"data.poses={src / 'openpose_json'}",
             "data.masks=given", f"data.masks_path={src / 'masks'}", f"data.prompt={info['prompt']}",
             f"data.num_frames={info['num_frames']}", "train.device=cpu", "inference.skeleton_offset.enabled=false"]
-    if steps is not None:
-        sets.append(f"train.stages=[{{name: temporal, steps: {steps}, lr: 1.0e-3}}, "
-                    f"{{name: spatial, steps: {steps}, lr: 1.0e-3}}]")
     base_cfg = load_recipe(None, sets)
+    if steps is not None:
+        from dataclasses import replace
+
+        sets.append(stages_override([replace(s, steps=steps) for s in base_cfg.train.stages]))
+        base_cfg = load_recipe(None, sets)
     target = read_pose_input(case / "target" / "openpose_json")
     truth = read_target(case / "target")
     out = {}
@@ -140,14 +151,15 @@ def run_case(case: Path, variants=VARIANTS, steps: int | None = None, work: Path
                 train(cfg, Path(tmp) / name, resume="never")
                 model, case_arrays = load_model(Path(tmp) / name)
             aligned = target_keypoints(target, case_arrays, cfg)
-            sample_steps = inference_steps or cfg.inference.steps
+            sample_steps, scale = inference_steps or cfg.inference.steps, cfg.inference.controlnet_scale
             with torch.no_grad():
-                video = edit_video(model, case_arrays, aligned, steps=sample_steps)
+                video = edit_video(model, case_arrays, aligned, steps=sample_steps, controlnet_scale=scale)
             out[name] = score(video, truth, aligned, lpips)
             out[name]["video"] = video
             if name == "full":
                 with torch.no_grad():
-                    video = edit_video(model, case_arrays, case_arrays["keypoints"], steps=sample_steps)
+                    video = edit_video(model, case_arrays, case_arrays["keypoints"], steps=sample_steps,
+                                       controlnet_scale=scale)
                 out["source_poses"] = {**score(video, truth, aligned, lpips), "video": video}
                 out["source_copy"] = {**score(case_arrays["frames"], truth, aligned, lpips),
                                       "video": case_arrays["frames"]}

@@ -35,8 +35,11 @@ def stage_patterns(stage: StageConfig, model) -> list[str]:
     return [p for p in patterns if p != MA or model.adapter is not None]
 
 
-def make_loss_fn(masked: bool):
-    """``loss_fn(model, batch)`` for the shared Trainer (Eq. 16 on the masked or the whole frames)."""
+def make_loss_fn(masked: bool, max_timestep: int | None = None):
+    """``loss_fn(model, batch)`` for the shared Trainer (Eq. 16 on the masked or the whole frames).
+
+    ``max_timestep`` caps the drawn timestep (``t ~ U{0, min(T, max_timestep) - 1}``); None draws from all T.
+    """
     import torch
     from diffusers import DDPMScheduler
 
@@ -45,7 +48,8 @@ def make_loss_fn(masked: bool):
     def loss_fn(m, batch):
         z0 = batch["masked_latents" if masked else "latents"]  # (B, C, F, h, w)
         sched = DDPMScheduler.from_config(m.scheduler.config)
-        t, noise, zt, _ = uniform_noising(sched.alphas_cumprod, z0, sched.config.num_train_timesteps)
+        num_t = sched.config.num_train_timesteps
+        t, noise, zt, _ = uniform_noising(sched.alphas_cumprod, z0, min(num_t, max_timestep or num_t))
         dtype = next(m.unet.parameters()).dtype
         pred = m.predict_noise(zt.to(dtype), t, batch["context"].to(dtype), batch["pose_images"].to(dtype))
         return torch.nn.functional.mse_loss(pred.float(), noise.float())
@@ -123,7 +127,7 @@ def train(config: EditYourMotionConfig, output_dir: str | os.PathLike, resume: s
                            OptimConfig(name=t.optimizer, lr=stage.lr, weight_decay=t.weight_decay,
                                        grad_clip=t.grad_clip))
         with progress_bar(stage.steps, f"stage {stage.name}") as bar:
-            trainer = Trainer(model, make_loss_fn(stage.masked), dataset, loop, logger=_BarLogger(bar, stage.steps))
+            trainer = Trainer(model, make_loss_fn(stage.masked, stage.max_timestep), dataset, loop, logger=_BarLogger(bar, stage.steps))
             result = trainer.fit()
         model = trainer.accelerator.unwrap_model(trainer.model)
         return {"steps": result.step, "loss": result.loss, "masked": stage.masked,
