@@ -339,7 +339,8 @@ def test_errors_are_one_line_and_come_before_any_model_loads(tmp_path, monkeypat
 
 def test_the_quality_scores_add_lpips_only_when_a_scorer_is_given(monkeypatch, tmp_path):
     """The quality runner's LPIPS column: left out (one line) without the weight files, the scorer's mean per-frame
-    distance with them (here a random-init AlexNet LPIPS: 0 for the target itself, more for another video)."""
+    distance with them (here a random-init AlexNet LPIPS: 0 for the target itself, more for another video); and its
+    warping-error column (0 for a still clip)."""
     from dancegen.methods.edit_your_motion.quality import lpips_scorer, score
     from dancegen.metrics.backbones.features import LPIPSScorer
 
@@ -357,6 +358,9 @@ def test_the_quality_scores_add_lpips_only_when_a_scorer_is_given(monkeypatch, t
     scorer = LPIPSScorer("alex")
     assert score(gt, (gt, masks), aligned, scorer)["lpips"] == pytest.approx(0.0, abs=1e-6)
     assert score(gt[::-1].copy(), (gt, masks), aligned, scorer)["lpips"] > 1e-4
+    still = np.repeat(gt[:1], 2, axis=0)  # the warp column: a still clip has none, a flickering one some
+    assert score(still, (gt, masks), aligned)["warp"] == pytest.approx(0.0, abs=1e-9)
+    assert plain["warp"] > 1e-3
 
 
 def test_auto_masks_segment_the_source_at_its_own_size_and_fall_back_per_frame(tmp_path, models):

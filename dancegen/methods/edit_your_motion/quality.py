@@ -11,6 +11,8 @@ unit tests). Metrics:
 - ``psnr`` / ``ssim``: the whole frame against the target (appearance and background kept, motion followed);
 - ``pose_px``: mean distance between the SynthPose joints of the result and the aligned target skeleton;
 - ``colour``: mean absolute difference (0-255) of the mean RGB inside the target's person mask (the clothes);
+- ``warp``: flow warping error of the result itself (`dancegen.metrics.consistency.warping_error`, DIS flow, [0, 1]
+  RGB): temporal consistency, the role FVD plays in the paper's Table IV (the exact target's own value is the floor);
 - ``lpips``: LPIPS v0.1 (AlexNet) against the target, when its weight files are on this machine (`dancegen weights
   list --used-by lpips`; $DANCEGEN_WEIGHTS_DIR), else left out with one line.
 
@@ -96,6 +98,7 @@ def lpips_scorer(say=lambda m: None):
 def score(video: np.ndarray, target: tuple[np.ndarray, np.ndarray], aligned: np.ndarray, lpips=None) -> dict:
     """The metrics of one edited video against the case's target (``read_target``); ``lpips``: an
     `LPIPSScorer` (`lpips_scorer`) or None."""
+    from dancegen.metrics.consistency import warping_error
     from dancegen.metrics.image import psnr, ssim
     from dancegen.pose.extract import estimate_poses
 
@@ -106,7 +109,7 @@ def score(video: np.ndarray, target: tuple[np.ndarray, np.ndarray], aligned: np.
     colour = [np.abs(video[t][masks[t]].mean(0) - gt[t][masks[t]].astype(float).mean(0)).mean()
               for t in range(len(video)) if masks[t].any()]
     out = {"psnr": float(psnr(video, gt)), "ssim": float(ssim(video, gt)), "pose_px": pose_px,
-           "colour": float(np.mean(colour))}
+           "colour": float(np.mean(colour)), "warp": warping_error(video) if len(video) > 1 else float("nan")}
     if lpips is not None:
         out["lpips"] = float(np.mean(lpips(video, gt)))
     return out
@@ -189,8 +192,8 @@ def main(argv: list[str] | None = None) -> dict:
         per_case.append(run_case(case, variants, args.steps, say=print, lpips=lpips))
         if i == 0 and args.figure is not None:
             write_figure(case, per_case[0], args.figure)
-    keys = ("psnr", "ssim", "pose_px", "colour") + (("lpips",) if lpips is not None else ())
-    summary = {v: {k: round(float(np.mean([c[v][k] for c in per_case])), 3) for k in keys} for v in per_case[0]}
+    keys = ("psnr", "ssim", "pose_px", "colour", "warp") + (("lpips",) if lpips is not None else ())
+    summary = {v: {k: float(f"{np.mean([c[v][k] for c in per_case]):.4g}") for k in keys} for v in per_case[0]}
     print(json.dumps(summary, indent=1))
     if args.json is not None:
         cases = [{v: {k: x for k, x in r.items() if k != "video"} for v, r in c.items()} for c in per_case]

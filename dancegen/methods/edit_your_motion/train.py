@@ -127,7 +127,8 @@ def train(config: EditYourMotionConfig, output_dir: str | os.PathLike, resume: s
                            OptimConfig(name=t.optimizer, lr=stage.lr, weight_decay=t.weight_decay,
                                        grad_clip=t.grad_clip))
         with progress_bar(stage.steps, f"stage {stage.name}") as bar:
-            trainer = Trainer(model, make_loss_fn(stage.masked, stage.max_timestep), dataset, loop, logger=_BarLogger(bar, stage.steps))
+            loss_fn = make_loss_fn(stage.masked, stage.max_timestep)
+            trainer = Trainer(model, loss_fn, dataset, loop, logger=_BarLogger(bar, stage.steps))
             result = trainer.fit()
         model = trainer.accelerator.unwrap_model(trainer.model)
         return {"steps": result.step, "loss": result.loss, "masked": stage.masked,
