@@ -169,7 +169,7 @@ def run_case(case: Path, variants=VARIANTS, steps: int | None = None, work: Path
                 other = read_video(case / "reference" / "video.mp4").frames[: len(video)]
                 out["reference_copy"] = {**score(other, truth, aligned, lpips), "video": other}
     for name, r in out.items():
-        say(f"{case.name} {name}: " + ", ".join(f"{k} {v:.3f}" for k, v in r.items() if k != "video"))
+        say(f"{case.name} {name}: " + ", ".join(f"{k} {v:.4g}" for k, v in r.items() if k != "video"))
     return out
 
 
