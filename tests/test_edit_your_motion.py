@@ -232,6 +232,17 @@ def test_a_stage_timestep_cap_keeps_every_draw_below_it(tiny):
     assert [s.max_timestep for s in cfg.train.stages] == [200, None]
 
 
+def test_the_quality_variants_keep_the_bundled_timestep_cap():
+    from dancegen.methods.edit_your_motion.quality import stages_override, variant_overrides
+
+    bundled = load_recipe(None, list(BUNDLED_OVERRIDES))
+    assert [s.max_timestep for s in bundled.train.stages] == [200, 200] and bundled.inference.controlnet_scale == 2.0
+    again = load_recipe(None, [*BUNDLED_OVERRIDES, stages_override(bundled.train.stages)])
+    assert again.train.stages == bundled.train.stages
+    wo_stl = load_recipe(None, [*BUNDLED_OVERRIDES, *variant_overrides("wo_stl", bundled)]).train.stages
+    assert [(s.name, s.steps, s.lr, s.max_timestep) for s in wo_stl] == [("joint", 300, 1e-3, 200)]
+
+
 def test_ddim_inversion_round_trip(tiny):
     from dancegen.core.sampling import invert, sample
 
