@@ -401,3 +401,17 @@ def test_auto_masks_segment_the_source_at_its_own_size_and_fall_back_per_frame(t
         assert iou > 0.8, (t, iou)
         assert not np.array_equal(masks[t], drawn[t])
     assert np.array_equal(masks[2], drawn[2]) and any("[2]" in m for m in said)
+
+
+def test_the_quality_figure_has_a_row_per_second_frame_and_a_column_per_variant(tmp_path):
+    from dancegen.io.video import read_image
+    from dancegen.methods.edit_your_motion.quality import make_case, write_figure
+
+    case = make_case(tmp_path / "case", 0, size=32, frames=4, seed=5)
+    rng = np.random.default_rng(0)
+    results = {name: {"video": rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)} for name in ("full", "base")}
+    write_figure(case, results, tmp_path / "fig.png")
+    img = read_image(tmp_path / "fig.png")
+    gap = 4  # montage.grid's default gap between cells
+    assert img.shape[0] == 2 * 64 + gap  # frames 0 and 2, each drawn at twice the case size
+    assert img.shape[1] == 4 * 64 + 3 * gap  # source, target, full, base

@@ -201,16 +201,27 @@ def main(argv: list[str] | None = None) -> dict:
     return summary
 
 
+FIGURE_NAMES = {"full": "Edit-Your-Motion", "wo_rca": "w/o RCA", "wo_ma": "w/o MA", "wo_stl": "w/o STL",
+                "base": "base", "source_poses": "src skeletons", "source_copy": "source copy",
+                "reference_copy": "reference"}
+
+
 def write_figure(case: Path, results: dict, path: Path) -> None:
-    """Source | target (ground truth) | each variant, every other frame."""
+    """Source | target (ground truth) | each variant, every other frame (labels drawn at the figure's size)."""
     from dancegen.io import montage
     from dancegen.io.video import read_video, write_image
 
     src = read_video(case / "source" / "video.mp4").frames
     gt = read_video(case / "target" / "video.mp4").frames
-    rows = [[montage.label(src[t], "source"), montage.label(gt[t], "target")] +
-            [montage.label(r["video"][t], name) for name, r in results.items()] for t in range(0, len(src), 2)]
-    write_image(path, montage.grid(rows, height=src.shape[1] * 2))
+    height = src.shape[1] * 2
+
+    def cell(img, text):
+        return montage.label(montage.fit(img, height), text)
+
+    rows = [[cell(src[t], "source"), cell(gt[t], "target")] +
+            [cell(r["video"][t], FIGURE_NAMES.get(name, name)) for name, r in results.items()]
+            for t in range(0, len(src), 2)]
+    write_image(path, montage.grid(rows, height=height))
 
 
 if __name__ == "__main__":
