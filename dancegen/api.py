@@ -407,7 +407,7 @@ def _demo_in(out: Path, seed: int, size: int, seconds: float, fps: float, step) 
     m2d = music2dance(clip_a / "audio.wav", out / "reference.png", out / "music_dance.mp4", device="cpu", seed=seed)
     music_video = read_video(out / "music_dance.mp4")
 
-    from dancegen.synth.appearance import Appearance
+    from dancegen.synth.appearance import Appearance, place_text
 
     meta_a, meta_b = (json.loads((c / "meta.json").read_text()) for c in (clip_a, clip_b))
     clothes_b, face_b = Appearance.from_dict(meta_b["appearance"]).prompt_parts()
@@ -417,7 +417,7 @@ def _demo_in(out: Path, seed: int, size: int, seconds: float, fps: float, step) 
     character_video = read_video(out / "character.mp4")
     step("text2character --poses: B's description dances A's retargeted poses (bundled Dancing Avatar)")
     avatar = text2character(None, out / "avatar.mp4", poses=out / "retargeted" / "openpose_json", clothes=clothes_b,
-                            face=face_b, place=meta_b["scene_text"].split(", filmed")[0],
+                            face=face_b, place=place_text(meta_b["scene_text"]),
                             frames=min(DEMO_AVATAR_FRAMES, moved.num_frames), preview=False, device="cpu", seed=seed)
     avatar_frames = read_video(out / "avatar.mp4").frames
 

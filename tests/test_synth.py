@@ -365,3 +365,15 @@ def test_overwrite_with_fewer_clips_removes_the_old_extra_clips(tmp_path):
     after = sorted(p.name for p in (tmp_path / "h" / "new_joints").iterdir())
     assert len(before) == 3 and after == before[:2]
     assert not list((tmp_path / "h").rglob(before[2].split(".")[0] + ".*"))
+
+
+def test_place_text_is_the_scene_description_without_its_camera():
+    import numpy as np
+
+    from dancegen.synth.appearance import Scene, place_text
+
+    for seed, motion in ((0, "static"), (1, "pan"), (2, "shake")):
+        scene = Scene.sample(np.random.default_rng(seed), camera_motion=motion)
+        text = scene.describe()
+        assert place_text(text).startswith("in a room with ") and "camera" not in place_text(text)
+        assert text.startswith(place_text(text) + ", filmed by ") and text.endswith("camera")

@@ -49,6 +49,14 @@ HAIR = {
 PATTERNS = ("solid", "stripes", "checks", "noise")
 _PATTERN_WORD = {"solid": "", "stripes": "striped ", "checks": "checked ", "noise": "mottled "}
 
+#: where a scene description (`Scene.describe`) turns from the place to the camera
+FILMED = ", filmed by "
+
+
+def place_text(scene_text: str) -> str:
+    """The place part of a scene description ("in a room with ..."), without the camera."""
+    return scene_text.split(FILMED)[0]
+
 
 def _a(phrase: str) -> str:
     """Phrase with its indefinite article ("an orange shirt", "a red shirt")."""
@@ -227,7 +235,7 @@ class Scene:
             "zoom": "a slowly zooming camera",
             "shake": "a handheld camera",
         }[self.camera_motion]
-        return f"in a room with {bg}, filmed by {cam}"
+        return f"in a room with {bg}{FILMED}{cam}"
 
     def to_dict(self) -> dict:
         return asdict(self)

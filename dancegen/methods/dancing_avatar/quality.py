@@ -54,6 +54,7 @@ METRICS = ("frame_mse", "frame_l1", "warp", "background_change", "colour_drift",
 def heldout_cases(count: int, num_frames: int = 8, size: int = 64, seed: int = HELDOUT_SEED) -> list[dict]:
     """``count`` held-out clips: poses, true masks and the dancer's clothes / face / place text."""
     from dancegen.pose.sequence import PoseSequence
+    from dancegen.synth.appearance import place_text
     from dancegen.synth.clip import render_clip
     from dancegen.synth.layouts import clip_seed
 
@@ -64,7 +65,7 @@ def heldout_cases(count: int, num_frames: int = 8, size: int = 64, seed: int = H
         clothes, face = clip.appearance.prompt_parts()
         cases.append({"poses": PoseSequence(clip.keypoints.astype(np.float32), width=size, height=size, fps=clip.fps),
                       "masks": clip.masks, "clothes": clothes, "face": face,
-                      "place": clip.scene_text.split(", filmed")[0], "top": clip.appearance.top_colour,
+                      "place": place_text(clip.scene_text), "top": clip.appearance.top_colour,
                       "torso_rgb": np.nanmedian(torso_colours(clip.frames, clip.keypoints), axis=0)})
     return cases
 
