@@ -16,8 +16,8 @@ t < 200, edit at ControlNet scale 2, the bundled recipe), case 0:
 The edit follows the target's skeletons (1.2 px from them against 6.0 px without the edit), keeps the dancer and the
 room (13 dB above another dancer in another room doing the same motion), and fine-tuning beats the un-fine-tuned base
 with the same inversion on appearance and steadiness (over 3 cases: +1.9 dB, half the warping error), while the base
-stays a little closer to the skeletons (1.20 vs 1.46 px; 1.20 vs 1.71 over 6 cases). The ablations are not all worse at toy scale (only w/o MA is; see
-recipes/edit_your_motion/README.md), so no test asserts them.
+stays a little closer to the skeletons (1.20 vs 1.46 px; 1.20 vs 1.71 over 6 cases). The ablations are not all worse
+at toy scale (only w/o MA is; see recipes/edit_your_motion/README.md), so no test asserts them.
 """
 
 from __future__ import annotations

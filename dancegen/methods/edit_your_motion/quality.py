@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -40,15 +41,16 @@ VARIANTS = ("full", "wo_rca", "wo_ma", "wo_stl", "base")
 
 
 def stages_override(stages) -> str:
-    """A ``train.stages=[...]`` override that rebuilds ``stages`` (name, steps, lr and timestep cap)."""
-    items = [f"name: {s.name}, steps: {s.steps}, lr: {s.lr}"
-             + ("" if s.max_timestep is None else f", max_timestep: {s.max_timestep}") for s in stages]
-    return "train.stages=[" + ", ".join("{" + i + "}" for i in items) + "]"
+    """A ``train.stages=[...]`` override that rebuilds ``stages`` exactly (every field, as flow-style YAML)."""
+    import yaml
+
+    from dancegen.config import config_to_dict
+
+    dumped = yaml.safe_dump([config_to_dict(s) for s in stages], default_flow_style=True, width=float("inf"))
+    return "train.stages=" + dumped.strip()
 
 
 def variant_overrides(name: str, cfg) -> list[str]:
-    from dataclasses import replace
-
     stages = cfg.train.stages
     if name == "wo_rca":
         return ["model.spatial_attn=self"]
@@ -136,8 +138,6 @@ def run_case(case: Path, variants=VARIANTS, steps: int | None = None, work: Path
             f"data.num_frames={info['num_frames']}", "train.device=cpu", "inference.skeleton_offset.enabled=false"]
     base_cfg = load_recipe(None, sets)
     if steps is not None:
-        from dataclasses import replace
-
         sets.append(stages_override([replace(s, steps=steps) for s in base_cfg.train.stages]))
         base_cfg = load_recipe(None, sets)
     target = read_pose_input(case / "target" / "openpose_json")
