@@ -374,6 +374,43 @@ def test_the_quality_scores_add_lpips_only_when_a_scorer_is_given(monkeypatch, t
     assert plain["warp"] > 1e-3
 
 
+def test_the_quality_pose_column_averages_each_frame_before_the_frames(monkeypatch):
+    """``pose_px`` weighs every frame alike (the `pose_keypoint_error` protocol): a frame with one far joint counts as
+    much as a frame with four near ones, so 4 joints at 1 px and 1 joint at 10 px give 5.5, not the pooled 2.8."""
+    from types import SimpleNamespace
+
+    import dancegen.pose.extract as extract
+    from dancegen.methods.edit_your_motion.quality import score
+
+    aligned = np.zeros((2, 18, 3), np.float32)
+    aligned[..., 2] = 1.0
+    est = aligned.copy()
+    est[0, :4, 0] = 1.0  # frame 0: four joints 1 px off, the rest not found
+    est[0, 4:, 2] = 0.0
+    est[1, 0, 1] = 10.0  # frame 1: one joint 10 px off, the rest not found
+    est[1, 1:, 2] = 0.0
+    monkeypatch.setattr(extract, "estimate_poses", lambda video, backend: SimpleNamespace(keypoints=est))
+    video = np.zeros((2, 16, 16, 3), np.uint8)
+    out = score(video, (video, np.ones((2, 16, 16), bool)), aligned)
+    assert out["pose_px"] == pytest.approx(5.5)
+
+
+def test_the_quality_summary_counts_paired_wins_and_the_seed_spread():
+    """`summarise`: means over cases and seeds, in how many runs the full model beat each variant (higher PSNR/SSIM,
+    lower for the rest; a tie is not a win) and the spread over seeds of each variant's case mean."""
+    from dancegen.methods.edit_your_motion.quality import summarise
+
+    runs = [{"case": c, "seed": s, "scores": {"full": {"psnr": 20.0 + c + s, "warp": 1.0},
+                                              "base": {"psnr": 21.0 + c, "warp": 1.0 + (s - 1) * (c - 0.5)}}}
+            for s in (0, 2) for c in (0, 1)]
+    out = summarise(runs, ("psnr", "warp"))
+    assert out["mean"] == {"full": {"psnr": 21.5, "warp": 1.0}, "base": {"psnr": 21.5, "warp": 1.0}}
+    assert out["full_better"] == {"base": {"psnr": "2/4", "warp": "2/4"}}
+    assert out["seed_sd"]["full"] == {"psnr": pytest.approx(2 ** 0.5, abs=0.005), "warp": 0.0}
+    assert out["seed_sd"]["base"]["psnr"] == 0.0
+    assert "seed_sd" not in summarise(runs[:2], ("psnr",))
+
+
 def test_auto_masks_segment_the_source_at_its_own_size_and_fall_back_per_frame(tmp_path, models):
     """`--masks auto`: the pose backend's segmentation of each source frame at its original size (a 64 px crop hides
     the dancer from it), squared like the frames; a frame with nobody keeps its skeleton mask, the others do not."""

@@ -9,7 +9,8 @@ after the skeleton offset: Algorithm 1 keeps the reference clip's start position
 unit tests). Metrics:
 
 - ``psnr`` / ``ssim``: the whole frame against the target (appearance and background kept, motion followed);
-- ``pose_px``: mean distance between the SynthPose joints of the result and the aligned target skeleton;
+- ``pose_px``: distance between the SynthPose joints of the result and the aligned target skeleton, averaged over
+  the joints confident in both within each frame, then over frames (`dancegen.metrics.pose_metrics` protocol);
 - ``colour``: mean absolute difference (0-255) of the mean RGB inside the target's person mask (the clothes);
 - ``warp``: flow warping error of the result itself (`dancegen.metrics.consistency.warping_error`, DIS flow, [0, 1]
   RGB): temporal consistency, the role FVD plays in the paper's Table IV (the exact target's own value is the floor);
@@ -107,7 +108,9 @@ def score(video: np.ndarray, target: tuple[np.ndarray, np.ndarray], aligned: np.
     gt, masks = (a[: len(video)] for a in target)
     est = estimate_poses(video, backend="synthpose").keypoints
     ok = (est[..., 2] > 0.3) & (aligned[..., 2] > 0.3)
-    pose_px = float(np.linalg.norm(est[..., :2] - aligned[..., :2], axis=-1)[ok].mean()) if ok.any() else float("nan")
+    dist = np.linalg.norm(est[..., :2] - aligned[..., :2], axis=-1)
+    per_frame = [dist[t][ok[t]].mean() for t in range(len(dist)) if ok[t].any()]
+    pose_px = float(np.mean(per_frame)) if per_frame else float("nan")
     colour = [np.abs(video[t][masks[t]].mean(0) - gt[t][masks[t]].astype(float).mean(0)).mean()
               for t in range(len(video)) if masks[t].any()]
     out = {"psnr": float(psnr(video, gt)), "ssim": float(ssim(video, gt)), "pose_px": pose_px,
@@ -118,8 +121,11 @@ def score(video: np.ndarray, target: tuple[np.ndarray, np.ndarray], aligned: np.
 
 
 def run_case(case: Path, variants=VARIANTS, steps: int | None = None, work: Path | None = None,
-             inference_steps: int | None = None, say=lambda m: None, lpips=None) -> dict:
-    """Fine-tune every variant on one case and score its edit; ``{variant: metrics}`` (``lpips``: see `score`)."""
+             inference_steps: int | None = None, say=lambda m: None, lpips=None, seed: int | None = None) -> dict:
+    """Fine-tune every variant on one case and score its edit; ``{variant: metrics}`` (``lpips``: see `score`).
+
+    ``seed``: the run's seed (fine-tuning draws and sampling) instead of the recipe's, to measure seed spread.
+    """
     import torch
 
     from dancegen.io.video import read_video
@@ -136,6 +142,8 @@ def run_case(case: Path, variants=VARIANTS, steps: int | None = None, work: Path
     sets = [*BUNDLED_OVERRIDES, f"data.source={src / 'video.mp4'}", f"data.poses={src / 'openpose_json'}",
             "data.masks=given", f"data.masks_path={src / 'masks'}", f"data.prompt={info['prompt']}",
             f"data.num_frames={info['num_frames']}", "train.device=cpu", "inference.skeleton_offset.enabled=false"]
+    if seed is not None:
+        sets.append(f"seed={seed}")
     base_cfg = load_recipe(None, sets)
     if steps is not None:
         sets.append(stages_override([replace(s, steps=steps) for s in base_cfg.train.stages]))
@@ -173,6 +181,39 @@ def run_case(case: Path, variants=VARIANTS, steps: int | None = None, work: Path
     return out
 
 
+HIGHER_IS_BETTER = {"psnr", "ssim"}
+
+
+def summarise(runs: list[dict], keys) -> dict:
+    """Means and paired comparisons over ``runs``, a list of ``{"seed": s, "scores": {variant: metrics}}``.
+
+    - ``mean``: every variant's metrics averaged over all runs (cases x seeds);
+    - ``full_better``: for each other variant and metric, ``"k/n"``: in how many of the n runs the full model scored
+      better than that variant on the same case and seed (a tie counts as not better);
+    - ``seed_sd`` (two or more seeds): the standard deviation over seeds of each variant's case-averaged metric, the
+      spread a difference between variants has to clear.
+    """
+    variants = list(runs[0]["scores"])
+
+    def avg(rs, v, k):
+        return float(f"{np.mean([r['scores'][v][k] for r in rs]):.4g}")
+
+    out = {"mean": {v: {k: avg(runs, v, k) for k in keys} for v in variants}}
+    if "full" in variants:
+        def better(r, v, k):
+            a, b = r["scores"]["full"][k], r["scores"][v][k]
+            return a > b if k in HIGHER_IS_BETTER else a < b
+
+        out["full_better"] = {v: {k: f"{sum(better(r, v, k) for r in runs)}/{len(runs)}" for k in keys}
+                              for v in variants if v != "full"}
+    seeds = sorted({r["seed"] for r in runs}, key=str)
+    if len(seeds) > 1:
+        by_seed = {s: [r for r in runs if r["seed"] == s] for s in seeds}
+        out["seed_sd"] = {v: {k: float(f"{np.std([avg(rs, v, k) for rs in by_seed.values()], ddof=1):.3g}")
+                              for k in keys} for v in variants}
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict:
     import argparse
 
@@ -180,25 +221,36 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--count", type=int, default=3)
     ap.add_argument("--steps", type=int, default=None, help="steps of each stage (default: the bundled recipe's)")
     ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--seeds", default=None,
+                    help="comma-separated run seeds, each case run once per seed (default: the recipe's seed)")
     ap.add_argument("--cases", type=Path, default=Path("runs/eym_quality_cases"))
     ap.add_argument("--figure", type=Path, default=None, help="write a contact sheet of the first case (PNG)")
     ap.add_argument("--json", type=Path, default=None, help="write the per-case and mean metrics (JSON)")
     args = ap.parse_args(argv)
+    from dancegen.io.atomic import write_text
+
     variants = tuple(args.variants.split(","))
-    per_case = []
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [None]
+    runs = []
     lpips = lpips_scorer(say=print)
-    for i in range(args.count):
-        case = make_case(args.cases / f"case_{i:03d}", i)
-        per_case.append(run_case(case, variants, args.steps, say=print, lpips=lpips))
-        if i == 0 and args.figure is not None:
-            write_figure(case, per_case[0], args.figure)
+    for seed in seeds:
+        for i in range(args.count):
+            case = make_case(args.cases / f"case_{i:03d}", i)
+            scores = run_case(case, variants, args.steps, say=print, lpips=lpips, seed=seed)
+            runs.append({"case": i, "seed": seed, "scores": scores})
+            if len(runs) == 1 and args.figure is not None:
+                write_figure(case, scores, args.figure)
+            if args.json is not None:  # rewritten after every case: a long run's numbers survive an interruption
+                cases = [{**r, "scores": {v: {k: x for k, x in m.items() if k != "video"}
+                                          for v, m in r["scores"].items()}} for r in runs]
+                write_text(args.json, json.dumps({"runs": cases}, indent=1))
     keys = ("psnr", "ssim", "pose_px", "colour", "warp") + (("lpips",) if lpips is not None else ())
-    summary = {v: {k: float(f"{np.mean([c[v][k] for c in per_case]):.4g}") for k in keys} for v in per_case[0]}
+    summary = summarise(runs, keys)
     print(json.dumps(summary, indent=1))
     if args.json is not None:
-        cases = [{v: {k: x for k, x in r.items() if k != "video"} for v, r in c.items()} for c in per_case]
-        args.json.write_text(json.dumps({"mean": summary, "cases": cases}, indent=1))
-    return summary
+        data = json.loads(args.json.read_text())
+        write_text(args.json, json.dumps({**summary, **data}, indent=1))
+    return summary["mean"]
 
 
 FIGURE_NAMES = {"full": "Edit-Your-Motion", "wo_rca": "w/o RCA", "wo_ma": "w/o MA", "wo_stl": "w/o STL",

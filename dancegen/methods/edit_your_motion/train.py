@@ -45,9 +45,14 @@ def make_loss_fn(masked: bool, max_timestep: int | None = None):
 
     from dancegen.core.schedulers import uniform_noising
 
+    schedules = {}  # the model's training schedule, built on the first step (not on every one)
+
     def loss_fn(m, batch):
         z0 = batch["masked_latents" if masked else "latents"]  # (B, C, F, h, w)
-        sched = DDPMScheduler.from_config(m.scheduler.config)
+        if id(m) not in schedules:
+            schedules.clear()
+            schedules[id(m)] = DDPMScheduler.from_config(m.scheduler.config)
+        sched = schedules[id(m)]
         num_t = sched.config.num_train_timesteps
         t, noise, zt, _ = uniform_noising(sched.alphas_cumprod, z0, min(num_t, max_timestep or num_t))
         dtype = next(m.unet.parameters()).dtype
