@@ -389,7 +389,7 @@ GOLDEN_ROW = [[-0.2739925, 0.2079187, 0.5413619, 0.6003144], [-0.7702923, -0.537
 
 
 def test_bundled_dyl_tiny_unet_loads_and_gives_the_recorded_output():
-    model = VideoUNet.from_pretrained("dancegen/assets/models/dyl-tiny/unet", torch_dtype=torch.float32).eval()
+    model = VideoUNet.from_pretrained("dancegen/assets/models/dyl-tiny/unet", dtype=torch.float32).eval()
     assert model.config.temporal_position == "after_block"  # saved before the option existed
     n = 4 * 4 * H * H
     x = torch.sin(torch.arange(n, dtype=torch.float64) * 0.731).float().reshape(1, 4, 4, H, H)

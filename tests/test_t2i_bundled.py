@@ -63,9 +63,9 @@ def test_bundled_models_load_with_diffusers_unchanged():
     import torch
     from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
 
-    nets = [ControlNetModel.from_pretrained(BUNDLED_ROOT / n, torch_dtype=torch.float32) for n in NAMES[1:]]
+    nets = [ControlNetModel.from_pretrained(BUNDLED_ROOT / n, dtype=torch.float32) for n in NAMES[1:]]
     pipe = StableDiffusionControlNetPipeline.from_pretrained(BUNDLED_ROOT / "t2i-tiny", controlnet=nets,
-                                                             torch_dtype=torch.float32, safety_checker=None)
+                                                             dtype=torch.float32, safety_checker=None)
     from dancegen.t2i.quality import heldout_frames
 
     d = heldout_frames(1)

@@ -339,7 +339,7 @@ class ControlNetSet(nn.ModuleDict):
             specs: ``{name: ControlSpec or scale}``.
             classes: ``{name: model class}`` for folders of other ``ControlNetModel``-compatible classes.
             allow_download: let diffusers download a hub id that is not cached (not under ``HF_HUB_OFFLINE``).
-            **kwargs: passed to every ``from_pretrained`` (``torch_dtype``, ``variant``, ...).
+            **kwargs: passed to every ``from_pretrained`` (``dtype``, ``variant``, ...).
 
         Raises:
             MissingWeightsError: a reference that is nowhere to be found.

@@ -401,9 +401,9 @@ def load_single_file_sd15(
     if load_text_encoder and not has_text:
         raise InputError("no CLIP text encoder (cond_stage_model.transformer.*) in this file", path=path)
     tok = resolve_tokenizer(tokenizer) if load_text_encoder else None
-    # torch_dtype only when asked: diffusers then casts with .to() and logs a warning; without it the loader
+    # dtype only when asked: diffusers then casts with .to() and logs a warning; without it the loader
     # already casts each tensor to the freshly built model's float32.
-    td = {"torch_dtype": dtype} if dtype is not None else {}
+    td = {"dtype": dtype} if dtype is not None else {}
 
     unet_cfg = {**unet_config_from_shapes(_within(f.shapes, UNET_PREFIX)), **_metadata_config(f.metadata, "unet")}
     vae_cfg = {**vae_config_from_shapes(_within(f.shapes, VAE_PREFIX)), **_metadata_config(f.metadata, "vae")}

@@ -256,7 +256,7 @@ class PromptEncoder:
                                       f"folder lacks (an image-conditioned model has no text encoder)", path=folder)
         arch = json.loads((folder / "text_encoder" / "config.json").read_text()).get("architectures") or []
         model_cls = CLIPTextModelWithProjection if "CLIPTextModelWithProjection" in arch else CLIPTextModel
-        kw = {"torch_dtype": dtype} if dtype is not None else {}
+        kw = {"dtype": dtype} if dtype is not None else {}
         text_encoder = model_cls.from_pretrained(folder / "text_encoder", local_files_only=True, **kw)
         text_encoder.eval().requires_grad_(False)
         if device is not None:

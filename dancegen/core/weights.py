@@ -239,7 +239,7 @@ def load_sd15_components(
             f"SD-1.5-layout model incomplete: {problem} (needs unet/, vae/, scheduler/ and image_encoder/ or "
             f"text_encoder/); get one with `hf download {MODEL_KINDS['sd-image-variations'][0]} "
             f"--local-dir PATH`", path=folder)
-    kw = {"torch_dtype": dtype} if dtype is not None else {}
+    kw = {"dtype": dtype} if dtype is not None else {}
     unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", **kw)
     vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", **kw)
     scheduler = DDIMScheduler.from_pretrained(folder, subfolder="scheduler")

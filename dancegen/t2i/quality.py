@@ -129,7 +129,7 @@ class T2IBundle:
         # float32 on the CPU: bundled weights are stored in float16 (core.bundle)
         comps = load_sd15_components(resolve_model(model, kind="sd15"), dtype=torch.float32)
         folders = dict(CONTROLNETS_BUNDLED if controlnets is None else controlnets)
-        nets = ControlNetSet.from_pretrained_folders(folders, torch_dtype=torch.float32)
+        nets = ControlNetSet.from_pretrained_folders(folders, dtype=torch.float32)
         nets.eval().requires_grad_(False)
         return cls(comps, PromptEncoder(comps.text_encoder, comps.tokenizer), nets, folders)
 

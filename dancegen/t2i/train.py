@@ -161,7 +161,7 @@ def load_vae(ref: str):
     folder = Path(resolve_model(ref, kind="any").location) / "vae"
     if not (folder / "config.json").is_file():
         raise MissingWeightsError("model.vae_from has no vae/ folder", path=folder.parent)
-    return AutoencoderKL.from_pretrained(folder, torch_dtype=torch.float32)  # bundled weights are fp16
+    return AutoencoderKL.from_pretrained(folder, dtype=torch.float32)  # bundled weights are fp16
 
 
 @torch.no_grad()
@@ -244,7 +244,7 @@ def train(config, output_dir: str | os.PathLike, resume: str = "auto", progress=
             from dancegen.core.weights import resolve_model
 
             net = ControlNetModel.from_pretrained(resolve_model(mc.init_from, kind="unet").location,
-                                                  torch_dtype=torch.float32)
+                                                  dtype=torch.float32)
         else:
             net = ControlNetModel.from_unet(base.unet, conditioning_channels=3,
                                             conditioning_embedding_out_channels=controlnet_embedding_channels(halvings))
@@ -296,7 +296,7 @@ def train(config, output_dir: str | os.PathLike, resume: str = "auto", progress=
                 raise InputError(f"{vae_dir}: the vae stage has not run yet (train.run must select it first)")
             from diffusers import AutoencoderKL
 
-            vae = AutoencoderKL.from_pretrained(vae_dir, torch_dtype=torch.float32)
+            vae = AutoencoderKL.from_pretrained(vae_dir, dtype=torch.float32)
         if latents is None:
             vae.eval().requires_grad_(False)
             latents = ensure_latents(out / "data" / "latents.pt", vae, arrays["frames"], say)

@@ -277,7 +277,7 @@ class DanceYourLatentsModel(MethodModel):
         if folder is None:
             raise InputError("not a Dance-Your-Latents model folder (no dance_your_latents.yaml)", path=folder)
         cfg = LAYOUT.load_recipe(folder, overrides, load_recipe)
-        kw = {"torch_dtype": dtype if dtype is not None else torch.float32}  # bundled models are stored in fp16
+        kw = {"dtype": dtype if dtype is not None else torch.float32}  # bundled models are stored in fp16
         unet = VideoUNet.from_pretrained(folder / "unet", **kw)
         vae = AutoencoderKL.from_pretrained(folder / "vae", **kw)
         nets = ControlNetSet.from_pretrained_folders(

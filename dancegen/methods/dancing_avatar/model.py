@@ -93,7 +93,7 @@ def load_inpaint_unet(ref: str, base_unet, allow_download: bool = False, dtype=N
         if where.source == "single-file":
             raise InputError("model.inpaint takes an inpainting model folder (diffusers layout, unet/ inside) or a hub "
                              "id, not a single checkpoint file", ref)
-    unet = UNet2DConditionModel.from_pretrained(where.location, subfolder=sub, torch_dtype=dtype or torch.float32,
+    unet = UNet2DConditionModel.from_pretrained(where.location, subfolder=sub, dtype=dtype or torch.float32,
                                                 local_files_only=where.source != "hub")
     latent = base_unet.config.in_channels
     if unet.config.in_channels != 2 * latent + 1:
@@ -113,7 +113,7 @@ def load_controlnets(pose: str | None, prev: str | None, allow_download: bool = 
     from dancegen.core.controlnet import ControlNetSet
 
     nets = ControlNetSet.from_pretrained_folders({"pose": pose or POSE_BUNDLED, "prev": prev},
-                                                 allow_download=allow_download, torch_dtype=dtype or torch.float32)
+                                                 allow_download=allow_download, dtype=dtype or torch.float32)
     return nets.eval().requires_grad_(False)
 
 

@@ -133,7 +133,7 @@ def load_base(cfg: EditYourMotionConfig, dtype=None, allow_download: bool = Fals
         raise InputError(f"{cfg.model.base}: Edit-Your-Motion needs a text-to-image model with text_encoder/ and "
                          "tokenizer/")
     cn = resolve_model(cfg.model.controlnet or POSE_BUNDLED, kind="any", allow_download=allow_download)
-    nets = ControlNetSet.from_pretrained_folders({"pose": cn.location if cn.is_local else cn.ref}, torch_dtype=dtype)
+    nets = ControlNetSet.from_pretrained_folders({"pose": cn.location if cn.is_local else cn.ref}, dtype=dtype)
     nets.eval().requires_grad_(False)
     return comps, nets
 
@@ -167,7 +167,7 @@ def load_model(folder: str | os.PathLike, overrides: list[str] | None = None, dt
     found = LAYOUT.resolve(folder)
     cfg = LAYOUT.load_recipe(found, overrides, load_recipe)
     comps, nets = load_base(cfg, dtype, allow_download)
-    unet = VideoUNet.from_pretrained(found / "unet", torch_dtype=dtype or torch.float32)
+    unet = VideoUNet.from_pretrained(found / "unet", dtype=dtype or torch.float32)
     unet.eval().requires_grad_(False)
     adapter = None
     if (found / "motion_adapter").is_dir():

@@ -171,7 +171,7 @@ def load_models(cfg: LatentManConfig, allow_download: bool = False, plan=None):
         raise InputError(f"{cfg.model.base}: LatentMan needs a text-to-image model with text_encoder/ and tokenizer/")
     cn = resolve_model(cfg.model.controlnet or DEPTH_BUNDLED, kind="any", allow_download=allow_download)
     nets = ControlNetSet.from_pretrained_folders({"depth": cn.location if cn.is_local else cn.ref},
-                                                 torch_dtype=dtype)
+                                                 dtype=dtype)
     nets.eval().requires_grad_(False)
     return comps, nets
 
