@@ -243,3 +243,17 @@ def test_features_of_44k_input_match_22k():
     b = frame_features(resample(audio, SR, 44100), 44100, FPS, beats=False)
     assert a.values.shape == b.values.shape == (40, 49)
     np.testing.assert_allclose(a["mel"], b["mel"], atol=0.02)
+
+
+def test_a_clip_shorter_than_one_fft_window_gives_features_without_a_warning():
+    """70 ms of a tone at 22.05 kHz is shorter than the 2048-sample window: the features still come out (finite, one
+    row per video frame) and librosa's "n_fft is too large" warning stays inside dancegen; other warnings are not
+    hidden."""
+    import warnings
+
+    sr = 22050
+    y = np.sin(2 * np.pi * 440 * np.arange(int(0.07 * sr)) / sr).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        feats = frame_features(y, sr, fps=30.0)
+    assert len(feats) == frame_count(y.size / sr, 30.0) and np.isfinite(feats.values).all()

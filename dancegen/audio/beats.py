@@ -9,6 +9,8 @@ name (`aist_start_bpm`).
 from __future__ import annotations
 
 import re
+import warnings
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -16,6 +18,18 @@ from dancegen.errors import InputError
 
 BEAT_HOP = 512
 """FACT's hop: the onset envelope runs at `fps * BEAT_HOP / BEAT_HOP = fps` frames per second."""
+
+@contextmanager
+def short_clips_allowed():
+    """Hide librosa's "n_fft=... is too large for input signal" warning inside the block, and only that one.
+
+    A clip shorter than one FFT window (2048 samples) is analysed inside librosa's centred zero padding; the result is
+    what that padding defines, and the warning on every call would only bury the ones that matter.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"n_fft=\d+ is too large for input signal", category=UserWarning)
+        yield
+
 
 _AIST_GENRES_80 = ("BR", "PO", "LO", "MH", "LH", "WA", "KR", "JS", "JB")
 _AIST_MUSIC = re.compile(r"m([A-Z]{2})([0-9])")
@@ -53,7 +67,8 @@ def beat_frames(samples, sr: int, fps: float, num_frames: int | None = None, sta
     target = int(round(fps * BEAT_HOP))
     if sr != target:
         y = librosa.resample(y, orig_sr=sr, target_sr=target)
-    env = librosa.onset.onset_strength(y=y, sr=target, hop_length=BEAT_HOP)
+    with short_clips_allowed():
+        env = librosa.onset.onset_strength(y=y, sr=target, hop_length=BEAT_HOP)
     _, beats = librosa.beat.beat_track(onset_envelope=env, sr=target, hop_length=BEAT_HOP, start_bpm=start_bpm,
                                        tightness=tightness)
     beats = np.asarray(beats, np.int64)

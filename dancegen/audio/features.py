@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dancegen.audio.beats import beat_frames, beat_vector
+from dancegen.audio.beats import beat_frames, beat_vector, short_clips_allowed
 from dancegen.audio.song import Song, frame_count
 from dancegen.errors import InputError
 
@@ -179,7 +179,8 @@ def frame_features(samples: np.ndarray | Song, sr: int | None = None, fps: float
     y22 = np.ascontiguousarray(resample(y, int(sr), FEATURE_SR), dtype=np.float32)
 
     hop = feature_hop(FEATURE_SR, fps)
-    mel = librosa.feature.melspectrogram(y=y22, sr=FEATURE_SR, n_fft=N_FFT, hop_length=hop, n_mels=n_mels)
+    with short_clips_allowed():  # a clip under one FFT window (93 ms) is analysed inside the zero padding
+        mel = librosa.feature.melspectrogram(y=y22, sr=FEATURE_SR, n_fft=N_FFT, hop_length=hop, n_mels=n_mels)
     mel_db = librosa.power_to_db(mel, ref=1.0, amin=10.0 ** (MEL_FLOOR_DB / 10.0), top_db=None)
     # float32 log10 of the floor lands a few 1e-6 dB either side of -80 depending on the CPU's libm;
     # clip so that silence is exactly 0 everywhere (the documented range is [0, ~1])
