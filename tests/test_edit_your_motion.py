@@ -160,7 +160,7 @@ def test_stage_parameter_sets_are_exact_and_frozen_weights_stay_bit_identical(ti
     batch = {"latents": z, "masked_latents": z * 0.5, "context": ctx, "pose_images": pose}
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     torch.manual_seed(1)
-    make_loss_fn(masked=False)(model, batch).backward()
+    make_loss_fn(False, model.scheduler.config)(model, batch).backward()
     opt.step()
     for n, p in model.named_parameters():
         if n in spatial:
@@ -194,9 +194,9 @@ def test_stage_one_sees_the_masked_frames_and_stage_two_the_whole_frames(tiny):
     batch = {"latents": whole, "masked_latents": masked, "context": torch.zeros(1, 77, 32),
              "pose_images": torch.zeros(1, 3, 2, 8, 8)}
     torch.manual_seed(0)
-    make_loss_fn(masked=True)(Spy(), batch)
+    make_loss_fn(True, Spy.scheduler.config)(Spy(), batch)
     torch.manual_seed(0)
-    make_loss_fn(masked=False)(Spy(), batch)
+    make_loss_fn(False, Spy.scheduler.config)(Spy(), batch)
     assert not torch.allclose(seen[0], seen[1])  # same noise and timestep, different clean latents
     from dancegen.methods.edit_your_motion.config import StageConfig
 
@@ -220,13 +220,13 @@ def test_a_stage_timestep_cap_keeps_every_draw_below_it(tiny):
     batch = {"latents": torch.zeros(4, 4, 2, 4, 4), "context": torch.zeros(4, 77, 32),
              "pose_images": torch.zeros(4, 3, 2, 8, 8)}
     torch.manual_seed(0)
-    capped = make_loss_fn(masked=False, max_timestep=20)
+    capped = make_loss_fn(False, Spy.scheduler.config, max_timestep=20)
     for _ in range(50):
         capped(Spy(), batch)
     assert max(drawn) < 20 and len(set(drawn)) == 20  # every step of [0, 20) drawn, none above
     drawn.clear()
     for _ in range(50):
-        make_loss_fn(masked=False)(Spy(), batch)
+        make_loss_fn(False, Spy.scheduler.config)(Spy(), batch)
     assert max(drawn) >= 500  # uncapped: the whole schedule (1000 steps)
     cfg = _cfg(tiny, "train.stages=[{name: temporal, steps: 2, max_timestep: 200}, {name: spatial, steps: 2}]")
     assert [s.max_timestep for s in cfg.train.stages] == [200, None]
@@ -377,10 +377,9 @@ def test_the_quality_scores_add_lpips_only_when_a_scorer_is_given(monkeypatch, t
 def test_the_quality_pose_column_averages_each_frame_before_the_frames(monkeypatch):
     """``pose_px`` weighs every frame alike (the `pose_keypoint_error` protocol): a frame with one far joint counts as
     much as a frame with four near ones, so 4 joints at 1 px and 1 joint at 10 px give 5.5, not the pooled 2.8."""
-    from types import SimpleNamespace
-
     import dancegen.pose.extract as extract
     from dancegen.methods.edit_your_motion.quality import score
+    from dancegen.pose.sequence import PoseSequence
 
     aligned = np.zeros((2, 18, 3), np.float32)
     aligned[..., 2] = 1.0
@@ -389,7 +388,7 @@ def test_the_quality_pose_column_averages_each_frame_before_the_frames(monkeypat
     est[0, 4:, 2] = 0.0
     est[1, 0, 1] = 10.0  # frame 1: one joint 10 px off, the rest not found
     est[1, 1:, 2] = 0.0
-    monkeypatch.setattr(extract, "estimate_poses", lambda video, backend: SimpleNamespace(keypoints=est))
+    monkeypatch.setattr(extract, "estimate_poses", lambda video, backend: PoseSequence(est, width=16, height=16))
     video = np.zeros((2, 16, 16, 3), np.uint8)
     out = score(video, (video, np.ones((2, 16, 16), bool)), aligned)
     assert out["pose_px"] == pytest.approx(5.5)

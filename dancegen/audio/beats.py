@@ -19,6 +19,7 @@ from dancegen.errors import InputError
 BEAT_HOP = 512
 """FACT's hop: the onset envelope runs at `fps * BEAT_HOP / BEAT_HOP = fps` frames per second."""
 
+
 @contextmanager
 def short_clips_allowed():
     """Hide librosa's "n_fft=... is too large for input signal" warning inside the block, and only that one.

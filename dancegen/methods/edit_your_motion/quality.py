@@ -103,14 +103,12 @@ def score(video: np.ndarray, target: tuple[np.ndarray, np.ndarray], aligned: np.
     `LPIPSScorer` (`lpips_scorer`) or None."""
     from dancegen.metrics.consistency import warping_error
     from dancegen.metrics.image import psnr, ssim
+    from dancegen.metrics.pose_metrics import pose_keypoint_error
     from dancegen.pose.extract import estimate_poses
 
     gt, masks = (a[: len(video)] for a in target)
-    est = estimate_poses(video, backend="synthpose").keypoints
-    ok = (est[..., 2] > 0.3) & (aligned[..., 2] > 0.3)
-    dist = np.linalg.norm(est[..., :2] - aligned[..., :2], axis=-1)
-    per_frame = [dist[t][ok[t]].mean() for t in range(len(dist)) if ok[t].any()]
-    pose_px = float(np.mean(per_frame)) if per_frame else float("nan")
+    est = estimate_poses(video, backend="synthpose")
+    pose_px = pose_keypoint_error(est, est.replace(keypoints=aligned), normalise="none", conf_thr=0.3)
     colour = [np.abs(video[t][masks[t]].mean(0) - gt[t][masks[t]].astype(float).mean(0)).mean()
               for t in range(len(video)) if masks[t].any()]
     out = {"psnr": float(psnr(video, gt)), "ssim": float(ssim(video, gt)), "pose_px": pose_px,
@@ -231,25 +229,23 @@ def main(argv: list[str] | None = None) -> dict:
 
     variants = tuple(args.variants.split(","))
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [None]
-    runs = []
+    runs = []  # the scores without the videos
     lpips = lpips_scorer(say=print)
     for seed in seeds:
         for i in range(args.count):
             case = make_case(args.cases / f"case_{i:03d}", i)
             scores = run_case(case, variants, args.steps, say=print, lpips=lpips, seed=seed)
-            runs.append({"case": i, "seed": seed, "scores": scores})
-            if len(runs) == 1 and args.figure is not None:
+            if not runs and args.figure is not None:
                 write_figure(case, scores, args.figure)
+            runs.append({"case": i, "seed": seed, "scores": {v: {k: x for k, x in m.items() if k != "video"}
+                                                             for v, m in scores.items()}})
             if args.json is not None:  # rewritten after every case: a long run's numbers survive an interruption
-                cases = [{**r, "scores": {v: {k: x for k, x in m.items() if k != "video"}
-                                          for v, m in r["scores"].items()}} for r in runs]
-                write_text(args.json, json.dumps({"runs": cases}, indent=1))
+                write_text(args.json, json.dumps({"runs": runs}, indent=1))
     keys = ("psnr", "ssim", "pose_px", "colour", "warp") + (("lpips",) if lpips is not None else ())
     summary = summarise(runs, keys)
     print(json.dumps(summary, indent=1))
     if args.json is not None:
-        data = json.loads(args.json.read_text())
-        write_text(args.json, json.dumps({**summary, **data}, indent=1))
+        write_text(args.json, json.dumps({**summary, "runs": runs}, indent=1))
     return summary["mean"]
 
 

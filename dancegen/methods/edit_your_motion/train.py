@@ -35,9 +35,10 @@ def stage_patterns(stage: StageConfig, model) -> list[str]:
     return [p for p in patterns if p != MA or model.adapter is not None]
 
 
-def make_loss_fn(masked: bool, max_timestep: int | None = None):
+def make_loss_fn(masked: bool, scheduler_config: dict, max_timestep: int | None = None):
     """``loss_fn(model, batch)`` for the shared Trainer (Eq. 16 on the masked or the whole frames).
 
+    ``scheduler_config``: the base's scheduler config, from which the DDPM training schedule is built once.
     ``max_timestep`` caps the drawn timestep (``t ~ U{0, min(T, max_timestep) - 1}``); None draws from all T.
     """
     import torch
@@ -45,16 +46,13 @@ def make_loss_fn(masked: bool, max_timestep: int | None = None):
 
     from dancegen.core.schedulers import uniform_noising
 
-    schedules = {}  # the model's training schedule, built on the first step (not on every one)
+    sched = DDPMScheduler.from_config(scheduler_config)
+    alphas, num_t = sched.alphas_cumprod, sched.config.num_train_timesteps
+    drawn_from = min(num_t, max_timestep or num_t)
 
     def loss_fn(m, batch):
         z0 = batch["masked_latents" if masked else "latents"]  # (B, C, F, h, w)
-        if id(m) not in schedules:
-            schedules.clear()
-            schedules[id(m)] = DDPMScheduler.from_config(m.scheduler.config)
-        sched = schedules[id(m)]
-        num_t = sched.config.num_train_timesteps
-        t, noise, zt, _ = uniform_noising(sched.alphas_cumprod, z0, min(num_t, max_timestep or num_t))
+        t, noise, zt, _ = uniform_noising(alphas, z0, drawn_from)
         dtype = next(m.unet.parameters()).dtype
         pred = m.predict_noise(zt.to(dtype), t, batch["context"].to(dtype), batch["pose_images"].to(dtype))
         return torch.nn.functional.mse_loss(pred.float(), noise.float())
@@ -132,7 +130,7 @@ def train(config: EditYourMotionConfig, output_dir: str | os.PathLike, resume: s
                            OptimConfig(name=t.optimizer, lr=stage.lr, weight_decay=t.weight_decay,
                                        grad_clip=t.grad_clip))
         with progress_bar(stage.steps, f"stage {stage.name}") as bar:
-            loss_fn = make_loss_fn(stage.masked, stage.max_timestep)
+            loss_fn = make_loss_fn(stage.masked, model.scheduler.config, stage.max_timestep)
             trainer = Trainer(model, loss_fn, dataset, loop, logger=_BarLogger(bar, stage.steps))
             result = trainer.fit()
         model = trainer.accelerator.unwrap_model(trainer.model)
